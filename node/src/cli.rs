@@ -1,0 +1,328 @@
+//! The `kith` command line.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use kith_sdk::client::{Client, ClientError};
+
+use crate::config::{self, NodeConfig};
+
+/// kith: a peer node for networked computation.
+#[derive(Debug, Parser)]
+#[command(name = "kith", version, about)]
+pub struct Cli {
+    /// URL of the node's HTTP API, for commands that talk to a running node.
+    #[arg(long, global = true, env = "KITH_API", default_value = "http://127.0.0.1:7070")]
+    pub api: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a node (embedded defaults; no config file needed).
+    Up(UpArgs),
+    /// Publish a WebAssembly module; prints its function id.
+    Publish {
+        /// The .wasm file.
+        file: PathBuf,
+    },
+    /// Call a function; writes its output to stdout.
+    Call {
+        /// The function id (64 hex characters).
+        reference: String,
+        /// Input text.
+        #[arg(long, conflicts_with = "input_file")]
+        input: Option<String>,
+        /// Read the input from a file.
+        #[arg(long)]
+        input_file: Option<PathBuf>,
+        /// Also print the receipt (who ran it, fuel, wall time) to stderr.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Show a stored function's manifest and size.
+    Info {
+        /// The function id.
+        reference: String,
+    },
+    /// Show the node's status.
+    Status {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a .wasm file against the ABI locally and print its manifest.
+    Inspect {
+        /// The .wasm file.
+        file: PathBuf,
+    },
+}
+
+/// Flags of `kith up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Data directory (identity, store). Default: $KITH_DATA_DIR, else
+    /// $XDG_DATA_HOME/kith, else ~/.local/share/kith.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP API address.
+    #[arg(long, default_value = config::DEFAULT_HTTP)]
+    pub http: std::net::SocketAddr,
+    /// Calls running at once (default: number of cores).
+    #[arg(long)]
+    pub max_concurrent_calls: Option<usize>,
+    /// Calls waiting for a slot before new ones are refused as busy.
+    #[arg(long)]
+    pub max_queued_calls: Option<usize>,
+    /// Disk budget for modules and compiled code, in bytes.
+    #[arg(long)]
+    pub store_budget_bytes: Option<u64>,
+    /// Largest module accepted, in bytes.
+    #[arg(long)]
+    pub max_module_bytes: Option<u64>,
+    /// Largest guest memory granted to a call, in bytes.
+    #[arg(long)]
+    pub max_memory_bytes: Option<u64>,
+    /// Largest fuel budget granted to a call.
+    #[arg(long)]
+    pub max_fuel: Option<u64>,
+    /// Longest wall-clock limit granted to a call, in milliseconds.
+    #[arg(long)]
+    pub max_timeout_ms: Option<u64>,
+    /// Largest call input, in bytes.
+    #[arg(long)]
+    pub max_input_bytes: Option<u64>,
+    /// Largest call output, in bytes.
+    #[arg(long)]
+    pub max_output_bytes: Option<u64>,
+}
+
+impl UpArgs {
+    /// The node configuration these flags describe.
+    ///
+    /// # Errors
+    /// On values that cannot work (e.g. zero concurrent calls).
+    pub fn config(&self) -> anyhow::Result<NodeConfig> {
+        let mut c = NodeConfig::with_data_dir(
+            self.data_dir.clone().unwrap_or_else(config::default_data_dir),
+        );
+        c.http = self.http;
+        if let Some(v) = self.max_concurrent_calls {
+            if v == 0 {
+                bail!("--max-concurrent-calls must be at least 1");
+            }
+            c.max_concurrent_calls = v;
+        }
+        if let Some(v) = self.max_queued_calls {
+            c.max_queued_calls = v;
+        }
+        if let Some(v) = self.store_budget_bytes {
+            c.store_budget_bytes = v;
+        }
+        let caps = &mut c.caps;
+        for (value, slot, name) in [
+            (self.max_module_bytes, &mut caps.max_module_bytes, "--max-module-bytes"),
+            (self.max_memory_bytes, &mut caps.max_memory_bytes, "--max-memory-bytes"),
+            (self.max_fuel, &mut caps.max_fuel, "--max-fuel"),
+            (self.max_timeout_ms, &mut caps.max_timeout_ms, "--max-timeout-ms"),
+            (self.max_input_bytes, &mut caps.max_input_bytes, "--max-input-bytes"),
+            (self.max_output_bytes, &mut caps.max_output_bytes, "--max-output-bytes"),
+        ] {
+            if let Some(v) = value {
+                if v == 0 {
+                    bail!("{name} must be greater than 0");
+                }
+                *slot = v;
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Any failure, for printing at the edge.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up(args) => {
+            init_tracing();
+            let config = args.config()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(up(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Publish { file } => {
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let p = client(&cli.api)?.publish(bytes).map_err(explain)?;
+            println!("{}", p.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call {
+            reference,
+            input,
+            input_file,
+            verbose,
+        } => {
+            let input = match (input, input_file) {
+                (Some(text), _) => text.into_bytes(),
+                (None, Some(path)) => std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                (None, None) => {
+                    let mut buf = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut buf)
+                        .context("cannot read the input from stdin")?;
+                    buf
+                }
+            };
+            let out = client(&cli.api)?
+                .call(&reference, input)
+                .map_err(explain)?;
+            std::io::stdout().write_all(&out.output)?;
+            std::io::stdout().flush()?;
+            if verbose {
+                eprintln!(
+                    "function {}\nexecuted by {}\nfuel used {}\nwall time {} µs",
+                    out.function, out.executed_by, out.fuel_used, out.wall_us
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Info { reference } => {
+            let v = client(&cli.api)?
+                .get_json(&format!("/v1/functions/{reference}"))
+                .map_err(explain)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let v = client(&cli.api)?.get_json("/v1/status").map_err(explain)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_status(&v);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { file } => {
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let info = kith_protocol::module::inspect(&bytes, u64::MAX)
+                .with_context(|| format!("{} is not a valid kith function", file.display()))?;
+            println!("id        {}", kith_protocol::FunctionId::of(&bytes));
+            println!("size      {} bytes", info.size);
+            println!(
+                "manifest  {}{}",
+                info.manifest.to_json(),
+                if info.has_manifest { "" } else { " (defaults: no manifest section)" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn client(api: &str) -> anyhow::Result<Client> {
+    Client::new(api).map_err(explain)
+}
+
+fn explain(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Transport { url, source } => anyhow::anyhow!(
+            "cannot reach the kith node at {url} ({source}); is `kith up` running? (set --api or KITH_API)"
+        ),
+        other => anyhow::anyhow!(other),
+    }
+}
+
+fn print_status(v: &serde_json::Value) {
+    let s = |k: &str| v[k].to_string().trim_matches('"').to_owned();
+    println!("node        {}", s("node_id"));
+    println!("version     {}", s("version"));
+    println!("uptime      {} s", s("uptime_secs"));
+    println!("functions   {}", s("functions_stored"));
+    println!(
+        "calls       {} served, {} failed, {} refused, {} running",
+        s("calls_served"),
+        s("calls_failed"),
+        s("calls_refused"),
+        s("calls_running")
+    );
+    println!(
+        "store       {} of {} bytes",
+        v["store"]["bytes"], v["store"]["budget"]
+    );
+    println!(
+        "compiled    {} (from artifact cache: {})",
+        v["runtime"]["compiled"], v["runtime"]["artifact_cache_hits"]
+    );
+}
+
+async fn up(config: NodeConfig) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let running = crate::start(config).await?;
+    tracing::info!(
+        node_id = %running.node.peer_id(),
+        http = %running.url(),
+        data_dir = %data_dir.display(),
+        "kith node up"
+    );
+    println!("kith node {} listening on {}", running.node.peer_id(), running.url());
+    shutdown_signal().await;
+    tracing::info!("shutting down: letting in-flight calls finish");
+    running.stop().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,349 @@
+//! One node: the store, the runtime and the call path, without any transport.
+//!
+//! The HTTP gateway (`api`) and, later, the peer network drive this.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use kith_protocol::limits::EffectiveLimits;
+use kith_protocol::module::{self, ModuleError};
+use kith_protocol::{FunctionId, Manifest};
+use libp2p_identity::PeerId;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::config::NodeConfig;
+use crate::identity::{self, IdentityError};
+use crate::runtime::{InvokeError, LoadSource, Runtime, RuntimeStats};
+use crate::store::{Store, StoreError, StoreStats};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The data dir could not be created.
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir {
+        /// The dir.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Identity.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Runtime threads.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    /// A configuration value is unusable.
+    #[error("bad configuration: {0}")]
+    Config(String),
+}
+
+/// Why a publish was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The module is not a valid kith function.
+    #[error(transparent)]
+    Invalid(#[from] ModuleError),
+    /// Storing failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a call failed before or while running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// All call slots and queue places are taken.
+    #[error(
+        "busy: {running} calls running and {queued} queued (max_concurrent_calls = {max_running}, max_queued_calls = {max_queued})"
+    )]
+    Busy {
+        /// Running now.
+        running: usize,
+        /// Waiting now.
+        queued: usize,
+        /// Slot limit.
+        max_running: usize,
+        /// Queue limit.
+        max_queued: usize,
+    },
+    /// The call itself failed.
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+}
+
+/// A published function.
+#[derive(Debug, Clone, Serialize)]
+pub struct Published {
+    /// The id.
+    pub id: FunctionId,
+    /// Module size in bytes.
+    pub size: u64,
+    /// True if it was not stored before.
+    pub created: bool,
+    /// The manifest it carries (or defaults).
+    pub manifest: Manifest,
+}
+
+/// What is known about a stored function.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionInfo {
+    /// The id.
+    pub id: FunctionId,
+    /// Module size in bytes.
+    pub size: u64,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// True if the module carries a manifest section (else defaults apply).
+    pub has_manifest: bool,
+    /// True if compiled code is loaded in memory.
+    pub loaded: bool,
+}
+
+/// A finished call.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    /// The output bytes.
+    pub output: Vec<u8>,
+    /// The function that ran.
+    pub function: FunctionId,
+    /// The node that ran it.
+    pub executed_by: PeerId,
+    /// Fuel used.
+    pub fuel_used: u64,
+    /// Wall time of the guest call.
+    pub wall: Duration,
+    /// Whether this call compiled the module, loaded it from cache, or neither (warm).
+    pub cold: Option<LoadSource>,
+}
+
+/// Status for `GET /v1/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// kith version.
+    pub version: &'static str,
+    /// This node's id (a libp2p peer id).
+    pub node_id: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Functions stored.
+    pub functions_stored: usize,
+    /// Calls that returned output.
+    pub calls_served: u64,
+    /// Calls that failed (any error, including the function's own).
+    pub calls_failed: u64,
+    /// Calls refused as busy.
+    pub calls_refused: u64,
+    /// Calls running now.
+    pub calls_running: usize,
+    /// Store counters.
+    pub store: StoreStats,
+    /// Runtime counters.
+    pub runtime: RuntimeStats,
+    /// The engine tag of cached artifacts.
+    pub engine_tag: String,
+}
+
+/// A node.
+pub struct Node {
+    config: NodeConfig,
+    peer_id: PeerId,
+    store: Arc<Store>,
+    runtime: Arc<Runtime>,
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    started: Instant,
+    served: AtomicU64,
+    failed: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Node {
+    /// Opens the data dir (identity, store) and builds the runtime.
+    ///
+    /// # Errors
+    /// See [`OpenError`].
+    pub fn open(config: NodeConfig) -> Result<Self, OpenError> {
+        if config.max_concurrent_calls == 0 {
+            return Err(OpenError::Config(
+                "max_concurrent_calls must be at least 1".into(),
+            ));
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| OpenError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let key = identity::load_or_create(&config.data_dir)?;
+        let store = Store::open(&config.data_dir.join("store"), config.store_budget_bytes)?;
+        let runtime = Runtime::new(config.caps.max_fuel, config.caps.max_module_bytes)
+            .map_err(OpenError::Runtime)?;
+        Ok(Self {
+            slots: Arc::new(Semaphore::new(config.max_concurrent_calls)),
+            peer_id: PeerId::from(key.public()),
+            store: Arc::new(store),
+            runtime: Arc::new(runtime),
+            config,
+            waiting: AtomicUsize::new(0),
+            started: Instant::now(),
+            served: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// This node's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The runtime (for benchmarks).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Validates and stores a module.
+    ///
+    /// # Errors
+    /// A [`ModuleError`] naming the problem and limit; nothing is stored then.
+    pub fn publish(&self, bytes: &[u8]) -> Result<Published, PublishError> {
+        let info = module::inspect(bytes, self.config.caps.max_module_bytes)?;
+        let (id, created) = self.store.put(bytes)?;
+        if created {
+            tracing::info!(function = %id, size = info.size, "published");
+        }
+        Ok(Published {
+            id,
+            size: info.size,
+            created,
+            manifest: info.manifest,
+        })
+    }
+
+    /// What is known about a stored function.
+    ///
+    /// # Errors
+    /// `NotFound` or `Corrupt`.
+    pub fn function_info(&self, id: &FunctionId) -> Result<FunctionInfo, InvokeError> {
+        let bytes = self.store.get(id)?;
+        let info = module::inspect(&bytes, u64::MAX)
+            .map_err(|e| InvokeError::Invalid(e.to_string()))?;
+        Ok(FunctionInfo {
+            id: *id,
+            size: info.size,
+            manifest: info.manifest,
+            has_manifest: info.has_manifest,
+            loaded: self.runtime.cached(id).is_some(),
+        })
+    }
+
+    /// Runs a call: waits for a slot (or refuses as busy), loads the module if needed,
+    /// and runs it on a blocking thread under its limits.
+    ///
+    /// # Errors
+    /// [`CallError::Busy`] or the call's [`InvokeError`].
+    pub async fn call(&self, id: FunctionId, input: Vec<u8>) -> Result<Receipt, CallError> {
+        let result = self.call_inner(id, input).await;
+        match &result {
+            Ok(_) => self.served.fetch_add(1, Ordering::Relaxed),
+            Err(CallError::Busy { .. }) => self.refused.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
+        };
+        result
+    }
+
+    async fn call_inner(&self, id: FunctionId, input: Vec<u8>) -> Result<Receipt, CallError> {
+        let permit = match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let queued = self.waiting.fetch_add(1, Ordering::SeqCst);
+                if queued >= self.config.max_queued_calls {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(CallError::Busy {
+                        running: self.config.max_concurrent_calls - self.slots.available_permits(),
+                        queued,
+                        max_running: self.config.max_concurrent_calls,
+                        max_queued: self.config.max_queued_calls,
+                    });
+                }
+                let permit = Arc::clone(&self.slots).acquire_owned().await;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                permit.map_err(|_| InvokeError::Internal("node is shutting down".into()))?
+            }
+        };
+        let (loaded, cold) = match self.runtime.cached(&id) {
+            Some(l) => (l, None),
+            None => {
+                let (runtime, store) = (Arc::clone(&self.runtime), Arc::clone(&self.store));
+                let l = tokio::task::spawn_blocking(move || runtime.load(&store, &id))
+                    .await
+                    .map_err(|e| InvokeError::Internal(e.to_string()))??;
+                let source = l.source;
+                (l, Some(source))
+            }
+        };
+        let limits = EffectiveLimits::new(&loaded.manifest, &self.config.caps)
+            .map_err(InvokeError::from)?;
+        if input.len() as u64 > limits.max_input_bytes {
+            return Err(InvokeError::InputTooLarge {
+                size: input.len() as u64,
+                limit: limits.max_input_bytes,
+            }
+            .into());
+        }
+        let runtime = Arc::clone(&self.runtime);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            runtime.invoke(&loaded, &input, &limits)
+        })
+        .await
+        .map_err(|e| InvokeError::Internal(e.to_string()))??;
+        Ok(Receipt {
+            output: outcome.output,
+            function: id,
+            executed_by: self.peer_id,
+            fuel_used: outcome.fuel_used,
+            wall: outcome.wall,
+            cold,
+        })
+    }
+
+    /// Current status.
+    pub fn status(&self) -> Status {
+        let store = self.store.stats();
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            node_id: self.peer_id.to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            functions_stored: store.functions,
+            calls_served: self.served.load(Ordering::Relaxed),
+            calls_failed: self.failed.load(Ordering::Relaxed),
+            calls_refused: self.refused.load(Ordering::Relaxed),
+            calls_running: self.config.max_concurrent_calls - self.slots.available_permits(),
+            store,
+            runtime: self.runtime.stats(),
+            engine_tag: self.runtime.engine_tag().to_owned(),
+        }
+    }
+
+    /// Stops accepting calls and waits (at most `grace`) for running ones to finish.
+    pub async fn drain(&self, grace: Duration) {
+        let all = u32::try_from(self.config.max_concurrent_calls).unwrap_or(u32::MAX);
+        match tokio::time::timeout(grace, self.slots.acquire_many(all)).await {
+            Ok(Ok(permits)) => permits.forget(),
+            _ => tracing::warn!(?grace, "calls still running after the shutdown grace period"),
+        }
+        self.slots.close();
+    }
+}

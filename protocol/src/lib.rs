@@ -1,0 +1,23 @@
+//! kith's sans-IO core.
+//!
+//! Everything in this crate is pure logic: no sockets, no files, no runtime, no wall
+//! clock. Time and randomness, when they appear, are values passed in. The node
+//! (`kith-node`) drives this code against real I/O; the simulator (`kith-sim`) drives
+//! the very same code against a simulated world.
+//!
+//! What lives here so far:
+//! - [`FunctionId`]: the blake3 content id of a function's module bytes.
+//! - [`manifest`]: the limits a function asks for, carried inside the module.
+//! - [`abi`]: the names and numbers of the guest ABI (see `docs/abi.md`).
+//! - [`module`]: structural checks of a module against the ABI, before it is stored.
+//! - [`limits`]: the operator's caps and the effective per-call limits.
+
+pub mod abi;
+mod id;
+pub mod limits;
+pub mod manifest;
+pub mod module;
+
+pub use id::{FunctionId, ParseIdError};
+pub use limits::{Caps, EffectiveLimits, LimitExceeded};
+pub use manifest::{Manifest, ManifestError};

@@ -1,0 +1,246 @@
+//! Manifests: what a function asks of the node that runs it.
+//!
+//! A manifest travels inside the module as a custom section named
+//! [`crate::abi::MANIFEST_SECTION`], so the function id pins code and limits together.
+//! Its payload is a UTF-8 JSON object (at most [`MAX_MANIFEST_BYTES`] bytes) with these
+//! keys, all optional; a missing key takes the default below, an unknown key is an
+//! error (a node must not silently ignore something a function asked for).
+//!
+//! | key                | type            | default       | bound                 |
+//! |--------------------|-----------------|---------------|-----------------------|
+//! | `abi`              | integer         | 1             | must be 1             |
+//! | `memory_bytes`     | integer         | 33554432      | 64 KiB ..= 4 GiB      |
+//! | `fuel`             | integer         | 1000000000    | 1 ..= 10^13           |
+//! | `timeout_ms`       | integer         | 5000          | 1 ..= 600000          |
+//! | `max_input_bytes`  | integer         | 1048576       | 0 ..= 1 GiB           |
+//! | `max_output_bytes` | integer         | 1048576       | 0 ..= 1 GiB           |
+//! | `capabilities`     | array of string | `[]`          | none defined in ABI 1 |
+
+use serde::{Deserialize, Serialize};
+
+use crate::abi::ABI_VERSION;
+
+/// The most bytes a manifest section may hold.
+pub const MAX_MANIFEST_BYTES: usize = 4096;
+
+/// One WebAssembly page, in bytes.
+pub const WASM_PAGE: u64 = 65_536;
+
+const MAX_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
+const MAX_FUEL: u64 = 10_000_000_000_000;
+const MAX_TIMEOUT_MS: u64 = 600_000;
+const MAX_IO: u64 = 1024 * 1024 * 1024;
+
+/// What a function asks of the node that runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Manifest {
+    /// The guest ABI version the module targets.
+    pub abi: u32,
+    /// Ceiling on the guest's linear memory, in bytes (rounded down to whole pages).
+    pub memory_bytes: u64,
+    /// Fuel budget per call: roughly one unit per executed WebAssembly instruction.
+    pub fuel: u64,
+    /// Wall-clock limit per call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Largest input the function accepts, in bytes.
+    pub max_input_bytes: u64,
+    /// Largest output the function may produce, in bytes.
+    pub max_output_bytes: u64,
+    /// Capabilities the function asks for. ABI 1 defines none.
+    pub capabilities: Vec<String>,
+}
+
+impl Manifest {
+    /// Default memory ceiling: 32 MiB.
+    pub const DEFAULT_MEMORY_BYTES: u64 = 32 * 1024 * 1024;
+    /// Default fuel budget: 10^9 units (on the order of a second of work).
+    pub const DEFAULT_FUEL: u64 = 1_000_000_000;
+    /// Default wall-clock limit: 5 s.
+    pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+    /// Default input and output size limit: 1 MiB.
+    pub const DEFAULT_IO_BYTES: u64 = 1024 * 1024;
+
+    /// Parses and validates a manifest section's payload.
+    ///
+    /// # Errors
+    /// Fails when the payload is larger than [`MAX_MANIFEST_BYTES`], is not a JSON object
+    /// of the documented keys, names another ABI version, or a value is out of bounds.
+    pub fn parse(payload: &[u8]) -> Result<Self, ManifestError> {
+        if payload.len() > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge {
+                size: payload.len(),
+                limit: MAX_MANIFEST_BYTES,
+            });
+        }
+        let manifest: Manifest = serde_json::from_slice(payload)
+            .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Checks every value against its documented bound.
+    ///
+    /// # Errors
+    /// Names the first key that is out of bounds.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.abi != ABI_VERSION {
+            return Err(ManifestError::UnsupportedAbi {
+                found: self.abi,
+                supported: ABI_VERSION,
+            });
+        }
+        check("memory_bytes", self.memory_bytes, WASM_PAGE, MAX_MEMORY)?;
+        check("fuel", self.fuel, 1, MAX_FUEL)?;
+        check("timeout_ms", self.timeout_ms, 1, MAX_TIMEOUT_MS)?;
+        check("max_input_bytes", self.max_input_bytes, 0, MAX_IO)?;
+        check("max_output_bytes", self.max_output_bytes, 0, MAX_IO)?;
+        if let Some(cap) = self.capabilities.first() {
+            return Err(ManifestError::UnknownCapability(cap.clone()));
+        }
+        Ok(())
+    }
+
+    /// The memory ceiling in whole WebAssembly pages.
+    pub fn memory_pages(&self) -> u64 {
+        self.memory_bytes / WASM_PAGE
+    }
+
+    /// The manifest as its canonical JSON payload.
+    pub fn to_json(&self) -> String {
+        // Serializing a struct of integers and strings cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl Default for Manifest {
+    fn default() -> Self {
+        Self {
+            abi: ABI_VERSION,
+            memory_bytes: Self::DEFAULT_MEMORY_BYTES,
+            fuel: Self::DEFAULT_FUEL,
+            timeout_ms: Self::DEFAULT_TIMEOUT_MS,
+            max_input_bytes: Self::DEFAULT_IO_BYTES,
+            max_output_bytes: Self::DEFAULT_IO_BYTES,
+            capabilities: Vec::new(),
+        }
+    }
+}
+
+fn check(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ManifestError> {
+    if value < min || value > max {
+        return Err(ManifestError::OutOfBounds {
+            key,
+            value,
+            min,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The section is larger than [`MAX_MANIFEST_BYTES`].
+    #[error("manifest section is {size} bytes, the limit is {limit} bytes")]
+    TooLarge {
+        /// Size of the section payload.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The payload is not a JSON object of the documented keys.
+    #[error("malformed manifest: {0}")]
+    Malformed(String),
+    /// More than one manifest section.
+    #[error("the module has {0} `kith.manifest` sections; at most one is allowed")]
+    Duplicate(usize),
+    /// The manifest names an ABI version this node does not speak.
+    #[error("manifest asks for ABI version {found}; this node speaks ABI version {supported}")]
+    UnsupportedAbi {
+        /// The version in the manifest.
+        found: u32,
+        /// The version this crate speaks.
+        supported: u32,
+    },
+    /// A value is outside its documented bound.
+    #[error("manifest `{key}` = {value} is out of bounds ({min} ..= {max})")]
+    OutOfBounds {
+        /// The key.
+        key: &'static str,
+        /// The value found.
+        value: u64,
+        /// Smallest allowed value.
+        min: u64,
+        /// Largest allowed value.
+        max: u64,
+    },
+    /// A capability this ABI version does not define.
+    #[error("manifest asks for capability {0:?}, which ABI version 1 does not define")]
+    UnknownCapability(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_object_is_all_defaults() {
+        assert_eq!(Manifest::parse(b"{}"), Ok(Manifest::default()));
+    }
+
+    #[test]
+    fn keys_override_defaults() {
+        let m = Manifest::parse(br#"{"abi":1,"fuel":5,"memory_bytes":131072}"#).unwrap();
+        assert_eq!(m.fuel, 5);
+        assert_eq!(m.memory_pages(), 2);
+        assert_eq!(m.timeout_ms, Manifest::DEFAULT_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn canonical_json_round_trips() {
+        let m = Manifest {
+            fuel: 77,
+            ..Manifest::default()
+        };
+        assert_eq!(Manifest::parse(m.to_json().as_bytes()), Ok(m));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_honour() {
+        assert!(matches!(
+            Manifest::parse(br#"{"abi":2}"#),
+            Err(ManifestError::UnsupportedAbi { found: 2, .. })
+        ));
+        assert!(matches!(
+            Manifest::parse(br#"{"fuel":0}"#),
+            Err(ManifestError::OutOfBounds { key: "fuel", .. })
+        ));
+        assert!(matches!(
+            Manifest::parse(br#"{"memory_bytes":1000}"#),
+            Err(ManifestError::OutOfBounds {
+                key: "memory_bytes",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Manifest::parse(br#"{"colour":"blue"}"#),
+            Err(ManifestError::Malformed(_))
+        ));
+        assert!(matches!(
+            Manifest::parse(br#"{"capabilities":["net"]}"#),
+            Err(ManifestError::UnknownCapability(_))
+        ));
+        assert!(matches!(
+            Manifest::parse(b"not json"),
+            Err(ManifestError::Malformed(_))
+        ));
+        let big = vec![b' '; MAX_MANIFEST_BYTES + 1];
+        assert!(matches!(
+            Manifest::parse(&big),
+            Err(ManifestError::TooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,115 @@
+//! Black-box checks of `module::inspect` on hand-written modules.
+
+use kith_protocol::manifest::ManifestError;
+use kith_protocol::module::{ModuleError, inspect};
+
+const LIMIT: u64 = 1 << 20;
+
+fn module(body: &str) -> Vec<u8> {
+    wat::parse_str(format!("(module {body})")).expect("test wat parses")
+}
+
+const GOOD_EXPORTS: &str = r#"
+    (memory (export "memory") 1)
+    (func (export "kith_alloc") (param i32) (result i32) i32.const 0)
+    (func (export "kith_call") (param i32 i32) (result i32) i32.const 0)
+"#;
+
+#[test]
+fn minimal_module_gets_default_manifest() {
+    let info = inspect(&module(GOOD_EXPORTS), LIMIT).unwrap();
+    assert!(!info.has_manifest);
+    assert_eq!(info.memory_min_pages, 1);
+    assert_eq!(info.manifest, Default::default());
+}
+
+#[test]
+fn host_imports_with_right_signatures_are_accepted() {
+    let wat = format!(
+        r#"(import "kith" "output" (func (param i32 i32)))
+           (import "kith" "log" (func (param i32 i32 i32)))
+           (import "kith" "now_ms" (func (result i64)))
+           {GOOD_EXPORTS}"#
+    );
+    inspect(&module(&wat), LIMIT).unwrap();
+}
+
+#[test]
+fn manifest_section_is_read() {
+    let wat = format!(r#"(@custom "kith.manifest" "{{\"fuel\": 42}}") {GOOD_EXPORTS}"#);
+    let info = inspect(&module(&wat), LIMIT).unwrap();
+    assert!(info.has_manifest);
+    assert_eq!(info.manifest.fuel, 42);
+}
+
+#[test]
+fn refusals_name_the_problem() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"hello world, not wasm".to_vec(), "not a WebAssembly module"),
+        (module(GOOD_EXPORTS)[..20].to_vec(), "invalid WebAssembly"),
+        (
+            module(r#"(memory (export "memory") 1)
+                      (func (export "kith_alloc") (param i32) (result i32) i32.const 0)"#),
+            "missing export `kith_call`",
+        ),
+        (
+            module(r#"(func (export "kith_alloc") (param i32) (result i32) i32.const 0)
+                      (func (export "kith_call") (param i32 i32) (result i32) i32.const 0)"#),
+            "missing export `memory`",
+        ),
+        (
+            module(r#"(memory (export "memory") 1)
+                      (func (export "kith_alloc") (param i32) (result i32) i32.const 0)
+                      (func (export "kith_call") (param i32) (result i32) i32.const 0)"#),
+            "`kith_call` has signature (i32) -> (i32), kith ABI version 1 requires (i32, i32) -> (i32)",
+        ),
+        (
+            module(&format!(r#"(import "env" "abort" (func)) {GOOD_EXPORTS}"#)),
+            "import `env.abort` is not provided",
+        ),
+        (
+            module(&format!(
+                r#"(import "kith" "log" (func (param i32))) {GOOD_EXPORTS}"#
+            )),
+            "`kith.log` has signature",
+        ),
+        (
+            module(&format!(r#"(@custom "kith.manifest" "{{\"abi\": 9}}") {GOOD_EXPORTS}"#)),
+            "ABI version 9",
+        ),
+        (
+            module(&format!(r#"(@custom "kith.manifest" "fuel=3") {GOOD_EXPORTS}"#)),
+            "malformed manifest",
+        ),
+        (
+            module(r#"(@custom "kith.manifest" "{\"memory_bytes\": 65536}")
+                      (memory (export "memory") 2)
+                      (func (export "kith_alloc") (param i32) (result i32) i32.const 0)
+                      (func (export "kith_call") (param i32 i32) (result i32) i32.const 0)"#),
+            "initial memory is 131072 bytes",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let err = inspect(&bytes, LIMIT).expect_err(want).to_string();
+        assert!(err.contains(want), "expected {want:?} in {err:?}");
+    }
+}
+
+#[test]
+fn size_limit_is_named() {
+    let bytes = module(GOOD_EXPORTS);
+    let err = inspect(&bytes, 10).unwrap_err();
+    assert!(matches!(err, ModuleError::TooLarge { limit: 10, .. }));
+    assert!(err.to_string().contains("max_module_bytes"));
+}
+
+#[test]
+fn two_manifests_are_refused() {
+    let wat = format!(
+        r#"(@custom "kith.manifest" "{{}}") (@custom "kith.manifest" "{{}}") {GOOD_EXPORTS}"#
+    );
+    assert_eq!(
+        inspect(&module(&wat), LIMIT),
+        Err(ModuleError::Manifest(ManifestError::Duplicate(2)))
+    );
+}
