@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use kith_protocol::FunctionId;
 use kith_protocol::module::ModuleError;
 use serde_json::json;
@@ -123,14 +123,15 @@ pub fn router(node: Shared) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see docs/http-api.md")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see docs/http-api.md",
+    )
 }
 
 async fn root(State(node): State<Shared>) -> impl IntoResponse {
-    format!(
-        "kith node {}\nstatus: GET /v1/status\n",
-        node.peer_id()
-    )
+    format!("kith node {}\nstatus: GET /v1/status\n", node.peer_id())
 }
 
 async fn status(State(node): State<Shared>) -> impl IntoResponse {
@@ -164,8 +165,13 @@ async fn read_body(
 }
 
 fn parse_id(text: &str) -> Result<FunctionId, ApiError> {
-    text.parse()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_reference", format!("{text:?}: {e}")))
+    text.parse().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_reference",
+            format!("{text:?}: {e}"),
+        )
+    })
 }
 
 async fn publish(State(node): State<Shared>, body: Body) -> Result<Response, ApiError> {
@@ -174,7 +180,9 @@ async fn publish(State(node): State<Shared>, body: Body) -> Result<Response, Api
     let node2 = Arc::clone(&node);
     let published = tokio::task::spawn_blocking(move || node2.publish(&bytes))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
     let status = if published.created {
         StatusCode::CREATED
     } else {
@@ -191,7 +199,9 @@ async fn function_info(
     let node2 = Arc::clone(&node);
     let info = tokio::task::spawn_blocking(move || node2.function_info(&id))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
     Ok(axum::Json(info).into_response())
 }
 
@@ -201,7 +211,13 @@ async fn call(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&reference)?;
-    let input = read_body(body, node.config().caps.max_input_bytes, "input", "max_input_bytes").await?;
+    let input = read_body(
+        body,
+        node.config().caps.max_input_bytes,
+        "input",
+        "max_input_bytes",
+    )
+    .await?;
     let receipt = node.call(id, input).await?;
     let mut headers = HeaderMap::new();
     let mut put = |name: &'static str, value: String| {
@@ -214,7 +230,13 @@ async fn call(
     put("kith-executed-by", receipt.executed_by.to_string());
     put("kith-wall-us", receipt.wall.as_micros().to_string());
     if let Some(cold) = receipt.cold {
-        put("kith-cold-start", serde_json::to_value(cold).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default());
+        put(
+            "kith-cold-start",
+            serde_json::to_value(cold)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        );
     }
     headers.insert(
         header::CONTENT_TYPE,

@@ -15,7 +15,12 @@ use crate::config::{self, NodeConfig};
 #[command(name = "kith", version, about)]
 pub struct Cli {
     /// URL of the node's HTTP API, for commands that talk to a running node.
-    #[arg(long, global = true, env = "KITH_API", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "KITH_API",
+        default_value = "http://127.0.0.1:7070"
+    )]
     pub api: String,
     /// What to do.
     #[command(subcommand)]
@@ -110,7 +115,9 @@ impl UpArgs {
     /// On values that cannot work (e.g. zero concurrent calls).
     pub fn config(&self) -> anyhow::Result<NodeConfig> {
         let mut c = NodeConfig::with_data_dir(
-            self.data_dir.clone().unwrap_or_else(config::default_data_dir),
+            self.data_dir
+                .clone()
+                .unwrap_or_else(config::default_data_dir),
         );
         c.http = self.http;
         if let Some(v) = self.max_concurrent_calls {
@@ -127,12 +134,32 @@ impl UpArgs {
         }
         let caps = &mut c.caps;
         for (value, slot, name) in [
-            (self.max_module_bytes, &mut caps.max_module_bytes, "--max-module-bytes"),
-            (self.max_memory_bytes, &mut caps.max_memory_bytes, "--max-memory-bytes"),
+            (
+                self.max_module_bytes,
+                &mut caps.max_module_bytes,
+                "--max-module-bytes",
+            ),
+            (
+                self.max_memory_bytes,
+                &mut caps.max_memory_bytes,
+                "--max-memory-bytes",
+            ),
             (self.max_fuel, &mut caps.max_fuel, "--max-fuel"),
-            (self.max_timeout_ms, &mut caps.max_timeout_ms, "--max-timeout-ms"),
-            (self.max_input_bytes, &mut caps.max_input_bytes, "--max-input-bytes"),
-            (self.max_output_bytes, &mut caps.max_output_bytes, "--max-output-bytes"),
+            (
+                self.max_timeout_ms,
+                &mut caps.max_timeout_ms,
+                "--max-timeout-ms",
+            ),
+            (
+                self.max_input_bytes,
+                &mut caps.max_input_bytes,
+                "--max-input-bytes",
+            ),
+            (
+                self.max_output_bytes,
+                &mut caps.max_output_bytes,
+                "--max-output-bytes",
+            ),
         ] {
             if let Some(v) = value {
                 if v == 0 {
@@ -183,8 +210,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Publish { file } => {
-            let bytes = std::fs::read(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let p = client(&cli.api)?.publish(bytes).map_err(explain)?;
             println!("{}", p.id);
             Ok(ExitCode::SUCCESS)
@@ -207,9 +234,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     buf
                 }
             };
-            let out = client(&cli.api)?
-                .call(&reference, input)
-                .map_err(explain)?;
+            let out = client(&cli.api)?.call(&reference, input).map_err(explain)?;
             std::io::stdout().write_all(&out.output)?;
             std::io::stdout().flush()?;
             if verbose {
@@ -237,8 +262,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { file } => {
-            let bytes = std::fs::read(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let info = kith_protocol::module::inspect(&bytes, u64::MAX)
                 .with_context(|| format!("{} is not a valid kith function", file.display()))?;
             println!("id        {}", kith_protocol::FunctionId::of(&bytes));
@@ -246,7 +271,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!(
                 "manifest  {}{}",
                 info.manifest.to_json(),
-                if info.has_manifest { "" } else { " (defaults: no manifest section)" }
+                if info.has_manifest {
+                    ""
+                } else {
+                    " (defaults: no manifest section)"
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -291,6 +320,9 @@ fn print_status(v: &serde_json::Value) {
 
 async fn up(config: NodeConfig) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
+    // Install the signal handlers before announcing readiness, so a signal sent right
+    // after the announcement is never missed.
+    let signalled = shutdown_signal()?;
     let running = crate::start(config).await?;
     tracing::info!(
         node_id = %running.node.peer_id(),
@@ -298,31 +330,32 @@ async fn up(config: NodeConfig) -> anyhow::Result<()> {
         data_dir = %data_dir.display(),
         "kith node up"
     );
-    println!("kith node {} listening on {}", running.node.peer_id(), running.url());
-    shutdown_signal().await;
+    println!(
+        "kith node {} listening on {}",
+        running.node.peer_id(),
+        running.url()
+    );
+    signalled.await;
     tracing::info!("shutting down: letting in-flight calls finish");
     running.stop().await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    #[cfg(unix)]
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot install the SIGINT handler")?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

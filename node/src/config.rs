@@ -31,7 +31,9 @@ impl NodeConfig {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             data_dir,
-            http: DEFAULT_HTTP.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7070))),
+            http: DEFAULT_HTTP
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7070))),
             caps: Caps::default(),
             max_concurrent_calls: cores,
             max_queued_calls: 256,

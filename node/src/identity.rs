@@ -53,10 +53,12 @@ pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
-            let bytes = key.to_protobuf_encoding().map_err(|e| IdentityError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            let bytes = key
+                .to_protobuf_encoding()
+                .map_err(|e| IdentityError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
             fsutil::write_atomic(&path, &bytes, 0o600).map_err(io)?;
             tracing::info!(peer_id = %PeerId::from(key.public()), path = %path.display(), "created a new node identity");
             Ok(key)

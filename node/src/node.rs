@@ -237,8 +237,8 @@ impl Node {
     /// `NotFound` or `Corrupt`.
     pub fn function_info(&self, id: &FunctionId) -> Result<FunctionInfo, InvokeError> {
         let bytes = self.store.get(id)?;
-        let info = module::inspect(&bytes, u64::MAX)
-            .map_err(|e| InvokeError::Invalid(e.to_string()))?;
+        let info =
+            module::inspect(&bytes, u64::MAX).map_err(|e| InvokeError::Invalid(e.to_string()))?;
         Ok(FunctionInfo {
             id: *id,
             size: info.size,
@@ -293,8 +293,8 @@ impl Node {
                 (l, Some(source))
             }
         };
-        let limits = EffectiveLimits::new(&loaded.manifest, &self.config.caps)
-            .map_err(InvokeError::from)?;
+        let limits =
+            EffectiveLimits::new(&loaded.manifest, &self.config.caps).map_err(InvokeError::from)?;
         if input.len() as u64 > limits.max_input_bytes {
             return Err(InvokeError::InputTooLarge {
                 size: input.len() as u64,
@@ -342,7 +342,10 @@ impl Node {
         let all = u32::try_from(self.config.max_concurrent_calls).unwrap_or(u32::MAX);
         match tokio::time::timeout(grace, self.slots.acquire_many(all)).await {
             Ok(Ok(permits)) => permits.forget(),
-            _ => tracing::warn!(?grace, "calls still running after the shutdown grace period"),
+            _ => tracing::warn!(
+                ?grace,
+                "calls still running after the shutdown grace period"
+            ),
         }
         self.slots.close();
     }

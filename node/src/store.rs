@@ -150,7 +150,10 @@ impl Store {
         for entry in fs::read_dir(&artifacts).map_err(io_err(&artifacts))? {
             let entry = entry.map_err(io_err(&artifacts))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let id = name.split('.').next().and_then(|s| s.parse::<FunctionId>().ok());
+            let id = name
+                .split('.')
+                .next()
+                .and_then(|s| s.parse::<FunctionId>().ok());
             let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
             match id.and_then(|id| index.entries.get_mut(&id)) {
                 Some(e) => {
@@ -320,7 +323,12 @@ impl Store {
     ///
     /// # Errors
     /// On I/O errors.
-    pub fn put_artifact(&self, id: &FunctionId, tag: &str, payload: &[u8]) -> Result<(), StoreError> {
+    pub fn put_artifact(
+        &self,
+        id: &FunctionId,
+        tag: &str,
+        payload: &[u8],
+    ) -> Result<(), StoreError> {
         if !self.contains(id) {
             return Ok(());
         }

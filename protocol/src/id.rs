@@ -69,10 +69,7 @@ impl FromStr for FunctionId {
     type Err = ParseIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(c) = s
-            .chars()
-            .find(|c| !matches!(c, '0'..='9' | 'a'..='f'))
-        {
+        if let Some(c) = s.chars().find(|c| !matches!(c, '0'..='9' | 'a'..='f')) {
             return Err(ParseIdError::Character(c));
         }
         if s.len() != Self::HEX_LEN {
@@ -116,7 +113,10 @@ mod tests {
     fn rejects_bad_text() {
         assert_eq!("abc".parse::<FunctionId>(), Err(ParseIdError::Length(3)));
         let upper = "A".repeat(64);
-        assert_eq!(upper.parse::<FunctionId>(), Err(ParseIdError::Character('A')));
+        assert_eq!(
+            upper.parse::<FunctionId>(),
+            Err(ParseIdError::Character('A'))
+        );
         let long = "a".repeat(65);
         assert_eq!(long.parse::<FunctionId>(), Err(ParseIdError::Length(65)));
         assert!("é".repeat(32).parse::<FunctionId>().is_err());

@@ -73,8 +73,8 @@ impl Manifest {
                 limit: MAX_MANIFEST_BYTES,
             });
         }
-        let manifest: Manifest = serde_json::from_slice(payload)
-            .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let manifest: Manifest =
+            serde_json::from_slice(payload).map_err(|e| ManifestError::Malformed(e.to_string()))?;
         manifest.validate()?;
         Ok(manifest)
     }

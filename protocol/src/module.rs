@@ -224,7 +224,7 @@ impl Scan {
         }
         Err(ModuleError::WrongSignature {
             name: name.to_owned(),
-            found: found.map_or_else(|| "(not a function type)".to_owned(), |f| f.to_string()),
+            found: found.map_or_else(|| "(not a function type)".to_owned(), describe),
             expected: expected.to_string(),
         })
     }
@@ -306,4 +306,14 @@ fn same(found: &[WValType], expected: &[ValType]) -> bool {
                 (WValType::I32, ValType::I32) | (WValType::I64, ValType::I64)
             )
         })
+}
+
+fn describe(f: &FuncType) -> String {
+    let list = |v: &[WValType]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!("({}) -> ({})", list(f.params()), list(f.results()))
 }

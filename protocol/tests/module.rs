@@ -1,5 +1,7 @@
 //! Black-box checks of `module::inspect` on hand-written modules.
 
+#![allow(clippy::unwrap_used)]
+
 use kith_protocol::manifest::ManifestError;
 use kith_protocol::module::{ModuleError, inspect};
 
@@ -45,22 +47,31 @@ fn manifest_section_is_read() {
 #[test]
 fn refusals_name_the_problem() {
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (b"hello world, not wasm".to_vec(), "not a WebAssembly module"),
+        (
+            b"hello world, not wasm".to_vec(),
+            "not a WebAssembly module",
+        ),
         (module(GOOD_EXPORTS)[..20].to_vec(), "invalid WebAssembly"),
         (
-            module(r#"(memory (export "memory") 1)
-                      (func (export "kith_alloc") (param i32) (result i32) i32.const 0)"#),
+            module(
+                r#"(memory (export "memory") 1)
+                      (func (export "kith_alloc") (param i32) (result i32) i32.const 0)"#,
+            ),
             "missing export `kith_call`",
         ),
         (
-            module(r#"(func (export "kith_alloc") (param i32) (result i32) i32.const 0)
-                      (func (export "kith_call") (param i32 i32) (result i32) i32.const 0)"#),
+            module(
+                r#"(func (export "kith_alloc") (param i32) (result i32) i32.const 0)
+                      (func (export "kith_call") (param i32 i32) (result i32) i32.const 0)"#,
+            ),
             "missing export `memory`",
         ),
         (
-            module(r#"(memory (export "memory") 1)
+            module(
+                r#"(memory (export "memory") 1)
                       (func (export "kith_alloc") (param i32) (result i32) i32.const 0)
-                      (func (export "kith_call") (param i32) (result i32) i32.const 0)"#),
+                      (func (export "kith_call") (param i32) (result i32) i32.const 0)"#,
+            ),
             "`kith_call` has signature (i32) -> (i32), kith ABI version 1 requires (i32, i32) -> (i32)",
         ),
         (
@@ -74,18 +85,24 @@ fn refusals_name_the_problem() {
             "`kith.log` has signature",
         ),
         (
-            module(&format!(r#"(@custom "kith.manifest" "{{\"abi\": 9}}") {GOOD_EXPORTS}"#)),
+            module(&format!(
+                r#"(@custom "kith.manifest" "{{\"abi\": 9}}") {GOOD_EXPORTS}"#
+            )),
             "ABI version 9",
         ),
         (
-            module(&format!(r#"(@custom "kith.manifest" "fuel=3") {GOOD_EXPORTS}"#)),
+            module(&format!(
+                r#"(@custom "kith.manifest" "fuel=3") {GOOD_EXPORTS}"#
+            )),
             "malformed manifest",
         ),
         (
-            module(r#"(@custom "kith.manifest" "{\"memory_bytes\": 65536}")
+            module(
+                r#"(@custom "kith.manifest" "{\"memory_bytes\": 65536}")
                       (memory (export "memory") 2)
                       (func (export "kith_alloc") (param i32) (result i32) i32.const 0)
-                      (func (export "kith_call") (param i32 i32) (result i32) i32.const 0)"#),
+                      (func (export "kith_call") (param i32 i32) (result i32) i32.const 0)"#,
+            ),
             "initial memory is 131072 bytes",
         ),
     ];

@@ -139,6 +139,6 @@ mod tests {
             fuel: Some(u64::MAX),
             ..Manifest::DEFAULTS
         };
-        assert!(max.encode::<36>().ends_with(b"18446744073709551615}"));
+        assert!(max.encode::<37>().ends_with(b"18446744073709551615}"));
     }
 }

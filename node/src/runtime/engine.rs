@@ -137,7 +137,10 @@ impl Tunables for Limiting {
     ) -> Result<VMMemory, MemoryError> {
         let ty = self.capped(ty)?;
         // SAFETY: forwarded unchanged from the caller's contract.
-        let memory = unsafe { self.base.create_vm_memory(&ty, style, vm_definition_location)? };
+        let memory = unsafe {
+            self.base
+                .create_vm_memory(&ty, style, vm_definition_location)?
+        };
         Ok(Watched::wrap(memory))
     }
 

@@ -83,7 +83,13 @@ fn output(mut env: FunctionEnvMut<'_, HostState>, ptr: i32, len: i32) -> Result<
 }
 
 fn error(mut env: FunctionEnvMut<'_, HostState>, ptr: i32, len: i32) -> Result<(), RuntimeError> {
-    let bytes = read(&env, abi::HOST_ERROR, ptr, len, abi::MAX_ERROR_MESSAGE as u64)?;
+    let bytes = read(
+        &env,
+        abi::HOST_ERROR,
+        ptr,
+        len,
+        abi::MAX_ERROR_MESSAGE as u64,
+    )?;
     env.data_mut().error = Some(String::from_utf8_lossy(&bytes).into_owned());
     Ok(())
 }

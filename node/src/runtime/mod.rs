@@ -96,7 +96,9 @@ pub enum InvokeError {
     #[error("function {0} is not stored on this node")]
     NotFound(FunctionId),
     /// The stored module failed verification and was deleted.
-    #[error("the stored bytes of function {0} failed verification and were deleted; publish it again")]
+    #[error(
+        "the stored bytes of function {0} failed verification and were deleted; publish it again"
+    )]
     Corrupt(FunctionId),
     /// The stored module is not a valid function (e.g. stored by an older version).
     #[error("invalid module: {0}")]
@@ -207,7 +209,11 @@ impl Runtime {
         RuntimeStats {
             compiled: self.compiled.load(Ordering::Relaxed),
             artifact_cache_hits: self.artifact_hits.load(Ordering::Relaxed),
-            loaded: self.loaded.lock().unwrap_or_else(PoisonError::into_inner).len(),
+            loaded: self
+                .loaded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
         }
     }
 
@@ -219,9 +225,10 @@ impl Runtime {
             .unwrap_or_else(PoisonError::into_inner)
             .get(id)
             .cloned()?;
-        loaded
-            .last_used
-            .store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        loaded.last_used.store(
+            self.clock.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         Some(loaded)
     }
 
@@ -285,7 +292,9 @@ impl Runtime {
                             tracing::warn!(function = %id, error = %e, "could not cache compiled artifact");
                         }
                     }
-                    Err(e) => tracing::warn!(function = %id, error = %e, "could not serialize module"),
+                    Err(e) => {
+                        tracing::warn!(function = %id, error = %e, "could not serialize module")
+                    }
                 }
                 (m, LoadSource::Compiled)
             }

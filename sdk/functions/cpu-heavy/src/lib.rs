@@ -1,10 +1,12 @@
 //! CPU-bound work of a chosen size: input is a decimal `n`; counts the primes below `n`
 //! by trial division and returns the count as decimal text.
 kith_sdk::function!(count_primes);
-kith_sdk::manifest!(fuel = 20_000_000_000, timeout_ms = 30_000);
+kith_sdk::manifest!(fuel = 5_000_000_000, timeout_ms = 20_000);
 
 fn count_primes(input: &[u8]) -> Result<String, String> {
-    let text = std::str::from_utf8(input).map_err(|e| e.to_string())?.trim();
+    let text = std::str::from_utf8(input)
+        .map_err(|e| e.to_string())?
+        .trim();
     let n: u32 = text
         .parse()
         .map_err(|e| format!("input must be a decimal size n, got {text:?}: {e}"))?;

@@ -3,7 +3,11 @@
 //! Input selects the behaviour: `loop`, `bomb`, `recurse`, `huge`, `trap`, `panic`,
 //! `fail`, `sleep` (busy-waits on the host clock), `log-flood`; anything else echoes.
 kith_sdk::function!(misbehave);
-kith_sdk::manifest!(memory_bytes = 16 << 20, fuel = 2_000_000_000, timeout_ms = 2_000);
+kith_sdk::manifest!(
+    memory_bytes = 16 << 20,
+    fuel = 2_000_000_000,
+    timeout_ms = 2_000
+);
 
 fn misbehave(input: &[u8]) -> Result<Vec<u8>, String> {
     match input {
@@ -38,7 +42,10 @@ fn misbehave(input: &[u8]) -> Result<Vec<u8>, String> {
         }
         b"log-flood" => {
             for i in 0..10_000 {
-                kith_sdk::log(kith_sdk::LogLevel::Info, &format!("line {i} {}", "z".repeat(5000)));
+                kith_sdk::log(
+                    kith_sdk::LogLevel::Info,
+                    &format!("line {i} {}", "z".repeat(5000)),
+                );
             }
             Ok(b"flooded".to_vec())
         }

@@ -30,7 +30,10 @@ struct Summary {
 
 fn transform(input: &[u8]) -> Result<Vec<u8>, String> {
     let order: Order = serde_json::from_slice(input).map_err(|e| format!("bad order JSON: {e}"))?;
-    kith_sdk::log(kith_sdk::LogLevel::Info, &format!("{} items", order.items.len()));
+    kith_sdk::log(
+        kith_sdk::LogLevel::Info,
+        &format!("{} items", order.items.len()),
+    );
     let total = order.items.iter().map(|i| i.price * f64::from(i.qty)).sum();
     let most_expensive = order
         .items

@@ -1,0 +1,71 @@
+//! Builds the example and hostile guest functions in `sdk/functions` for
+//! wasm32-unknown-unknown, so tests run the real modules an author would build.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::Command;
+
+const FUNCTIONS: &[&str] = &["hello", "json_transform", "cpu_heavy", "hostile"];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let root = manifest_dir
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned();
+    let functions = root.join("sdk/functions");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+    let target_dir = out.join("guest-target");
+
+    for path in ["sdk/src", "sdk/Cargo.toml", "sdk/functions"] {
+        println!("cargo:rerun-if-changed={}", root.join(path).display());
+    }
+
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--manifest-path",
+    ])
+    .arg(functions.join("Cargo.toml"))
+    .arg("--target-dir")
+    .arg(&target_dir);
+    // Do not leak the outer build's settings into the guest build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_MAKEFLAGS",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .expect("cannot run cargo to build the guest functions");
+    if !status.success() {
+        panic!(
+            "building the guest functions failed. Is the wasm32 target installed? \
+             Run: rustup target add wasm32-unknown-unknown"
+        );
+    }
+    let wasm_dir = target_dir.join("wasm32-unknown-unknown/release");
+    for name in FUNCTIONS {
+        let path = wasm_dir.join(format!("{name}.wasm"));
+        assert!(
+            path.exists(),
+            "guest build did not produce {}",
+            path.display()
+        );
+        println!(
+            "cargo:rustc-env=KITH_GUEST_{}={}",
+            name.to_uppercase(),
+            path.display()
+        );
+    }
+}

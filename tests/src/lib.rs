@@ -1,0 +1,261 @@
+//! Helpers for kith's integration tests: the guest modules, and real `kith` node
+//! processes on 127.0.0.1.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use kith_sdk::client::{Client, ClientError};
+
+/// The bytes of a guest function built from `sdk/functions` for wasm32.
+///
+/// `name` is one of `hello`, `json_transform`, `cpu_heavy`, `hostile`.
+///
+/// # Panics
+/// On an unknown name or when the file cannot be read.
+pub fn guest(name: &str) -> Vec<u8> {
+    let path = guest_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// The path of a built guest function.
+///
+/// # Panics
+/// On an unknown name.
+pub fn guest_path(name: &str) -> PathBuf {
+    PathBuf::from(match name {
+        "hello" => env!("KITH_GUEST_HELLO"),
+        "json_transform" => env!("KITH_GUEST_JSON_TRANSFORM"),
+        "cpu_heavy" => env!("KITH_GUEST_CPU_HEAVY"),
+        "hostile" => env!("KITH_GUEST_HOSTILE"),
+        other => panic!("no guest function named {other}"),
+    })
+}
+
+/// A `kith up` process serving on an ephemeral port of 127.0.0.1.
+pub struct NodeProcess {
+    child: Option<Child>,
+    /// The API base URL.
+    pub url: String,
+    /// The node id it printed.
+    pub node_id: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Where its log (stderr) goes.
+    pub log: PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts `kith up` from binary `bin` with `data_dir` and extra flags, and waits
+    /// until it listens.
+    ///
+    /// # Panics
+    /// If the node does not start within 30 s.
+    pub fn start(bin: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let log = data_dir.with_extension("log");
+        let log_file = std::fs::File::create(&log).expect("create log file");
+        let mut child = Command::new(bin)
+            .arg("up")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--http", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn kith up");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the node never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "kith up did not start; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        // "kith node <id> listening on http://127.0.0.1:PORT"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            words.len() == 6 && words[0] == "kith" && words[4] == "on",
+            "unexpected first line from kith up: {line:?}"
+        );
+        Self {
+            child: Some(child),
+            url: words[5].to_owned(),
+            node_id: words[2].to_owned(),
+            data_dir: data_dir.to_owned(),
+            log,
+        }
+    }
+
+    /// A client for this node.
+    ///
+    /// # Panics
+    /// Never in practice (no TLS to set up).
+    pub fn client(&self) -> Client {
+        Client::new(&self.url).expect("client")
+    }
+
+    /// The node's status JSON.
+    ///
+    /// # Panics
+    /// If the node does not answer.
+    pub fn status(&self) -> serde_json::Value {
+        self.client().get_json("/v1/status").expect("status")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends SIGTERM and waits (at most 30 s) for the process to exit.
+    ///
+    /// # Panics
+    /// If it does not exit in time.
+    pub fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(&child, libc::SIGTERM);
+        wait_timeout(&mut child, Duration::from_secs(30)).expect("kith exits after SIGTERM")
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up).
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    let pid = i32::try_from(child.id()).expect("pid fits in i32");
+    // SAFETY: kill(2) with a pid we own and a valid signal number.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Waits for `child` to exit, at most `limit`.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A raw HTTP response: status, headers and body.
+#[derive(Debug)]
+pub struct Raw {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Raw {
+    /// The body as JSON.
+    ///
+    /// # Panics
+    /// If it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The error kind of a JSON error body.
+    pub fn kind(&self) -> String {
+        self.json()["error"]["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The error message of a JSON error body.
+    pub fn message(&self) -> String {
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// `POST url` with `body`, returning the raw response.
+///
+/// # Panics
+/// If the request cannot be sent.
+pub fn post(url: &str, body: Vec<u8>) -> Raw {
+    let resp = reqwest::blocking::Client::new()
+        .post(url)
+        .body(body)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().expect("body").to_vec();
+    Raw {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// `GET url`, returning the raw response.
+///
+/// # Panics
+/// If the request cannot be sent.
+pub fn get(url: &str) -> Raw {
+    let resp = reqwest::blocking::get(url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().expect("body").to_vec();
+    Raw {
+        status,
+        headers,
+        body,
+    }
+}

@@ -1,0 +1,142 @@
+//! The `kith` command line against a real node: publish prints the hash, call writes
+//! the output, errors go to stderr with a non-zero exit.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use kith_tests::{NodeProcess, guest_path};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
+
+fn kith(api: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--api")
+        .arg(api)
+        .args(args)
+        .env_remove("KITH_API")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        pipe.write_all(input).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn publish_call_status_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(BIN, &dir.path().join("n"), &[]);
+    let hello = guest_path("hello");
+    let out = kith(&node.url, &["publish", hello.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_owned();
+    assert_eq!(
+        id,
+        blake3::hash(&std::fs::read(&hello).unwrap())
+            .to_hex()
+            .as_str()
+    );
+
+    let out = kith(&node.url, &["call", &id, "--input", "Grace"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello, Grace!");
+
+    let out = kith(&node.url, &["call", &id], Some(b"from stdin"));
+    assert_eq!(text(&out.stdout), "hello, from stdin!");
+
+    let file = dir.path().join("input.txt");
+    std::fs::write(&file, "from a file").unwrap();
+    let out = kith(
+        &node.url,
+        &["call", &id, "--input-file", file.to_str().unwrap(), "-v"],
+        None,
+    );
+    assert_eq!(text(&out.stdout), "hello, from a file!");
+    assert!(text(&out.stderr).contains(&format!("executed by {}", node.node_id)));
+
+    let out = kith(&node.url, &["status"], None);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains(&node.node_id));
+    assert!(
+        text(&out.stdout).contains("3 served"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = kith(&node.url, &["info", &id], None);
+    assert!(
+        text(&out.stdout).contains("\"fuel\": 10000000"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The API can also come from the environment, and the flag may follow the subcommand.
+    let out = Command::new(BIN)
+        .args(["status", "--json"])
+        .env("KITH_API", &node.url)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["node_id"], node.node_id.as_str());
+}
+
+#[test]
+fn cli_errors_go_to_stderr_with_a_failing_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(BIN, &dir.path().join("n"), &[]);
+    let hostile = guest_path("hostile");
+    let id = text(&kith(&node.url, &["publish", hostile.to_str().unwrap()], None).stdout)
+        .trim()
+        .to_owned();
+
+    let out = kith(&node.url, &["call", &id, "--input", "loop"], None);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(
+        text(&out.stderr).contains("out of fuel"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm at all").unwrap();
+    let out = kith(&node.url, &["publish", junk.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("not a WebAssembly module"));
+
+    let out = kith(&node.url, &["publish", "/no/such/file.wasm"], None);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot read /no/such/file.wasm"));
+
+    // No node at this address.
+    let out = kith("http://127.0.0.1:1", &["status"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is `kith up` running?"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn inspect_checks_a_file_locally() {
+    let out = kith(
+        "http://127.0.0.1:1",
+        &["inspect", guest_path("hello").to_str().unwrap()],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("\"fuel\":10000000"), "{s}");
+}
