@@ -21,6 +21,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
 
+    ensure_wasm_target();
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([
@@ -66,6 +67,36 @@ fn main() {
             "cargo:rustc-env=KITH_GUEST_{}={}",
             name.to_uppercase(),
             path.display()
+        );
+    }
+}
+
+/// Installs the wasm32 standard library with rustup when it is missing, so that
+/// `cargo test --workspace` works on a fresh machine as a single command.
+fn ensure_wasm_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let libdir = Command::new(rustc)
+        .args([
+            "--print",
+            "target-libdir",
+            "--target",
+            "wasm32-unknown-unknown",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if libdir.is_some_and(|d| d.exists()) {
+        return;
+    }
+    println!("cargo:warning=installing the wasm32-unknown-unknown target with rustup");
+    let ok = Command::new("rustup")
+        .args(["target", "add", "wasm32-unknown-unknown"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!(
+            "cargo:warning=could not install wasm32-unknown-unknown; run: rustup target add wasm32-unknown-unknown"
         );
     }
 }

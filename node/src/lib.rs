@@ -10,6 +10,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+mod executor;
 mod fsutil;
 pub mod identity;
 pub mod node;

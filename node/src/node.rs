@@ -3,7 +3,7 @@
 //! The HTTP gateway (`api`) and, later, the peer network drive this.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kith_protocol::limits::EffectiveLimits;
@@ -11,9 +11,9 @@ use kith_protocol::module::{self, ModuleError};
 use kith_protocol::{FunctionId, Manifest};
 use libp2p_identity::PeerId;
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
 use crate::config::NodeConfig;
+use crate::executor::Executor;
 use crate::identity::{self, IdentityError};
 use crate::runtime::{InvokeError, LoadSource, Runtime, RuntimeStats};
 use crate::store::{Store, StoreError, StoreStats};
@@ -143,6 +143,8 @@ pub struct Status {
     pub calls_refused: u64,
     /// Calls running now.
     pub calls_running: usize,
+    /// Calls waiting for a slot now.
+    pub calls_queued: usize,
     /// Store counters.
     pub store: StoreStats,
     /// Runtime counters.
@@ -157,8 +159,8 @@ pub struct Node {
     peer_id: PeerId,
     store: Arc<Store>,
     runtime: Arc<Runtime>,
-    slots: Arc<Semaphore>,
-    waiting: AtomicUsize,
+    executor: Executor,
+    draining: AtomicBool,
     started: Instant,
     served: AtomicU64,
     failed: AtomicU64,
@@ -184,13 +186,15 @@ impl Node {
         let store = Store::open(&config.data_dir.join("store"), config.store_budget_bytes)?;
         let runtime = Runtime::new(config.caps.max_fuel, config.caps.max_module_bytes)
             .map_err(OpenError::Runtime)?;
+        let executor = Executor::start(config.max_concurrent_calls, config.max_queued_calls)
+            .map_err(OpenError::Runtime)?;
         Ok(Self {
-            slots: Arc::new(Semaphore::new(config.max_concurrent_calls)),
+            executor,
+            draining: AtomicBool::new(false),
             peer_id: PeerId::from(key.public()),
             store: Arc::new(store),
             runtime: Arc::new(runtime),
             config,
-            waiting: AtomicUsize::new(0),
             started: Instant::now(),
             served: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -263,25 +267,22 @@ impl Node {
         result
     }
 
+    fn busy(&self, running: usize, queued: usize) -> CallError {
+        CallError::Busy {
+            running,
+            queued,
+            max_running: self.config.max_concurrent_calls,
+            max_queued: self.config.max_queued_calls,
+        }
+    }
+
     async fn call_inner(&self, id: FunctionId, input: Vec<u8>) -> Result<Receipt, CallError> {
-        let permit = match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let queued = self.waiting.fetch_add(1, Ordering::SeqCst);
-                if queued >= self.config.max_queued_calls {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
-                    return Err(CallError::Busy {
-                        running: self.config.max_concurrent_calls - self.slots.available_permits(),
-                        queued,
-                        max_running: self.config.max_concurrent_calls,
-                        max_queued: self.config.max_queued_calls,
-                    });
-                }
-                let permit = Arc::clone(&self.slots).acquire_owned().await;
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
-                permit.map_err(|_| InvokeError::Internal("node is shutting down".into()))?
-            }
-        };
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(InvokeError::Internal("the node is shutting down".into()).into());
+        }
+        if self.executor.is_full() {
+            return Err(self.busy(self.executor.running(), self.executor.queued()));
+        }
         let (loaded, cold) = match self.runtime.cached(&id) {
             Some(l) => (l, None),
             None => {
@@ -303,12 +304,12 @@ impl Node {
             .into());
         }
         let runtime = Arc::clone(&self.runtime);
-        let outcome = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            runtime.invoke(&loaded, &input, &limits)
-        })
-        .await
-        .map_err(|e| InvokeError::Internal(e.to_string()))??;
+        let outcome = self
+            .executor
+            .try_submit(move || runtime.invoke(&loaded, &input, &limits))
+            .map_err(|full| self.busy(full.running, full.queued))?
+            .await
+            .map_err(|_| InvokeError::Internal("the call's worker panicked".into()))??;
         Ok(Receipt {
             output: outcome.output,
             function: id,
@@ -330,7 +331,8 @@ impl Node {
             calls_served: self.served.load(Ordering::Relaxed),
             calls_failed: self.failed.load(Ordering::Relaxed),
             calls_refused: self.refused.load(Ordering::Relaxed),
-            calls_running: self.config.max_concurrent_calls - self.slots.available_permits(),
+            calls_running: self.executor.running(),
+            calls_queued: self.executor.queued(),
             store,
             runtime: self.runtime.stats(),
             engine_tag: self.runtime.engine_tag().to_owned(),
@@ -339,14 +341,12 @@ impl Node {
 
     /// Stops accepting calls and waits (at most `grace`) for running ones to finish.
     pub async fn drain(&self, grace: Duration) {
-        let all = u32::try_from(self.config.max_concurrent_calls).unwrap_or(u32::MAX);
-        match tokio::time::timeout(grace, self.slots.acquire_many(all)).await {
-            Ok(Ok(permits)) => permits.forget(),
-            _ => tracing::warn!(
+        self.draining.store(true, Ordering::SeqCst);
+        if !self.executor.drain(grace).await {
+            tracing::warn!(
                 ?grace,
                 "calls still running after the shutdown grace period"
-            ),
+            );
         }
-        self.slots.close();
     }
 }

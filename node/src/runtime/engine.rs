@@ -1,24 +1,24 @@
 //! The one wasmer engine: cranelift, fuel metering, and memories that do not reserve
 //! address space up front.
 
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
 use wasmer::sys::vm::{
-    LinearMemory, MemoryError, MemoryStyle, Trap, VMConfig, VMMemory, VMMemoryDefinition,
-    VMSharedMemory, VMTable, VMTableDefinition,
+    LinearMemory, MaybeInstanceOwned, MemoryError, MemoryStyle, Mmap, MmapType, VMConfig, VMMemory,
+    VMMemoryDefinition, VMTable, VMTableDefinition,
 };
 use wasmer::sys::{
     BaseTunables, CompilerConfig, Cranelift, EngineBuilder, NativeEngineExt, Tunables,
 };
 use wasmer::wasmparser::Operator;
-use wasmer::{Engine, MemoryType, Pages, TableStyle, TableType};
+use wasmer::{Engine, MemoryType, Pages, TableStyle, TableType, WASM_PAGE_SIZE};
 use wasmer_middlewares::Metering;
 
 /// Bumped whenever anything that shapes compiled code changes (cost function, memory
 /// style, guard size), so stale cached artifacts are never loaded.
-const CODEGEN_REVISION: u32 = 1;
+const CODEGEN_REVISION: u32 = 2;
 
 /// Bytes of guard region after each dynamic memory. Small on purpose: a Pi or a qemu
 /// user-mode process cannot afford gigabytes of reserved address space per instance.
@@ -126,7 +126,8 @@ impl Tunables for Limiting {
         style: &MemoryStyle,
     ) -> Result<VMMemory, MemoryError> {
         let ty = self.capped(ty)?;
-        Ok(Watched::wrap(self.base.create_host_memory(&ty, style)?))
+        // SAFETY: no VMContext location: the memory owns its definition.
+        unsafe { Reserved::new(&ty, style, None) }
     }
 
     unsafe fn create_vm_memory(
@@ -137,11 +138,7 @@ impl Tunables for Limiting {
     ) -> Result<VMMemory, MemoryError> {
         let ty = self.capped(ty)?;
         // SAFETY: forwarded unchanged from the caller's contract.
-        let memory = unsafe {
-            self.base
-                .create_vm_memory(&ty, style, vm_definition_location)?
-        };
-        Ok(Watched::wrap(memory))
+        unsafe { Reserved::new(&ty, style, Some(vm_definition_location)) }
     }
 
     fn create_host_table(&self, ty: &TableType, style: &TableStyle) -> Result<VMTable, String> {
@@ -163,57 +160,139 @@ impl Tunables for Limiting {
     }
 }
 
-/// A memory that notes, on the running thread, when a grow is refused.
+/// A linear memory that reserves address space for its maximum (never more than the
+/// manifest's ceiling) up front and grows in place by changing page protection.
+///
+/// wasmer's own dynamic memories reserve only their current size and move (allocate and
+/// copy) on every `memory.grow`, which costs hundreds of microseconds per call for a
+/// typical Rust guest; its static memories reserve 8 GiB of address space each, which a
+/// Pi or a qemu user-mode process cannot afford. This sits between the two: a call with a
+/// 32 MiB ceiling reserves 32 MiB plus a small guard, and growing never copies.
+///
+/// A refused grow is noted on the running thread (see [`take_grow_refused`]).
 #[derive(Debug)]
-struct Watched(VMMemory);
+struct Reserved {
+    mmap: Mmap,
+    definition: MaybeInstanceOwned<VMMemoryDefinition>,
+    ty: MemoryType,
+    style: MemoryStyle,
+    size: Pages,
+}
 
-impl Watched {
-    fn wrap(memory: VMMemory) -> VMMemory {
-        VMMemory(Box::new(Watched(memory)))
+// SAFETY: like wasmer's own `VMOwnedMemory`: the definition pointer refers to this
+// memory's own VMContext slot or box, and wasmer serialises access through its store.
+unsafe impl Send for Reserved {}
+// SAFETY: as above.
+unsafe impl Sync for Reserved {}
+
+impl Reserved {
+    /// # Safety
+    /// `location`, when given, must point to a valid, owned `VMMemoryDefinition`.
+    unsafe fn new(
+        ty: &MemoryType,
+        style: &MemoryStyle,
+        location: Option<NonNull<VMMemoryDefinition>>,
+    ) -> Result<VMMemory, MemoryError> {
+        let MemoryStyle::Dynamic { offset_guard_size } = *style else {
+            return Err(MemoryError::Generic(
+                "kith compiles every module for dynamic memories".into(),
+            ));
+        };
+        let maximum = ty.maximum.unwrap_or(Pages::max_value());
+        let guard = usize::try_from(offset_guard_size)
+            .map_err(|e| MemoryError::Generic(format!("guard size: {e}")))?;
+        let reserve = maximum
+            .bytes()
+            .0
+            .checked_add(guard)
+            .ok_or_else(|| MemoryError::Generic("memory reservation overflows".into()))?;
+        let accessible = ty.minimum.bytes().0;
+        let mut mmap = Mmap::accessible_reserved(accessible, reserve, None, MmapType::Private)
+            .map_err(MemoryError::Region)?;
+        let definition = VMMemoryDefinition {
+            base: mmap.as_mut_ptr(),
+            current_length: accessible,
+        };
+        let definition = match location {
+            Some(ptr) => {
+                // SAFETY: the caller guarantees `ptr` is valid and ours to initialise.
+                unsafe { ptr.as_ptr().write(definition) };
+                MaybeInstanceOwned::Instance(ptr)
+            }
+            None => MaybeInstanceOwned::Host(Box::new(UnsafeCell::new(definition))),
+        };
+        let mut ty = *ty;
+        ty.maximum = Some(maximum);
+        Ok(VMMemory(Box::new(Self {
+            mmap,
+            definition,
+            ty,
+            style: *style,
+            size: ty.minimum,
+        })))
+    }
+
+    fn refuse(&self, delta: Pages) -> MemoryError {
+        GROW_REFUSED.with(|c| c.set(true));
+        MemoryError::CouldNotGrow {
+            current: self.size,
+            attempted_delta: delta,
+        }
     }
 }
 
-impl LinearMemory for Watched {
+impl LinearMemory for Reserved {
     fn ty(&self) -> MemoryType {
-        self.0.ty()
+        let mut ty = self.ty;
+        ty.minimum = self.size;
+        ty
     }
     fn size(&self) -> Pages {
-        self.0.size()
+        self.size
     }
     fn style(&self) -> MemoryStyle {
-        self.0.style()
+        self.style
     }
     fn grow(&mut self, delta: Pages) -> Result<Pages, MemoryError> {
-        let result = self.0.grow(delta);
-        if result.is_err() {
-            GROW_REFUSED.with(|c| c.set(true));
+        let previous = self.size;
+        if delta.0 == 0 {
+            return Ok(previous);
         }
-        result
+        let Some(new) = previous.checked_add(delta) else {
+            return Err(self.refuse(delta));
+        };
+        if self.ty.maximum.is_some_and(|max| new > max) {
+            return Err(self.refuse(delta));
+        }
+        let (start, end) = (previous.bytes().0, new.bytes().0);
+        self.mmap
+            .make_accessible(start, end - start)
+            .map_err(MemoryError::Region)?;
+        // SAFETY: the definition is this memory's own (see `new`).
+        unsafe { (*self.definition.as_ptr().as_ptr()).current_length = end };
+        self.size = new;
+        Ok(previous)
     }
     fn grow_at_least(&mut self, min_size: u64) -> Result<(), MemoryError> {
-        let result = self.0.grow_at_least(min_size);
-        if result.is_err() {
-            GROW_REFUSED.with(|c| c.set(true));
+        let current = self.size.bytes().0 as u64;
+        if current >= min_size {
+            return Ok(());
         }
-        result
-    }
-    fn reset(&mut self) -> Result<(), MemoryError> {
-        self.0.reset()
+        let pages = (min_size - current).div_ceil(u64::from(WASM_PAGE_SIZE as u32));
+        let pages = u32::try_from(pages).map_err(|_| self.refuse(Pages(u32::MAX)))?;
+        self.grow(Pages(pages)).map(|_| ())
     }
     fn vmmemory(&self) -> NonNull<VMMemoryDefinition> {
-        self.0.vmmemory()
+        self.definition.as_ptr()
     }
     fn try_clone(&self) -> Result<Box<dyn LinearMemory + Send + Sync + 'static>, MemoryError> {
-        LinearMemory::try_clone(&self.0)
-    }
-    unsafe fn initialize_with_data(&self, start: usize, data: &[u8]) -> Result<(), Trap> {
-        // SAFETY: forwarded unchanged from the caller's contract.
-        unsafe { self.0.initialize_with_data(start, data) }
+        Err(MemoryError::UnsupportedOperation {
+            message: "kith memories cannot be cloned".into(),
+        })
     }
     fn copy(&self) -> Result<Box<dyn LinearMemory + Send + Sync + 'static>, MemoryError> {
-        LinearMemory::copy(&self.0)
-    }
-    fn as_shared(&self) -> Result<VMSharedMemory, MemoryError> {
-        self.0.as_shared()
+        Err(MemoryError::UnsupportedOperation {
+            message: "kith memories cannot be copied".into(),
+        })
     }
 }

@@ -1,4 +1,8 @@
 //! Enforces wall-clock limits: one thread that interrupts guests past their deadline.
+//!
+//! The thread ticks every [`TICK`] while calls are registered, so registering a call is
+//! a map insert under a mutex and never wakes it; only the first call after an idle
+//! spell does. A deadline is therefore enforced within one tick.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -7,15 +11,21 @@ use std::time::{Duration, Instant};
 
 use wasmer::Interrupter;
 
-/// How often an expired guest is interrupted again until its call returns (an
-/// interrupt can be missed, e.g. while the guest is inside a host function).
-const REPEAT: Duration = Duration::from_millis(5);
+/// Resolution of wall-clock limits; expired guests are also re-interrupted at this
+/// rate until their call returns (an interrupt can be missed, e.g. while the guest is
+/// inside a host function).
+const TICK: Duration = Duration::from_millis(5);
+
+/// How long the thread keeps ticking with nothing registered before it sleeps.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct State {
     next_id: u64,
     /// (deadline, id) -> interrupter
     calls: BTreeMap<(Instant, u64), Interrupter>,
+    /// True while the thread sleeps until notified.
+    parked: bool,
     shutdown: bool,
 }
 
@@ -46,10 +56,10 @@ impl Watchdog {
         let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
         state.next_id += 1;
         let key = (deadline, state.next_id);
-        let earliest = state.calls.keys().next().is_none_or(|k| key < *k);
         state.calls.insert(key, interrupter);
+        let parked = std::mem::take(&mut state.parked);
         drop(state);
-        if earliest {
+        if parked {
             wake.notify_one();
         }
         Guard {
@@ -80,28 +90,31 @@ impl Drop for Watchdog {
 fn run(shared: &(Mutex<State>, Condvar)) {
     let (lock, wake) = shared;
     let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut idle_since = Instant::now();
     loop {
         if state.shutdown {
             return;
         }
         let now = Instant::now();
-        let mut next = None;
         for ((deadline, _), interrupter) in &state.calls {
-            if *deadline <= now {
-                interrupter.interrupt();
-            } else {
-                next = Some(*deadline);
+            if *deadline > now {
                 break;
             }
+            interrupter.interrupt();
         }
-        let expired_remain = state.calls.keys().next().is_some_and(|(d, _)| *d <= now);
-        let wait = match (expired_remain, next) {
-            (true, _) => REPEAT,
-            (false, Some(d)) => d - now,
-            (false, None) => Duration::from_secs(3600),
-        };
+        if !state.calls.is_empty() {
+            idle_since = now;
+        }
+        if now.duration_since(idle_since) >= IDLE_AFTER {
+            state.parked = true;
+            while state.parked && !state.shutdown {
+                state = wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            }
+            idle_since = Instant::now();
+            continue;
+        }
         state = wake
-            .wait_timeout(state, wait)
+            .wait_timeout(state, TICK)
             .unwrap_or_else(PoisonError::into_inner)
             .0;
     }
