@@ -127,7 +127,7 @@ impl Tunables for Limiting {
     ) -> Result<VMMemory, MemoryError> {
         let ty = self.capped(ty)?;
         // SAFETY: no VMContext location: the memory owns its definition.
-        unsafe { Reserved::new(&ty, style, None) }
+        unsafe { Reserved::create(&ty, style, None) }
     }
 
     unsafe fn create_vm_memory(
@@ -138,7 +138,7 @@ impl Tunables for Limiting {
     ) -> Result<VMMemory, MemoryError> {
         let ty = self.capped(ty)?;
         // SAFETY: forwarded unchanged from the caller's contract.
-        unsafe { Reserved::new(&ty, style, Some(vm_definition_location)) }
+        unsafe { Reserved::create(&ty, style, Some(vm_definition_location)) }
     }
 
     fn create_host_table(&self, ty: &TableType, style: &TableStyle) -> Result<VMTable, String> {
@@ -188,7 +188,7 @@ unsafe impl Sync for Reserved {}
 impl Reserved {
     /// # Safety
     /// `location`, when given, must point to a valid, owned `VMMemoryDefinition`.
-    unsafe fn new(
+    unsafe fn create(
         ty: &MemoryType,
         style: &MemoryStyle,
         location: Option<NonNull<VMMemoryDefinition>>,
