@@ -67,6 +67,24 @@ pub enum Command {
         /// The .wasm file.
         file: PathBuf,
     },
+    /// Work with the manifest section of a .wasm file (for any source language).
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+}
+
+/// `kith manifest …`
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Write a copy of FILE with JSON as its `kith.manifest` section (replacing any).
+    Set {
+        /// The .wasm file.
+        file: PathBuf,
+        /// The manifest as JSON, e.g. '{"fuel": 10000000, "timeout_ms": 1000}'.
+        json: String,
+        /// Where to write the result.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 /// Flags of `kith up`.
@@ -259,6 +277,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print_status(&v);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manifest(ManifestCommand::Set { file, json, output }) => {
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let manifest = kith_protocol::Manifest::parse(json.as_bytes())?;
+            let out = kith_protocol::module::with_manifest(&bytes, &manifest)?;
+            kith_protocol::module::inspect(&out, u64::MAX).with_context(|| {
+                format!("{} with this manifest is not a valid kith function", file.display())
+            })?;
+            std::fs::write(&output, &out)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            println!("{}", kith_protocol::FunctionId::of(&out));
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { file } => {

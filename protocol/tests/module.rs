@@ -130,3 +130,31 @@ fn two_manifests_are_refused() {
         Err(ModuleError::Manifest(ManifestError::Duplicate(2)))
     );
 }
+
+#[test]
+fn with_manifest_adds_or_replaces_the_section() {
+    use kith_protocol::Manifest;
+    use kith_protocol::module::with_manifest;
+    let plain = module(GOOD_EXPORTS);
+    let m = Manifest {
+        fuel: 1234,
+        ..Manifest::default()
+    };
+    let with = with_manifest(&plain, &m).unwrap();
+    let info = inspect(&with, LIMIT).unwrap();
+    assert!(info.has_manifest);
+    assert_eq!(info.manifest.fuel, 1234);
+
+    let m2 = Manifest {
+        timeout_ms: 77,
+        ..Manifest::default()
+    };
+    let replaced = with_manifest(&with, &m2).unwrap();
+    let info = inspect(&replaced, LIMIT).unwrap();
+    assert_eq!(info.manifest.fuel, Manifest::DEFAULT_FUEL);
+    assert_eq!(info.manifest.timeout_ms, 77);
+    // Everything but the manifest is kept byte for byte.
+    let again = with_manifest(&replaced, &m).unwrap();
+    assert_eq!(again, with);
+    assert!(with_manifest(b"nope", &m).is_err());
+}

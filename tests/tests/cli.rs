@@ -140,3 +140,49 @@ fn inspect_checks_a_file_locally() {
     let s = text(&out.stdout);
     assert!(s.contains("\"fuel\":10000000"), "{s}");
 }
+
+#[test]
+fn manifest_set_embeds_a_manifest_for_any_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(BIN, &dir.path().join("n"), &[]);
+    let plain = wat::parse_str(
+        r#"(module
+            (import "kith" "output" (func $output (param i32 i32)))
+            (memory (export "memory") 1)
+            (func (export "kith_alloc") (param i32) (result i32) (i32.const 1024))
+            (func (export "kith_call") (param i32 i32) (result i32)
+                (call $output (local.get 0) (local.get 1)) (i32.const 0)))"#,
+    )
+    .unwrap();
+    let input = dir.path().join("echo.wasm");
+    let output = dir.path().join("echo.manifest.wasm");
+    std::fs::write(&input, plain).unwrap();
+    let out = kith(
+        &node.url,
+        &[
+            "manifest",
+            "set",
+            input.to_str().unwrap(),
+            r#"{"fuel": 5000, "timeout_ms": 100}"#,
+            "-o",
+            output.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&kith(&node.url, &["publish", output.to_str().unwrap()], None).stdout)
+        .trim()
+        .to_owned();
+    let info = text(&kith(&node.url, &["info", &id], None).stdout);
+    assert!(info.contains("\"fuel\": 5000"), "{info}");
+    let out = kith(&node.url, &["call", &id, "--input", "echo me"], None);
+    assert_eq!(text(&out.stdout), "echo me");
+
+    let bad = kith(
+        &node.url,
+        &["manifest", "set", input.to_str().unwrap(), r#"{"fuel": 0}"#, "-o", "/tmp/x.wasm"],
+        None,
+    );
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("`fuel` = 0 is out of bounds"), "{}", text(&bad.stderr));
+}
