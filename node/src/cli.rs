@@ -280,12 +280,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Manifest(ManifestCommand::Set { file, json, output }) => {
-            let bytes = std::fs::read(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let manifest = kith_protocol::Manifest::parse(json.as_bytes())?;
             let out = kith_protocol::module::with_manifest(&bytes, &manifest)?;
             kith_protocol::module::inspect(&out, u64::MAX).with_context(|| {
-                format!("{} with this manifest is not a valid kith function", file.display())
+                format!(
+                    "{} with this manifest is not a valid kith function",
+                    file.display()
+                )
             })?;
             std::fs::write(&output, &out)
                 .with_context(|| format!("cannot write {}", output.display()))?;

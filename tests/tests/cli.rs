@@ -178,11 +178,24 @@ fn manifest_set_embeds_a_manifest_for_any_language() {
     let out = kith(&node.url, &["call", &id, "--input", "echo me"], None);
     assert_eq!(text(&out.stdout), "echo me");
 
+    let never = dir.path().join("never.wasm");
     let bad = kith(
         &node.url,
-        &["manifest", "set", input.to_str().unwrap(), r#"{"fuel": 0}"#, "-o", "/tmp/x.wasm"],
+        &[
+            "manifest",
+            "set",
+            input.to_str().unwrap(),
+            r#"{"fuel": 0}"#,
+            "-o",
+            never.to_str().unwrap(),
+        ],
         None,
     );
     assert!(!bad.status.success());
-    assert!(text(&bad.stderr).contains("`fuel` = 0 is out of bounds"), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("`fuel` = 0 is out of bounds"),
+        "{}",
+        text(&bad.stderr)
+    );
+    assert!(!never.exists());
 }
