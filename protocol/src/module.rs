@@ -115,9 +115,12 @@ pub fn with_manifest(module: &[u8], manifest: &Manifest) -> Result<Vec<u8>, Modu
         }
         // `range` covers the section's contents; re-emit id, size and contents.
         let (start, end) = (to_usize(range.start), to_usize(range.end));
+        let contents = module
+            .get(start..end)
+            .ok_or_else(|| ModuleError::Invalid(format!("section {id} is truncated")))?;
         out.push(id);
         leb128(&mut out, range.end - range.start);
-        out.extend_from_slice(&module[start..end]);
+        out.extend_from_slice(contents);
     }
     let json = manifest.to_json();
     let name = abi::MANIFEST_SECTION.as_bytes();

@@ -158,3 +158,39 @@ fn with_manifest_adds_or_replaces_the_section() {
     assert_eq!(again, with);
     assert!(with_manifest(b"nope", &m).is_err());
 }
+
+mod hostile_bytes {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes never panic the checker; they are refused or accepted.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = inspect(&bytes, LIMIT);
+        }
+
+        /// A valid module with one byte changed or cut short never panics the checker.
+        #[test]
+        fn mutated_modules_never_panic(at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<bool>()) {
+            let wat = format!(r#"(@custom "kith.manifest" "{{\"fuel\":5}}") {GOOD_EXPORTS}"#);
+            let mut bytes = module(&wat);
+            let i = at.index(bytes.len());
+            if cut {
+                bytes.truncate(i);
+            } else {
+                bytes[i] = byte;
+            }
+            let _ = inspect(&bytes, LIMIT);
+            let _ = kith_protocol::module::with_manifest(&bytes, &Default::default());
+        }
+
+        /// Arbitrary manifest payloads never panic the parser.
+        #[test]
+        fn arbitrary_manifests_never_panic(text in ".{0,200}") {
+            let _ = kith_protocol::Manifest::parse(text.as_bytes());
+        }
+    }
+}

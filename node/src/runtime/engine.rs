@@ -9,9 +9,9 @@ use wasmer::sys::vm::{
     LinearMemory, MaybeInstanceOwned, MemoryError, MemoryStyle, Mmap, MmapType, VMConfig, VMMemory,
     VMMemoryDefinition, VMTable, VMTableDefinition,
 };
-use wasmer::sys::{
-    BaseTunables, CompilerConfig, Cranelift, EngineBuilder, NativeEngineExt, Tunables,
-};
+#[cfg(not(feature = "singlepass"))]
+use wasmer::sys::Cranelift;
+use wasmer::sys::{BaseTunables, CompilerConfig, EngineBuilder, NativeEngineExt, Tunables};
 use wasmer::wasmparser::Operator;
 use wasmer::{Engine, MemoryType, Pages, TableStyle, TableType, WASM_PAGE_SIZE};
 use wasmer_middlewares::Metering;
@@ -38,6 +38,9 @@ fn cost(_op: &Operator) -> u64 {
 /// (or deserialized) by an engine of its own; all of them share one configuration, which
 /// [`tag`] names.
 pub(crate) fn build(initial_fuel: u64) -> Engine {
+    #[cfg(feature = "singlepass")]
+    let mut compiler = wasmer::sys::Singlepass::default();
+    #[cfg(not(feature = "singlepass"))]
     let mut compiler = Cranelift::default();
     compiler.push_middleware(Arc::new(Metering::new(initial_fuel, cost)));
     let mut engine: Engine = EngineBuilder::new(compiler).engine().into();
