@@ -82,6 +82,19 @@ struct Index {
     evicted: u64,
 }
 
+impl Index {
+    fn add_blob(&mut self, id: FunctionId, size: u64) {
+        self.tick += 1;
+        self.total += size;
+        let entry = Entry {
+            blob: size,
+            artifacts: 0,
+            tick: self.tick,
+        };
+        self.entries.insert(id, entry);
+    }
+}
+
 /// Counters for the status page.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct StoreStats {
@@ -136,16 +149,7 @@ impl Store {
         found.sort();
         let mut index = Index::default();
         for (_, id, size) in found {
-            index.tick += 1;
-            index.total += size;
-            index.entries.insert(
-                id,
-                Entry {
-                    blob: size,
-                    artifacts: 0,
-                    tick: index.tick,
-                },
-            );
+            index.add_blob(id, size);
         }
         for entry in fs::read_dir(&artifacts).map_err(io_err(&artifacts))? {
             let entry = entry.map_err(io_err(&artifacts))?;
@@ -217,18 +221,7 @@ impl Store {
         self.make_room(size, None);
         let path = self.blob_path(&id);
         fsutil::write_atomic(&path, bytes, 0o644).map_err(io_err(&path))?;
-        let mut index = self.index();
-        index.tick += 1;
-        let tick = index.tick;
-        index.total += size;
-        index.entries.insert(
-            id,
-            Entry {
-                blob: size,
-                artifacts: 0,
-                tick,
-            },
-        );
+        self.index().add_blob(id, size);
         Ok((id, true))
     }
 

@@ -188,6 +188,17 @@ pub struct Raw {
 }
 
 impl Raw {
+    fn read(resp: reqwest::blocking::Response) -> Self {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().expect("body").to_vec();
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
     /// The body as JSON.
     ///
     /// # Panics
@@ -234,14 +245,7 @@ pub fn post(url: &str, body: Vec<u8>) -> Raw {
         .timeout(Duration::from_secs(120))
         .send()
         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.bytes().expect("body").to_vec();
-    Raw {
-        status,
-        headers,
-        body,
-    }
+    Raw::read(resp)
 }
 
 /// `GET url`, returning the raw response.
@@ -249,13 +253,5 @@ pub fn post(url: &str, body: Vec<u8>) -> Raw {
 /// # Panics
 /// If the request cannot be sent.
 pub fn get(url: &str) -> Raw {
-    let resp = reqwest::blocking::get(url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.bytes().expect("body").to_vec();
-    Raw {
-        status,
-        headers,
-        body,
-    }
+    Raw::read(reqwest::blocking::get(url).unwrap_or_else(|e| panic!("GET {url}: {e}")))
 }

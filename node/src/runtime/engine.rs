@@ -5,12 +5,12 @@ use std::cell::{Cell, UnsafeCell};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+#[cfg(not(feature = "singlepass"))]
+use wasmer::sys::Cranelift;
 use wasmer::sys::vm::{
     LinearMemory, MaybeInstanceOwned, MemoryError, MemoryStyle, Mmap, MmapType, VMConfig, VMMemory,
     VMMemoryDefinition, VMTable, VMTableDefinition,
 };
-#[cfg(not(feature = "singlepass"))]
-use wasmer::sys::Cranelift;
 use wasmer::sys::{BaseTunables, CompilerConfig, EngineBuilder, NativeEngineExt, Tunables};
 use wasmer::wasmparser::Operator;
 use wasmer::{Engine, MemoryType, Pages, TableStyle, TableType, WASM_PAGE_SIZE};
