@@ -13,10 +13,13 @@
 //! - [`limits`]: the operator's caps and the effective per-call limits.
 
 pub mod abi;
+pub mod capacity;
 mod id;
 pub mod limits;
 pub mod manifest;
 pub mod module;
+pub mod placement;
+pub mod vivaldi;
 
 pub use id::{FunctionId, ParseIdError};
 pub use limits::{Caps, EffectiveLimits, LimitExceeded};

@@ -1,0 +1,200 @@
+//! Placement: which peer should run a call. A pure function.
+//!
+//! "Nearest" means the lowest **expected completion time**:
+//!
+//! ```text
+//! total = rtt + queue wait + cold start + execution
+//! ```
+//!
+//! - `rtt`: measured (ping) when known, else predicted from network coordinates;
+//!   zero for the local peer.
+//! - `queue wait`: when every slot is busy, the queued calls ahead (plus this one)
+//!   divided over the slots, times the execution time.
+//! - `cold start`: zero when the peer's cache summary says it has the function;
+//!   otherwise fetching the module (an RTT plus size over bandwidth) and compiling it.
+//! - `execution`: the call's expected fuel over the peer's CPU score.
+//!
+//! A peer is **capable** when it offers at least the memory the manifest asks for, has
+//! a backend, and is not saturated (every slot and queue place taken). Incapable peers
+//! are never returned. Ties break on the peer key, so the ranking is deterministic.
+
+use crate::FunctionId;
+use crate::capacity::Advert;
+
+/// Cost model constants.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Config {
+    /// Assumed bandwidth for fetching a module, bytes per millisecond.
+    pub fetch_bytes_per_ms: f64,
+    /// Compile cost, milliseconds per KiB of module, on a peer with `reference_cpu_score`.
+    pub compile_ms_per_kib: f64,
+    /// The CPU score the compile cost is measured on.
+    pub reference_cpu_score: f64,
+    /// Fixed per-call overhead on the executing peer (instantiate, copy), ms.
+    pub call_overhead_ms: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            // 10 MB/s: a modest home uplink.
+            fetch_bytes_per_ms: 10_000.0,
+            // ~55 ms for 25 KiB of module on the reference machine (docs/benchmarks.md).
+            compile_ms_per_kib: 2.0,
+            reference_cpu_score: 500_000.0,
+            call_overhead_ms: 0.05,
+        }
+    }
+}
+
+/// The call to place.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Call {
+    /// The function.
+    pub function: FunctionId,
+    /// Memory the manifest asks for, in bytes.
+    pub memory_bytes: u64,
+    /// Fuel the call is expected to use (e.g. the function's observed average).
+    pub expected_fuel: u64,
+    /// Module size, for the fetch and compile estimate.
+    pub module_bytes: u64,
+}
+
+/// What the placing peer knows about one candidate.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerView<'a, P> {
+    /// The candidate's id (the node uses libp2p's `PeerId`; the simulator an index).
+    pub peer: P,
+    /// Its latest valid advert.
+    pub advert: &'a Advert,
+    /// Measured RTT, in milliseconds, if any.
+    pub measured_rtt_ms: Option<f64>,
+    /// True for the placing peer itself.
+    pub local: bool,
+    /// True if the placing peer knows for certain the candidate has the function
+    /// cached (e.g. itself); otherwise the advert's summary decides.
+    pub known_warm: Option<bool>,
+}
+
+/// The cost terms of one candidate, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Cost {
+    /// Round trip to the peer.
+    pub rtt_ms: f64,
+    /// True if `rtt_ms` was measured, false if predicted from coordinates.
+    pub rtt_measured: bool,
+    /// Expected wait for a slot.
+    pub queue_ms: f64,
+    /// Fetch and compile, when the peer lacks the function.
+    pub cold_ms: f64,
+    /// Execution on that peer.
+    pub exec_ms: f64,
+    /// The sum.
+    pub total_ms: f64,
+}
+
+/// A ranked candidate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate<P> {
+    /// The peer.
+    pub peer: P,
+    /// True for the placing peer.
+    pub local: bool,
+    /// Its cost terms.
+    pub cost: Cost,
+}
+
+/// Why a peer is not capable of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incapable {
+    /// Offers less memory than the manifest asks for.
+    Memory,
+    /// Every slot and queue place is taken.
+    Saturated,
+    /// No wasm backend.
+    NoBackend,
+}
+
+/// Checks whether a peer can take the call.
+///
+/// # Errors
+/// The first reason it cannot.
+pub fn capable(call: &Call, advert: &Advert) -> Result<(), Incapable> {
+    if advert.memory_bytes < call.memory_bytes {
+        return Err(Incapable::Memory);
+    }
+    if advert.backends == 0 {
+        return Err(Incapable::NoBackend);
+    }
+    if advert.saturated() {
+        return Err(Incapable::Saturated);
+    }
+    Ok(())
+}
+
+/// The cost of running `call` on `view`'s peer, as seen from `local` (the placing
+/// peer's own advert, for its coordinate).
+pub fn cost<P>(call: &Call, view: &PeerView<'_, P>, local: &Advert, config: &Config) -> Cost {
+    let a = view.advert;
+    let (rtt_ms, rtt_measured) = if view.local {
+        (0.0, true)
+    } else if let Some(m) = view.measured_rtt_ms.filter(|m| m.is_finite() && *m >= 0.0) {
+        (m, true)
+    } else {
+        (local.coord.rtt_ms(&a.coord), false)
+    };
+    let score = f64::from(a.cpu_score.max(1));
+    let exec_ms = call.expected_fuel as f64 / score + config.call_overhead_ms;
+    let slots = f64::from(a.max_concurrent.max(1));
+    let queue_ms = if a.running >= a.max_concurrent {
+        (f64::from(a.queued) + 1.0) / slots * exec_ms
+    } else {
+        0.0
+    };
+    let warm = view
+        .known_warm
+        .unwrap_or_else(|| a.cached.may_contain(&call.function));
+    let cold_ms = if warm {
+        0.0
+    } else {
+        let fetch = rtt_ms + call.module_bytes as f64 / config.fetch_bytes_per_ms;
+        let compile = call.module_bytes as f64 / 1024.0
+            * config.compile_ms_per_kib
+            * (config.reference_cpu_score / score);
+        fetch + compile
+    };
+    Cost {
+        rtt_ms,
+        rtt_measured,
+        queue_ms,
+        cold_ms,
+        exec_ms,
+        total_ms: rtt_ms + queue_ms + cold_ms + exec_ms,
+    }
+}
+
+/// Ranks the capable peers among `peers` for `call`, cheapest first. `local` is the
+/// placing peer's own advert.
+pub fn rank<'a, P: Copy + Ord + 'a>(
+    call: &Call,
+    peers: impl IntoIterator<Item = PeerView<'a, P>>,
+    local: &Advert,
+    config: &Config,
+) -> Vec<Candidate<P>> {
+    let mut out: Vec<Candidate<P>> = peers
+        .into_iter()
+        .filter(|v| capable(call, v.advert).is_ok())
+        .map(|v| Candidate {
+            peer: v.peer,
+            local: v.local,
+            cost: cost(call, &v, local, config),
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        a.cost
+            .total_ms
+            .total_cmp(&b.cost.total_ms)
+            .then_with(|| a.peer.cmp(&b.peer))
+    });
+    out
+}
