@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod module;
 pub mod placement;
 pub mod vivaldi;
+pub mod wire;
 
 pub use id::{FunctionId, ParseIdError};
 pub use limits::{Caps, EffectiveLimits, LimitExceeded};
