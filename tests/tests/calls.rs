@@ -150,6 +150,40 @@ fn hostile_functions_hit_typed_limits_and_the_node_keeps_serving() {
     assert_eq!(status["calls_failed"], cases.len());
 }
 
+/// A guest that spends nearly all its time inside host calls (`now_ms` in a loop) is
+/// stopped at its deadline over and over without harming the node: the stop lands in
+/// guest code, never in the middle of a host function.
+#[test]
+fn timeouts_during_host_calls_leave_the_node_healthy() {
+    let f = fixture(&[]);
+    let bytes = guest("hostile");
+    let mut manifest = kith_protocol::module::inspect(&bytes, u64::MAX)
+        .unwrap()
+        .manifest;
+    manifest.timeout_ms = 40;
+    let short = publish(
+        &f.node,
+        kith_protocol::module::with_manifest(&bytes, &manifest).unwrap(),
+    );
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let url = format!("{}/v1/call/{short}", f.node.url);
+            std::thread::spawn(move || {
+                for _ in 0..15 {
+                    let r = post(&url, b"sleep".to_vec());
+                    assert_eq!((r.status, r.kind().as_str()), (504, "timeout"));
+                    assert!(r.message().contains("40 ms"), "{}", r.message());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_hello_works(&f);
+    assert_eq!(f.node.status()["calls_failed"], 60);
+}
+
 /// A real wasm stack overflow (not Rust's shadow stack) is its own error.
 #[test]
 fn deep_recursion_is_a_stack_overflow() {

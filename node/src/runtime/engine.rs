@@ -8,13 +8,19 @@ use std::sync::Arc;
 #[cfg(not(feature = "singlepass"))]
 use wasmer::sys::Cranelift;
 use wasmer::sys::vm::{
-    LinearMemory, MaybeInstanceOwned, MemoryError, MemoryStyle, Mmap, MmapType, VMConfig, VMMemory,
-    VMMemoryDefinition, VMTable, VMTableDefinition,
+    InternalStoreHandle, LinearMemory, MaybeInstanceOwned, MemoryError, MemoryStyle, Mmap,
+    MmapType, StoreObjects, VMConfig, VMGlobal, VMGlobalDefinition, VMMemory, VMMemoryDefinition,
+    VMTable, VMTableDefinition,
 };
 use wasmer::sys::{BaseTunables, CompilerConfig, EngineBuilder, NativeEngineExt, Tunables};
 use wasmer::wasmparser::Operator;
-use wasmer::{Engine, MemoryType, Pages, TableStyle, TableType, WASM_PAGE_SIZE};
+use wasmer::{
+    Engine, ExportIndex, MemoryType, ModuleInfo, Pages, TableStyle, TableType, WASM_PAGE_SIZE,
+};
+use wasmer_compiler::LinkError;
 use wasmer_middlewares::Metering;
+use wasmer_types::LocalGlobalIndex;
+use wasmer_types::entity::{EntityRef, PrimaryMap};
 
 /// Bumped whenever anything that shapes compiled code changes (cost function, memory
 /// style, guard size), so stale cached artifacts are never loaded.
@@ -78,6 +84,47 @@ thread_local! {
 /// Clears the flag; returns whether a grow was refused since the last call.
 pub(crate) fn take_grow_refused() -> bool {
     GROW_REFUSED.with(|c| c.replace(false))
+}
+
+thread_local! {
+    /// Where the instance created last on this thread keeps its remaining fuel; set
+    /// while instantiating, taken by the runtime right after.
+    static FUEL_GLOBAL: Cell<Option<NonNull<VMGlobalDefinition>>> = const { Cell::new(None) };
+}
+
+/// The export wasmer's metering middleware gives its remaining-fuel global.
+const FUEL_EXPORT: &str = "wasmer_metering_remaining_points";
+
+/// The remaining-fuel counter of one live instance, which another thread may drain.
+///
+/// This is how wall-clock limits are enforced: the watchdog sets the counter to zero,
+/// and the guest's next metering check (at least once per loop iteration and function
+/// entry) traps as out of fuel. Unlike a signal, this can never unwind the guest's
+/// thread from the middle of host or runtime code.
+#[derive(Debug)]
+pub(crate) struct FuelCell(NonNull<VMGlobalDefinition>);
+
+// SAFETY: the pointer is only dereferenced by `drain`, whose contract the owner upholds.
+unsafe impl Send for FuelCell {}
+
+impl FuelCell {
+    /// Sets the remaining fuel to zero.
+    ///
+    /// # Safety
+    /// The instance this cell came from must still be alive.
+    pub(crate) unsafe fn drain(&self) {
+        let slot = self.0.as_ptr().cast::<i64>();
+        // SAFETY: the definition is a live, 16-byte aligned slot in the instance's
+        // VMContext (caller's contract); the guest reads and writes it with plain 8-byte
+        // accesses, which an atomic store never tears.
+        unsafe { std::sync::atomic::AtomicI64::from_ptr(slot) }
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The fuel counter of the instance created last on this thread, if any.
+pub(crate) fn take_fuel_cell() -> Option<FuelCell> {
+    FUEL_GLOBAL.with(Cell::take).map(FuelCell)
 }
 
 /// Tunables that use dynamic (bounds-checked) memories with a small guard and cap
@@ -160,6 +207,26 @@ impl Tunables for Limiting {
 
     fn vmconfig(&self) -> &VMConfig {
         &self.config
+    }
+
+    fn create_globals(
+        &self,
+        context: &mut StoreObjects,
+        module: &ModuleInfo,
+        vm_definition_locations: &[NonNull<VMGlobalDefinition>],
+    ) -> Result<PrimaryMap<LocalGlobalIndex, InternalStoreHandle<VMGlobal>>, LinkError> {
+        let globals = self
+            .base
+            .create_globals(context, module, vm_definition_locations)?;
+        let fuel = match module.exports.get(FUEL_EXPORT) {
+            Some(ExportIndex::Global(index)) => module
+                .local_global_index(*index)
+                .and_then(|local| vm_definition_locations.get(local.index()))
+                .copied(),
+            _ => None,
+        };
+        FUEL_GLOBAL.with(|cell| cell.set(fuel));
+        Ok(globals)
     }
 }
 

@@ -6,7 +6,8 @@
 //! - memory: tunables cap every memory's maximum at the manifest's ceiling; a refused
 //!   `memory.grow` is noticed on the running thread, so the resulting trap is reported
 //!   as a memory limit, not a generic trap.
-//! - wall time: a watchdog thread interrupts the guest at its deadline.
+//! - wall time: a watchdog thread drains the fuel of a guest past its deadline, so it
+//!   traps at its next metering check (see `watchdog.rs`).
 //! - input and output size: checked before the input is copied in and inside the
 //!   `output` host function, before the output is copied out.
 //! - stack: the guest runs on its own fixed-size stack; overflow traps.
@@ -106,6 +107,27 @@ pub enum InvokeError {
     /// Something failed on this node, not in the guest.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl InvokeError {
+    /// The error kind, as in the HTTP API (`docs/http-api.md`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InputTooLarge { .. } => "input_too_large",
+            Self::OutputTooLarge { .. } => "output_too_large",
+            Self::OutOfFuel { .. } => "out_of_fuel",
+            Self::MemoryLimit { .. } => "memory_limit",
+            Self::Timeout { .. } => "timeout",
+            Self::StackOverflow { .. } => "stack_overflow",
+            Self::Trap { .. } => "trap",
+            Self::FunctionError { .. } => "function_error",
+            Self::Incapable(_) => "exceeds_node_caps",
+            Self::NotFound(_) => "not_found",
+            Self::Corrupt(_) => "corrupt",
+            Self::Invalid(_) => "invalid_module",
+            Self::Internal(_) => "internal",
+        }
+    }
 }
 
 impl From<StoreError> for InvokeError {
@@ -215,6 +237,45 @@ impl Runtime {
                 .unwrap_or_else(PoisonError::into_inner)
                 .len(),
         }
+    }
+
+    /// Ids of the modules loaded in memory.
+    pub fn loaded_ids(&self) -> Vec<FunctionId> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Measures this machine's CPU speed score: fuel units executed per millisecond on
+    /// one core, by running a metered arithmetic loop for about 20 ms.
+    pub fn measure_cpu_score(&self) -> u32 {
+        const FUEL: u64 = 20_000_000;
+        let wat = r#"(module
+            (func (export "spin") (param $n i64) (result i64) (local $acc i64)
+              (loop $l
+                (local.set $acc (i64.add (local.get $acc) (i64.mul (local.get $n) (i64.const 3))))
+                (local.set $n (i64.sub (local.get $n) (i64.const 1)))
+                (br_if $l (i64.gt_s (local.get $n) (i64.const 0))))
+              (local.get $acc)))"#;
+        let measure = || -> Option<f64> {
+            let engine = engine::build(FUEL);
+            let bytes = wat::parse_str(wat).ok()?;
+            let module = Module::new(&engine, &bytes).ok()?;
+            let mut store = Store::new(engine);
+            let instance = Instance::new(&mut store, &module, &wasmer::imports! {}).ok()?;
+            let spin: TypedFunction<i64, i64> =
+                instance.exports.get_typed_function(&store, "spin").ok()?;
+            set_remaining_points(&mut store, &instance, FUEL);
+            let started = Instant::now();
+            // Runs out of fuel by design: the trap ends the measurement.
+            let _ = spin.call(&mut store, i64::MAX);
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            Some(FUEL as f64 / ms.max(0.001))
+        };
+        measure().map_or(100_000, |score| score.clamp(1.0, 100_000_000.0) as u32)
     }
 
     /// The loaded module for `id`, if it is in memory. Cheap; never blocks on I/O.
@@ -345,14 +406,11 @@ impl Runtime {
         );
         let imports = host::imports(&mut store, &env);
         let started = Instant::now();
-        let _watch = self.watchdog.watch(
-            started + Duration::from_millis(limits.timeout_ms),
-            store.interrupter(),
-        );
         engine::take_grow_refused();
         let fail = |store: &mut Store, instance: Option<&Instance>, e: RuntimeError| {
-            classify(store, instance, &env, e, limits, started)
+            classify(store, instance, &env, e, limits, false)
         };
+        engine::take_fuel_cell();
         let instance = match Instance::new(&mut store, &loaded.module, &imports) {
             Ok(i) => i,
             Err(wasmer::InstantiationError::Start(e)) => return Err(fail(&mut store, None, e)),
@@ -374,6 +432,19 @@ impl Runtime {
             Ok((memory, alloc, call))
         };
         let (memory, alloc, call) = exports().map_err(|e| InvokeError::Invalid(e.to_string()))?;
+        let fuel_cell = engine::take_fuel_cell()
+            .ok_or_else(|| InvokeError::Internal("the instance has no fuel counter".into()))?;
+        // SAFETY: `watch` is declared after `instance` and `store`, so it is dropped (and
+        // the call deregistered) before the instance goes away.
+        let watch = unsafe {
+            self.watchdog.watch(
+                started + Duration::from_millis(limits.timeout_ms),
+                fuel_cell,
+            )
+        };
+        let fail = |store: &mut Store, instance: Option<&Instance>, e: RuntimeError| {
+            classify(store, instance, &env, e, limits, watch.expired())
+        };
         env.as_mut(&mut store).memory = Some(memory.clone());
         set_remaining_points(&mut store, &instance, limits.fuel);
 
@@ -427,7 +498,7 @@ fn classify(
     env: &FunctionEnv<HostState>,
     e: RuntimeError,
     limits: &EffectiveLimits,
-    started: Instant,
+    expired: bool,
 ) -> InvokeError {
     let grow_refused = engine::take_grow_refused();
     if let Some(host) = e.downcast_ref::<HostError>() {
@@ -441,6 +512,11 @@ fn classify(
             },
         };
     }
+    if expired {
+        return InvokeError::Timeout {
+            limit_ms: limits.timeout_ms,
+        };
+    }
     if let Some(instance) = instance
         && matches!(
             get_remaining_points(store, instance),
@@ -450,13 +526,6 @@ fn classify(
         return InvokeError::OutOfFuel { limit: limits.fuel };
     }
     let code = e.clone().to_trap();
-    if code == Some(wasmer::sys::vm::TrapCode::HostInterrupt)
-        || started.elapsed() >= Duration::from_millis(limits.timeout_ms)
-    {
-        return InvokeError::Timeout {
-            limit_ms: limits.timeout_ms,
-        };
-    }
     if code == Some(wasmer::sys::vm::TrapCode::StackOverflow) {
         return InvokeError::StackOverflow {
             limit: engine::WASM_STACK_BYTES as u64,

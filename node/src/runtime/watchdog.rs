@@ -1,19 +1,25 @@
-//! Enforces wall-clock limits: one thread that interrupts guests past their deadline.
+//! Enforces wall-clock limits: one thread that stops guests past their deadline.
+//!
+//! A guest is stopped by draining its fuel (see [`FuelCell`]), so it traps at its next
+//! metering check, in guest code, never from inside host or runtime code. (wasmer's
+//! signal-based interrupt unwinds from wherever the thread happens to be, including
+//! the middle of a host function holding a lock; we do not use it.)
 //!
 //! The thread ticks every [`TICK`] while calls are registered, so registering a call is
 //! a map insert under a mutex and never wakes it; only the first call after an idle
 //! spell does. A deadline is therefore enforced within one tick.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wasmer::Interrupter;
+use super::engine::FuelCell;
 
-/// Resolution of wall-clock limits; expired guests are also re-interrupted at this
-/// rate until their call returns (an interrupt can be missed, e.g. while the guest is
-/// inside a host function).
+/// Resolution of wall-clock limits; expired guests are drained again at this rate
+/// until their call returns (a drain can be overwritten by a metering update that was
+/// already under way).
 const TICK: Duration = Duration::from_millis(5);
 
 /// How long the thread keeps ticking with nothing registered before it sleeps.
@@ -22,8 +28,8 @@ const IDLE_AFTER: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct State {
     next_id: u64,
-    /// (deadline, id) -> interrupter
-    calls: BTreeMap<(Instant, u64), Interrupter>,
+    /// (deadline, id) -> the call's fuel and its "stopped" flag
+    calls: BTreeMap<(Instant, u64), (FuelCell, Arc<AtomicBool>)>,
     /// True while the thread sleeps until notified.
     parked: bool,
     shutdown: bool,
@@ -38,6 +44,14 @@ pub(crate) struct Watchdog {
 pub(crate) struct Guard<'a> {
     watchdog: &'a Watchdog,
     key: (Instant, u64),
+    expired: Arc<AtomicBool>,
+}
+
+impl Guard<'_> {
+    /// Whether the watchdog stopped this call at its deadline.
+    pub(crate) fn expired(&self) -> bool {
+        self.expired.load(Ordering::Acquire)
+    }
 }
 
 impl Watchdog {
@@ -50,13 +64,17 @@ impl Watchdog {
         Ok(Self { shared })
     }
 
-    /// Interrupts the guest behind `interrupter` if it is still running at `deadline`.
-    pub(crate) fn watch(&self, deadline: Instant, interrupter: Interrupter) -> Guard<'_> {
+    /// Drains `fuel` if its call is still running at `deadline`.
+    ///
+    /// # Safety
+    /// The instance `fuel` belongs to must outlive the returned guard.
+    pub(crate) unsafe fn watch(&self, deadline: Instant, fuel: FuelCell) -> Guard<'_> {
         let (lock, wake) = &*self.shared;
+        let expired = Arc::new(AtomicBool::new(false));
         let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
         state.next_id += 1;
         let key = (deadline, state.next_id);
-        state.calls.insert(key, interrupter);
+        state.calls.insert(key, (fuel, Arc::clone(&expired)));
         let parked = std::mem::take(&mut state.parked);
         drop(state);
         if parked {
@@ -65,6 +83,7 @@ impl Watchdog {
         Guard {
             watchdog: self,
             key,
+            expired,
         }
     }
 }
@@ -96,11 +115,15 @@ fn run(shared: &(Mutex<State>, Condvar)) {
             return;
         }
         let now = Instant::now();
-        for ((deadline, _), interrupter) in &state.calls {
+        for ((deadline, _), (fuel, expired)) in &state.calls {
             if *deadline > now {
                 break;
             }
-            interrupter.interrupt();
+            expired.store(true, Ordering::Release);
+            // SAFETY: a call stays registered only while its guard lives, which its
+            // instance outlives (`watch`'s contract); we hold the lock the guard's drop
+            // takes.
+            unsafe { fuel.drain() };
         }
         if !state.calls.is_empty() {
             idle_since = now;
