@@ -32,6 +32,8 @@ pub struct ApiError {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    /// The peer that ran the call and reported the error, when it was not this node.
+    peer: Option<String>,
 }
 
 impl ApiError {
@@ -40,14 +42,21 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            peer: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"kind": self.kind, "message": self.message}});
-        let mut resp = (self.status, axum::Json(body)).into_response();
+        let mut error = json!({"kind": self.kind, "message": self.message});
+        if let Some(peer) = &self.peer {
+            error["peer"] = json!(peer);
+        }
+        let mut resp = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        if let Some(value) = self.peer.and_then(|p| HeaderValue::from_str(&p).ok()) {
+            resp.headers_mut().insert("kith-executed-by", value);
+        }
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -74,37 +83,64 @@ impl From<PublishError> for ApiError {
     }
 }
 
+/// The HTTP status of an error kind (`docs/http-api.md`).
+pub fn status_of(kind: &str) -> StatusCode {
+    use StatusCode as S;
+    match kind {
+        "bad_reference" | "bad_request" => S::BAD_REQUEST,
+        "not_found" => S::NOT_FOUND,
+        "input_too_large" | "module_too_large" => S::PAYLOAD_TOO_LARGE,
+        "busy" | "rate_limited" => S::TOO_MANY_REQUESTS,
+        "timeout" => S::GATEWAY_TIMEOUT,
+        "store_full" => S::INSUFFICIENT_STORAGE,
+        "corrupt" | "internal" => S::INTERNAL_SERVER_ERROR,
+        "unreachable" => S::BAD_GATEWAY,
+        _ => S::UNPROCESSABLE_ENTITY,
+    }
+}
+
+fn kind_static(kind: &str) -> &'static str {
+    const KINDS: &[&str] = &[
+        "input_too_large",
+        "output_too_large",
+        "out_of_fuel",
+        "memory_limit",
+        "timeout",
+        "stack_overflow",
+        "trap",
+        "function_error",
+        "exceeds_node_caps",
+        "not_found",
+        "corrupt",
+        "invalid_module",
+        "internal",
+        "busy",
+        "rate_limited",
+        "bad_request",
+        "unreachable",
+    ];
+    KINDS
+        .iter()
+        .find(|k| **k == kind)
+        .copied()
+        .unwrap_or("remote_error")
+}
+
 impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
-        use StatusCode as S;
-        let msg = e.to_string();
-        let (status, kind) = match e {
-            InvokeError::InputTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "input_too_large"),
-            InvokeError::OutputTooLarge { .. } => (S::UNPROCESSABLE_ENTITY, "output_too_large"),
-            InvokeError::OutOfFuel { .. } => (S::UNPROCESSABLE_ENTITY, "out_of_fuel"),
-            InvokeError::MemoryLimit { .. } => (S::UNPROCESSABLE_ENTITY, "memory_limit"),
-            InvokeError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "timeout"),
-            InvokeError::StackOverflow { .. } => (S::UNPROCESSABLE_ENTITY, "stack_overflow"),
-            InvokeError::Trap { .. } => (S::UNPROCESSABLE_ENTITY, "trap"),
-            InvokeError::FunctionError { .. } => (S::UNPROCESSABLE_ENTITY, "function_error"),
-            InvokeError::Incapable(_) => (S::UNPROCESSABLE_ENTITY, "exceeds_node_caps"),
-            InvokeError::NotFound(_) => (S::NOT_FOUND, "not_found"),
-            InvokeError::Corrupt(_) => (S::INTERNAL_SERVER_ERROR, "corrupt"),
-            InvokeError::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "invalid_module"),
-            _ => (S::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        Self::new(status, kind, msg)
+        let kind = e.kind();
+        Self::new(status_of(kind), kind, e.to_string())
     }
 }
 
 impl From<CallError> for ApiError {
     fn from(e: CallError) -> Self {
-        match e {
-            CallError::Busy { .. } => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string())
-            }
-            CallError::Invoke(e) => e.into(),
+        let kind = kind_static(e.kind());
+        let mut error = Self::new(status_of(kind), kind, e.to_string());
+        if let CallError::Remote { peer, .. } = &e {
+            error.peer = Some(peer.to_string());
         }
+        error
     }
 }
 
@@ -115,6 +151,7 @@ pub fn router(node: Shared) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/v1/status", get(status))
+        .route("/v1/peers", get(peers))
         .route("/v1/functions", post(publish))
         .route("/v1/functions/{id}", get(function_info))
         .route("/v1/call/{reference}", post(call))
@@ -132,6 +169,10 @@ async fn not_found() -> ApiError {
 
 async fn root(State(node): State<Shared>) -> impl IntoResponse {
     format!("kith node {}\nstatus: GET /v1/status\n", node.peer_id())
+}
+
+async fn peers(State(node): State<Shared>) -> impl IntoResponse {
+    axum::Json(node.peers())
 }
 
 async fn status(State(node): State<Shared>) -> impl IntoResponse {
@@ -205,9 +246,18 @@ async fn function_info(
     Ok(axum::Json(info).into_response())
 }
 
+/// Query flags of a call.
+#[derive(Debug, Default, serde::Deserialize)]
+struct CallQuery {
+    /// Add the placement ranking as the `kith-placement` header (JSON).
+    #[serde(default)]
+    explain: bool,
+}
+
 async fn call(
     State(node): State<Shared>,
     Path(reference): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<CallQuery>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&reference)?;
@@ -218,7 +268,7 @@ async fn call(
         "max_input_bytes",
     )
     .await?;
-    let receipt = node.call(id, input).await?;
+    let receipt = node.call(id, input, 0).await?;
     let mut headers = HeaderMap::new();
     let mut put = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -236,6 +286,12 @@ async fn call(
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
+        );
+    }
+    if query.explain {
+        put(
+            "kith-placement",
+            serde_json::to_string(&receipt.placement).unwrap_or_default(),
         );
     }
     headers.insert(

@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a node (embedded defaults; no config file needed).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Publish a WebAssembly module; prints its function id.
     Publish {
         /// The .wasm file.
@@ -50,6 +50,15 @@ pub enum Command {
         /// Also print the receipt (who ran it, fuel, wall time) to stderr.
         #[arg(long, short)]
         verbose: bool,
+        /// Print the placement ranking (each candidate's peer id and cost terms) to stderr.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// List connected and known peers.
+    Peers {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show a stored function's manifest and size.
     Info {
@@ -124,6 +133,34 @@ pub struct UpArgs {
     /// Largest call output, in bytes.
     #[arg(long)]
     pub max_output_bytes: Option<u64>,
+    /// Peer-network address to listen on (repeatable). Default: QUIC and TCP on all
+    /// interfaces, port 7071.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<libp2p::Multiaddr>,
+    /// Peer to join through, `…/p2p/<peer id>` (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub bootstrap: Vec<libp2p::Multiaddr>,
+    /// Extra address to announce to peers, e.g. a port forward (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub external_address: Vec<libp2p::Multiaddr>,
+    /// Do not discover peers on the LAN with mDNS.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Run alone: no peer network at all.
+    #[arg(long)]
+    pub offline: bool,
+    /// How often to publish a capacity advert, in milliseconds.
+    #[arg(long)]
+    pub advert_interval_ms: Option<u64>,
+    /// Device class to advertise: thermostat, router, pi, phone, laptop, server.
+    #[arg(long, value_parser = parse_device)]
+    pub device_class: Option<kith_protocol::capacity::DeviceClass>,
+}
+
+fn parse_device(s: &str) -> Result<kith_protocol::capacity::DeviceClass, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+        format!("unknown device class {s:?}; use thermostat, router, pi, phone, laptop or server")
+    })
 }
 
 impl UpArgs {
@@ -149,6 +186,25 @@ impl UpArgs {
         }
         if let Some(v) = self.store_budget_bytes {
             c.store_budget_bytes = v;
+        }
+        if let Some(d) = self.device_class {
+            c.device = d;
+        }
+        if self.offline {
+            c.net = None;
+        } else if let Some(net) = c.net.as_mut() {
+            if !self.listen.is_empty() {
+                net.listen.clone_from(&self.listen);
+            }
+            net.bootstrap.clone_from(&self.bootstrap);
+            net.external.clone_from(&self.external_address);
+            net.mdns = !self.no_mdns;
+            if let Some(ms) = self.advert_interval_ms {
+                if ms < 100 {
+                    bail!("--advert-interval-ms must be at least 100");
+                }
+                net.advert_interval_ms = ms;
+            }
         }
         let caps = &mut c.caps;
         for (value, slot, name) in [
@@ -208,6 +264,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -239,6 +296,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             input,
             input_file,
             verbose,
+            explain: explain_placement,
         } => {
             let input = match (input, input_file) {
                 (Some(text), _) => text.into_bytes(),
@@ -252,14 +310,32 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     buf
                 }
             };
-            let out = client(&cli.api)?.call(&reference, input).map_err(explain)?;
+            let c = client(&cli.api)?;
+            let out = if explain_placement {
+                c.call_explained(&reference, input)
+            } else {
+                c.call(&reference, input)
+            }
+            .map_err(explain)?;
             std::io::stdout().write_all(&out.output)?;
             std::io::stdout().flush()?;
+            if let Some(ranking) = out.placement.as_ref().and_then(|p| p.as_array()) {
+                print_ranking(ranking, &out.executed_by);
+            }
             if verbose {
                 eprintln!(
                     "function {}\nexecuted by {}\nfuel used {}\nwall time {} µs",
                     out.function, out.executed_by, out.fuel_used, out.wall_us
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Peers { json } => {
+            let v = client(&cli.api)?.get_json("/v1/peers").map_err(explain)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_peers(&v);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -329,6 +405,69 @@ fn explain(e: ClientError) -> anyhow::Error {
     }
 }
 
+fn print_ranking(ranking: &[serde_json::Value], ran: &str) {
+    eprintln!(
+        "{:<54} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "candidate", "rtt ms", "queue ms", "cold ms", "exec ms", "total ms"
+    );
+    for c in ranking {
+        let f = |k: &str| c[k].as_f64().unwrap_or(0.0);
+        let peer = c["peer"].as_str().unwrap_or("?");
+        let mut label = peer.to_owned();
+        if c["local"].as_bool() == Some(true) {
+            label.push_str(" (this node)");
+        }
+        if peer == ran {
+            label.push_str(" *");
+        }
+        let rtt = if c["rtt_measured"].as_bool() == Some(true) {
+            format!("{:.2}", f("rtt_ms"))
+        } else {
+            format!("~{:.2}", f("rtt_ms"))
+        };
+        eprintln!(
+            "{label:<54} {rtt:>9} {:>9.2} {:>9.2} {:>9.3} {:>9.3}",
+            f("queue_ms"),
+            f("cold_ms"),
+            f("exec_ms"),
+            f("total_ms")
+        );
+    }
+    eprintln!("(* ran the call; ~ = estimated from network coordinates)");
+}
+
+fn print_peers(v: &serde_json::Value) {
+    let Some(peers) = v.as_array() else { return };
+    println!(
+        "{:<54} {:>9} {:>8} {:>10} {:>10} {:>6}",
+        "peer", "rtt ms", "device", "free/slots", "memory MiB", "state"
+    );
+    for p in peers {
+        let a = &p["advert"];
+        let rtt = p["rtt_ms"]
+            .as_f64()
+            .map_or("-".to_owned(), |r| format!("{r:.2}"));
+        let slots = if a.is_null() {
+            "-".to_owned()
+        } else {
+            format!("{}/{}", a["free_slots"], a["max_concurrent"])
+        };
+        let mem = a["memory_bytes"]
+            .as_u64()
+            .map_or("-".to_owned(), |m| (m >> 20).to_string());
+        let state = if p["connected"].as_bool() == Some(true) {
+            "up"
+        } else {
+            "known"
+        };
+        println!(
+            "{:<54} {rtt:>9} {:>8} {slots:>10} {mem:>10} {state:>6}",
+            p["peer_id"].as_str().unwrap_or("?"),
+            a["device"].as_str().unwrap_or("-"),
+        );
+    }
+}
+
 fn print_status(v: &serde_json::Value) {
     let s = |k: &str| v[k].to_string().trim_matches('"').to_owned();
     println!("node        {}", s("node_id"));
@@ -350,6 +489,16 @@ fn print_status(v: &serde_json::Value) {
         "compiled    {} (from artifact cache: {})",
         v["runtime"]["compiled"], v["runtime"]["artifact_cache_hits"]
     );
+    println!("peers       {} connected", s("peers_connected"));
+    if let Some(addrs) = v["listen_addrs"].as_array() {
+        for a in addrs {
+            println!(
+                "listening   {}/p2p/{}",
+                a.as_str().unwrap_or("?"),
+                s("node_id")
+            );
+        }
+    }
 }
 
 async fn up(config: NodeConfig) -> anyhow::Result<()> {

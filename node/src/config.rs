@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use kith_protocol::Caps;
+use kith_protocol::capacity::DeviceClass;
+use libp2p::Multiaddr;
 
 /// The default HTTP API address.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7070";
@@ -23,6 +25,59 @@ pub struct NodeConfig {
     pub max_queued_calls: usize,
     /// Disk budget for modules and compiled artifacts, in bytes.
     pub store_budget_bytes: u64,
+    /// The device class this node advertises.
+    pub device: DeviceClass,
+    /// The peer network; `None` runs the node alone.
+    pub net: Option<NetSettings>,
+}
+
+/// The default peer-network port (QUIC on UDP and TCP).
+pub const DEFAULT_P2P_PORT: u16 = 7071;
+
+/// Peer-network settings.
+#[derive(Debug, Clone)]
+pub struct NetSettings {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start (`…/p2p/<peer id>`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Extra addresses to announce (e.g. a port forward or a relay in front of us).
+    pub external: Vec<Multiaddr>,
+    /// Discover peers on the LAN with mDNS.
+    pub mdns: bool,
+    /// How often to publish a capacity advert, in milliseconds.
+    pub advert_interval_ms: u64,
+    /// Invoke requests accepted from one peer per second.
+    pub invoke_rate_per_peer: f64,
+}
+
+impl Default for NetSettings {
+    fn default() -> Self {
+        let addr = |s: String| s.parse::<Multiaddr>().ok();
+        Self {
+            listen: [
+                addr(format!("/ip4/0.0.0.0/udp/{DEFAULT_P2P_PORT}/quic-v1")),
+                addr(format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            bootstrap: Vec::new(),
+            external: Vec::new(),
+            mdns: true,
+            advert_interval_ms: 2_000,
+            invoke_rate_per_peer: 200.0,
+        }
+    }
+}
+
+/// The device class to advertise when none is configured: `pi` on ARM, else `laptop`.
+pub fn default_device() -> DeviceClass {
+    if cfg!(any(target_arch = "aarch64", target_arch = "arm")) {
+        DeviceClass::Pi
+    } else {
+        DeviceClass::Laptop
+    }
 }
 
 impl NodeConfig {
@@ -38,6 +93,8 @@ impl NodeConfig {
             max_concurrent_calls: cores,
             max_queued_calls: 256,
             store_budget_bytes: 1024 * 1024 * 1024,
+            device: default_device(),
+            net: Some(NetSettings::default()),
         }
     }
 }

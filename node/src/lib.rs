@@ -13,8 +13,10 @@ pub mod config;
 mod executor;
 mod fsutil;
 pub mod identity;
+pub mod net;
 pub mod node;
 pub mod runtime;
+pub mod scheduler;
 pub mod store;
 
 use std::future::Future;
@@ -60,7 +62,11 @@ impl Running {
 /// If the node cannot open or the address cannot be bound.
 pub async fn start(config: NodeConfig) -> anyhow::Result<Running> {
     let http = config.http;
+    let net_settings = config.net.clone();
     let node = Arc::new(tokio::task::block_in_place(|| Node::open(config))?);
+    if let Some(settings) = net_settings {
+        start_network(&node, settings)?;
+    }
     let listener = tokio::net::TcpListener::bind(http)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {http}: {e}"))?;
@@ -75,6 +81,56 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Running> {
         stop,
         task,
     })
+}
+
+/// Starts the peer network for `node`: the swarm task, the task answering peers'
+/// requests, and the advert ticker.
+fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Result<()> {
+    let caps = &node.config().caps;
+    let net_config = net::NetConfig {
+        listen: settings.listen,
+        bootstrap: settings.bootstrap,
+        external: settings.external,
+        mdns: settings.mdns,
+        max_module_bytes: caps.max_module_bytes,
+        max_input_bytes: caps.max_input_bytes,
+        max_output_bytes: caps.max_output_bytes,
+        request_timeout: Duration::from_millis(caps.max_timeout_ms) + Duration::from_secs(10),
+        fetch_timeout: Duration::from_secs(20),
+        invoke_rate_per_peer: settings.invoke_rate_per_peer,
+        advert_rate_per_peer: 5.0,
+    };
+    let (net, mut inbound) = net::Net::start(node.key.clone(), net_config)?;
+    let _ = node.net.set(net.clone());
+    // Announce what is already stored.
+    let stored = node.store.stored_ids();
+    let announcer = net.clone();
+    tokio::spawn(async move {
+        for id in stored {
+            announcer.provide(id).await;
+        }
+    });
+    let answering = Arc::clone(node);
+    tokio::spawn(async move {
+        while let Some(request) = inbound.recv().await {
+            let node = Arc::clone(&answering);
+            tokio::spawn(async move { node.handle_inbound(request).await });
+        }
+    });
+    let advertising = Arc::downgrade(node);
+    let interval = Duration::from_millis(settings.advert_interval_ms.max(100));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            let Some(node) = advertising.upgrade() else {
+                return;
+            };
+            let advert = node.local_advert();
+            net.advertise(advert).await;
+        }
+    });
+    Ok(())
 }
 
 /// Serves the HTTP API until `shutdown` resolves, then lets in-flight calls finish

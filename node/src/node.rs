@@ -1,15 +1,18 @@
-//! One node: the store, the runtime and the call path, without any transport.
+//! One node: the store, the runtime and the local call path.
 //!
-//! The HTTP gateway (`api`) and, later, the peer network drive this.
+//! The HTTP gateway (`api`) and the peer network (`net`) drive this; `scheduler`
+//! decides where a call runs.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use kith_protocol::capacity::DeviceClass;
 use kith_protocol::limits::EffectiveLimits;
 use kith_protocol::module::{self, ModuleError};
 use kith_protocol::{FunctionId, Manifest};
-use libp2p_identity::PeerId;
+use libp2p_identity::{Keypair, PeerId};
 use serde::Serialize;
 
 use crate::config::NodeConfig;
@@ -77,6 +80,27 @@ pub enum CallError {
     /// The call itself failed.
     #[error(transparent)]
     Invoke(#[from] InvokeError),
+    /// The call failed on the peer that ran it.
+    #[error("{message}")]
+    Remote {
+        /// The error kind the peer reported (an HTTP API kind).
+        kind: String,
+        /// Its message.
+        message: String,
+        /// The peer.
+        peer: PeerId,
+    },
+}
+
+impl CallError {
+    /// The error kind, as in the HTTP API (`docs/http-api.md`).
+    pub fn kind(&self) -> &str {
+        match self {
+            Self::Busy { .. } => "busy",
+            Self::Remote { kind, .. } => kind,
+            Self::Invoke(e) => e.kind(),
+        }
+    }
 }
 
 /// A published function.
@@ -122,6 +146,8 @@ pub struct Receipt {
     pub wall: Duration,
     /// Whether this call compiled the module, loaded it from cache, or neither (warm).
     pub cold: Option<LoadSource>,
+    /// The ranking placement produced (empty when the call was not placed).
+    pub placement: Vec<crate::scheduler::Ranked>,
 }
 
 /// Status for `GET /v1/status`.
@@ -141,6 +167,20 @@ pub struct Status {
     pub calls_failed: u64,
     /// Calls refused as busy.
     pub calls_refused: u64,
+    /// Modules fetched from peers (and verified) since start.
+    pub fetched: u64,
+    /// Modules served to peers since start.
+    pub fetches_served: u64,
+    /// Calls this node placed on another peer since start.
+    pub forwarded: u64,
+    /// Calls run here for other peers since start.
+    pub remote_calls_served: u64,
+    /// Addresses the peer network listens on.
+    pub listen_addrs: Vec<String>,
+    /// Peers connected now.
+    pub peers_connected: usize,
+    /// Measured CPU speed, fuel per millisecond.
+    pub cpu_score: u32,
     /// Calls running now.
     pub calls_running: usize,
     /// Calls waiting for a slot now.
@@ -155,10 +195,22 @@ pub struct Status {
 
 /// A node.
 pub struct Node {
-    config: NodeConfig,
-    peer_id: PeerId,
-    store: Arc<Store>,
-    runtime: Arc<Runtime>,
+    pub(crate) config: NodeConfig,
+    pub(crate) key: Keypair,
+    pub(crate) peer_id: PeerId,
+    pub(crate) net: OnceLock<crate::net::Net>,
+    pub(crate) device: DeviceClass,
+    pub(crate) cpu_score: u32,
+    /// Manifest and module size of functions seen, for placement.
+    pub(crate) metas: Mutex<HashMap<FunctionId, (Manifest, u64)>>,
+    /// Smoothed fuel per call of functions seen, for placement.
+    pub(crate) fuel_seen: Mutex<HashMap<FunctionId, u64>>,
+    pub(crate) fetched: AtomicU64,
+    pub(crate) served_fetches: AtomicU64,
+    pub(crate) forwarded: AtomicU64,
+    pub(crate) remote_served: AtomicU64,
+    pub(crate) store: Arc<Store>,
+    pub(crate) runtime: Arc<Runtime>,
     executor: Executor,
     draining: AtomicBool,
     started: Instant,
@@ -188,8 +240,20 @@ impl Node {
             .map_err(OpenError::Runtime)?;
         let executor = Executor::start(config.max_concurrent_calls, config.max_queued_calls)
             .map_err(OpenError::Runtime)?;
+        let cpu_score = runtime.measure_cpu_score();
+        tracing::info!(cpu_score, "measured CPU speed (fuel per ms)");
         Ok(Self {
             executor,
+            key: key.clone(),
+            net: OnceLock::new(),
+            device: config.device,
+            cpu_score,
+            metas: Mutex::new(HashMap::new()),
+            fuel_seen: Mutex::new(HashMap::new()),
+            fetched: AtomicU64::new(0),
+            served_fetches: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+            remote_served: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             peer_id: PeerId::from(key.public()),
             store: Arc::new(store),
@@ -212,6 +276,11 @@ impl Node {
         &self.config
     }
 
+    /// The peer network, once started.
+    pub fn net(&self) -> Option<&crate::net::Net> {
+        self.net.get()
+    }
+
     /// The runtime (for benchmarks).
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
@@ -226,6 +295,9 @@ impl Node {
         let (id, created) = self.store.put(bytes)?;
         if created {
             tracing::info!(function = %id, size = info.size, "published");
+            if let Some(net) = self.net.get() {
+                net.provide_soon(id);
+            }
         }
         Ok(Published {
             id,
@@ -252,19 +324,18 @@ impl Node {
         })
     }
 
-    /// Runs a call: waits for a slot (or refuses as busy), loads the module if needed,
-    /// and runs it on a blocking thread under its limits.
-    ///
-    /// # Errors
-    /// [`CallError::Busy`] or the call's [`InvokeError`].
-    pub async fn call(&self, id: FunctionId, input: Vec<u8>) -> Result<Receipt, CallError> {
-        let result = self.call_inner(id, input).await;
-        match &result {
+    /// Counts a finished call in the status counters.
+    pub(crate) fn count(&self, result: &Result<Receipt, CallError>) {
+        match result {
             Ok(_) => self.served.fetch_add(1, Ordering::Relaxed),
             Err(CallError::Busy { .. }) => self.refused.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
         };
-        result
+    }
+
+    /// Calls running now and waiting now.
+    pub(crate) fn load_now(&self) -> (usize, usize) {
+        (self.executor.running(), self.executor.queued())
     }
 
     fn busy(&self, running: usize, queued: usize) -> CallError {
@@ -276,7 +347,16 @@ impl Node {
         }
     }
 
-    async fn call_inner(&self, id: FunctionId, input: Vec<u8>) -> Result<Receipt, CallError> {
+    /// Runs a call here: refuses as busy when full, loads the module if needed, and runs
+    /// it on a call worker under its limits. The module must be stored here.
+    ///
+    /// # Errors
+    /// [`CallError::Busy`] or the call's [`InvokeError`].
+    pub(crate) async fn call_local(
+        &self,
+        id: FunctionId,
+        input: Vec<u8>,
+    ) -> Result<Receipt, CallError> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(InvokeError::Internal("the node is shutting down".into()).into());
         }
@@ -317,6 +397,7 @@ impl Node {
             fuel_used: outcome.fuel_used,
             wall: outcome.wall,
             cold,
+            placement: Vec::new(),
         })
     }
 
@@ -331,6 +412,13 @@ impl Node {
             calls_served: self.served.load(Ordering::Relaxed),
             calls_failed: self.failed.load(Ordering::Relaxed),
             calls_refused: self.refused.load(Ordering::Relaxed),
+            fetched: self.fetched.load(Ordering::Relaxed),
+            fetches_served: self.served_fetches.load(Ordering::Relaxed),
+            forwarded: self.forwarded.load(Ordering::Relaxed),
+            remote_calls_served: self.remote_served.load(Ordering::Relaxed),
+            listen_addrs: self.listen_addrs(),
+            peers_connected: self.peers_connected(),
+            cpu_score: self.cpu_score,
             calls_running: self.executor.running(),
             calls_queued: self.executor.queued(),
             store,

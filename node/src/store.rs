@@ -373,6 +373,21 @@ impl Store {
         Some(file)
     }
 
+    /// Ids of all stored functions.
+    pub fn stored_ids(&self) -> Vec<FunctionId> {
+        self.index().entries.keys().copied().collect()
+    }
+
+    /// Ids of stored functions that have a compiled artifact on disk.
+    pub fn compiled_ids(&self) -> Vec<FunctionId> {
+        self.index()
+            .entries
+            .iter()
+            .filter(|(_, e)| e.artifacts > 0)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Current counters.
     pub fn stats(&self) -> StoreStats {
         let index = self.index();

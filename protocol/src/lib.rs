@@ -19,6 +19,7 @@ pub mod limits;
 pub mod manifest;
 pub mod module;
 pub mod placement;
+pub mod ratelimit;
 pub mod vivaldi;
 pub mod wire;
 

@@ -53,6 +53,8 @@ pub struct CallOutput {
     pub executed_by: String,
     /// Wall time of the call on the node that ran it, in microseconds.
     pub wall_us: u64,
+    /// The placement ranking, when asked for with [`Client::call_explained`].
+    pub placement: Option<serde_json::Value>,
 }
 
 /// A blocking client for one node.
@@ -142,9 +144,32 @@ impl Client {
     /// # Errors
     /// Fails with the node's error (e.g. `out_of_fuel`, `timeout`, `function_error`).
     pub fn call(&self, reference: &str, input: Vec<u8>) -> Result<CallOutput, ClientError> {
+        self.call_with(reference, input, false)
+    }
+
+    /// Like [`Client::call`], and also returns the placement ranking: every capable
+    /// candidate with its cost terms.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn call_explained(
+        &self,
+        reference: &str,
+        input: Vec<u8>,
+    ) -> Result<CallOutput, ClientError> {
+        self.call_with(reference, input, true)
+    }
+
+    fn call_with(
+        &self,
+        reference: &str,
+        input: Vec<u8>,
+        explain: bool,
+    ) -> Result<CallOutput, ClientError> {
+        let query = if explain { "?explain=true" } else { "" };
         let resp = self
             .http
-            .post(format!("{}/v1/call/{reference}", self.base))
+            .post(format!("{}/v1/call/{reference}{query}", self.base))
             .body(input)
             .send()
             .map_err(|e| self.transport(e))?;
@@ -160,6 +185,7 @@ impl Client {
         let fuel_used = header("kith-fuel-used").parse().unwrap_or(0);
         let executed_by = header("kith-executed-by");
         let wall_us = header("kith-wall-us").parse().unwrap_or(0);
+        let placement = serde_json::from_str(&header("kith-placement")).ok();
         let output = resp.bytes().map_err(|e| self.transport(e))?.to_vec();
         Ok(CallOutput {
             output,
@@ -167,6 +193,7 @@ impl Client {
             fuel_used,
             executed_by,
             wall_us,
+            placement,
         })
     }
 

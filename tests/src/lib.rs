@@ -56,11 +56,21 @@ impl NodeProcess {
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let log = data_dir.with_extension("log");
         let log_file = std::fs::File::create(&log).expect("create log file");
+        // Tests run in parallel: never the default port, never mDNS (which would join
+        // unrelated tests' nodes), unless the test asks for its own network flags.
+        let mut net: Vec<&str> = Vec::new();
+        if !extra.iter().any(|a| *a == "--listen" || *a == "--offline") {
+            net.extend(["--listen", "/ip4/127.0.0.1/tcp/0"]);
+        }
+        if !extra.contains(&"--offline") {
+            net.push("--no-mdns");
+        }
         let mut child = Command::new(bin)
             .arg("up")
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http", "127.0.0.1:0"])
+            .args(&net)
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -116,6 +126,45 @@ impl NodeProcess {
     /// If the node does not answer.
     pub fn status(&self) -> serde_json::Value {
         self.client().get_json("/v1/status").expect("status")
+    }
+
+    /// The node's first peer-network address with `/p2p/<id>`, for `--bootstrap`.
+    /// Waits (at most 10 s) for the node to report one.
+    ///
+    /// # Panics
+    /// If none appears.
+    pub fn p2p_addr(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = self.status();
+            if let Some(a) = status["listen_addrs"].as_array().and_then(|a| a.first()) {
+                return format!("{}/p2p/{}", a.as_str().unwrap_or_default(), self.node_id);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node never reported a listen address"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (at most `limit`) until `check` holds for this node's peer list.
+    ///
+    /// # Panics
+    /// If it never does.
+    pub fn wait_for_peers(&self, limit: Duration, check: impl Fn(&[serde_json::Value]) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let peers = self.client().get_json("/v1/peers").expect("peers");
+            if check(peers.as_array().map(Vec::as_slice).unwrap_or_default()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "peers never matched; last: {peers}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The process id.

@@ -1,0 +1,948 @@
+//! The peer network: a libp2p swarm driven by one task.
+//!
+//! Transports: QUIC and TCP (noise + yamux). Behaviours: identify and ping (so any
+//! libp2p implementation can connect and see what we speak), Kademlia (provider records
+//! for function ids), gossipsub (signed capacity adverts), mDNS (optional), and kith's
+//! own request-response protocols `/kith/fetch/1` and `/kith/invoke/1`
+//! (`docs/wire-format.md`).
+//!
+//! The rest of the node talks to this task through [`Net`]: commands go in over a
+//! bounded channel, inbound requests come out over another, and what the task learns
+//! about peers (adverts, RTTs, addresses) is shared in a [`PeerTable`].
+
+mod codec;
+mod table;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use kith_protocol::FunctionId;
+use kith_protocol::capacity::Advert;
+use kith_protocol::ratelimit::TokenBucket;
+use kith_protocol::vivaldi;
+use kith_protocol::wire::{
+    self, FetchRequest, FetchResponse, InvokeRequest, InvokeResponse, WireError,
+};
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, gossipsub, identify, kad, mdns, noise, ping, tcp,
+    yamux,
+};
+use tokio::sync::{mpsc, oneshot};
+
+pub use table::{PeerInfo, PeerTable};
+
+/// Gossipsub topic of capacity adverts.
+pub const ADVERT_TOPIC: &str = "kith/adverts/1";
+/// The identify protocol version string.
+pub const PROTOCOL_VERSION: &str = "/kith/1.0.0";
+
+/// Network settings.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start (`…/p2p/<peer id>`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Addresses to announce in addition to the listen addresses (e.g. a port forward).
+    pub external: Vec<Multiaddr>,
+    /// Discover peers on the LAN with mDNS.
+    pub mdns: bool,
+    /// Largest module fetched or served, in bytes.
+    pub max_module_bytes: u64,
+    /// Largest call input forwarded or accepted, in bytes.
+    pub max_input_bytes: u64,
+    /// Largest call output, in bytes.
+    pub max_output_bytes: u64,
+    /// Timeout of one invoke request (the longest call a peer may run, plus slack).
+    pub request_timeout: Duration,
+    /// Timeout of one fetch request; a provider slower than this is skipped.
+    pub fetch_timeout: Duration,
+    /// Invoke requests accepted from one peer per second (burst: 4x).
+    pub invoke_rate_per_peer: f64,
+    /// Adverts accepted from one peer per second (burst: 3).
+    pub advert_rate_per_peer: f64,
+}
+
+/// Why a fetch failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// No peer had it (or every peer that claimed to sent bad bytes).
+    #[error("no peer could provide function {id} (asked {asked} peers, {bad} sent bad bytes)")]
+    NotFound {
+        /// The function.
+        id: FunctionId,
+        /// Peers asked.
+        asked: usize,
+        /// Peers that sent bytes that did not match the id.
+        bad: usize,
+    },
+    /// The network task is gone.
+    #[error("the network is shut down")]
+    Closed,
+}
+
+/// Why an invoke request got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvokeFailure {
+    /// The peer could not be reached, hung up or timed out.
+    #[error("peer {peer} failed: {reason}")]
+    Transport {
+        /// The peer.
+        peer: PeerId,
+        /// What happened.
+        reason: String,
+    },
+    /// The peer answered with something we cannot decode.
+    #[error("peer {peer} sent a malformed answer: {error}")]
+    Malformed {
+        /// The peer.
+        peer: PeerId,
+        /// The decode error.
+        error: WireError,
+    },
+    /// The network task is gone.
+    #[error("the network is shut down")]
+    Closed,
+}
+
+/// A request from a peer that the node must answer.
+pub enum Inbound {
+    /// A peer wants a module's bytes.
+    Fetch {
+        /// Who asks.
+        peer: PeerId,
+        /// The request.
+        request: FetchRequest,
+        /// Where to send the answer.
+        respond: oneshot::Sender<FetchResponse>,
+    },
+    /// A peer wants a call run here.
+    Invoke {
+        /// Who asks.
+        peer: PeerId,
+        /// The request.
+        request: InvokeRequest,
+        /// Where to send the answer.
+        respond: oneshot::Sender<InvokeResponse>,
+    },
+}
+
+/// What the local node offers, for its next advert.
+#[derive(Debug, Clone)]
+pub struct LocalOffer {
+    /// The advert without identity, sequence, time and coordinate, which the network
+    /// task fills in.
+    pub advert: Advert,
+}
+
+enum Command {
+    Fetch {
+        id: FunctionId,
+        reply: oneshot::Sender<Result<Vec<u8>, FetchError>>,
+    },
+    Provide(FunctionId),
+    Invoke {
+        peer: PeerId,
+        request: InvokeRequest,
+        reply: oneshot::Sender<Result<InvokeResponse, InvokeFailure>>,
+    },
+    Advertise(Box<Advert>),
+}
+
+/// A handle to the network task.
+#[derive(Clone)]
+pub struct Net {
+    commands: mpsc::Sender<Command>,
+    /// What is known about peers.
+    pub table: Arc<RwLock<PeerTable>>,
+    /// This node's peer id.
+    pub local_peer_id: PeerId,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    gossipsub: gossipsub::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    fetch: request_response::Behaviour<codec::Frames>,
+    invoke: request_response::Behaviour<codec::Frames>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The Kademlia key under which providers of `id` are announced: the raw 32 bytes of
+/// the blake3 hash.
+pub fn provider_key(id: &FunctionId) -> kad::RecordKey {
+    kad::RecordKey::new(id.as_bytes())
+}
+
+impl Net {
+    /// Builds the swarm, starts listening and dialling, and spawns the network task.
+    /// Returns the handle and the stream of inbound requests.
+    ///
+    /// # Errors
+    /// If a transport cannot be built or an address cannot be listened on.
+    pub fn start(
+        key: Keypair,
+        config: NetConfig,
+    ) -> anyhow::Result<(Self, mpsc::Receiver<Inbound>)> {
+        let local_peer_id = key.public().to_peer_id();
+        let mut swarm = build_swarm(&key, &config)?;
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        }
+        for addr in &config.external {
+            swarm.add_external_address(addr.clone());
+        }
+        for addr in &config.bootstrap {
+            let Some(peer) = peer_of(addr) else {
+                anyhow::bail!("bootstrap address {addr} must end with /p2p/<peer id>");
+            };
+            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            if let Err(e) = swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+        let topic = gossipsub::IdentTopic::new(ADVERT_TOPIC);
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .map_err(|e| anyhow::anyhow!("cannot subscribe to adverts: {e:?}"))?;
+        let table = Arc::new(RwLock::new(PeerTable::default()));
+        let (commands, command_rx) = mpsc::channel(1024);
+        let (inbound_tx, inbound) = mpsc::channel(1024);
+        let task = Task {
+            swarm,
+            key,
+            config,
+            table: Arc::clone(&table),
+            commands: command_rx,
+            inbound: inbound_tx,
+            topic,
+            seq: 0,
+            coord: vivaldi::Coord::default(),
+            fetches: HashMap::new(),
+            next_fetch: 0,
+            provider_queries: HashMap::new(),
+            fetch_requests: HashMap::new(),
+            invoke_requests: HashMap::new(),
+            answers: FuturesUnordered::new(),
+            invoke_buckets: HashMap::new(),
+            advert_buckets: HashMap::new(),
+        };
+        tokio::spawn(task.run());
+        Ok((
+            Self {
+                commands,
+                table,
+                local_peer_id,
+            },
+            inbound,
+        ))
+    }
+
+    /// Fetches a module's bytes from peers, verified against `id`.
+    ///
+    /// # Errors
+    /// When no peer provides correct bytes.
+    pub async fn fetch(&self, id: FunctionId) -> Result<Vec<u8>, FetchError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Fetch { id, reply })
+            .await
+            .map_err(|_| FetchError::Closed)?;
+        rx.await.map_err(|_| FetchError::Closed)?
+    }
+
+    /// Announces this node as a provider of `id`.
+    pub async fn provide(&self, id: FunctionId) {
+        let _ = self.commands.send(Command::Provide(id)).await;
+    }
+
+    /// Announces this node as a provider of `id` without waiting (dropped if the
+    /// network's command queue is full; stored functions are re-announced at start).
+    pub fn provide_soon(&self, id: FunctionId) {
+        let _ = self.commands.try_send(Command::Provide(id));
+    }
+
+    /// Sends an invoke request to `peer`.
+    ///
+    /// # Errors
+    /// When the peer cannot be reached or answers garbage.
+    pub async fn invoke(
+        &self,
+        peer: PeerId,
+        request: InvokeRequest,
+    ) -> Result<InvokeResponse, InvokeFailure> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Invoke {
+                peer,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| InvokeFailure::Closed)?;
+        rx.await.map_err(|_| InvokeFailure::Closed)?
+    }
+
+    /// Publishes an advert built from `advert` (identity, sequence number, time and
+    /// coordinate are filled in by the network task).
+    pub async fn advertise(&self, advert: Advert) {
+        let _ = self
+            .commands
+            .send(Command::Advertise(Box::new(advert)))
+            .await;
+    }
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<Swarm<Behaviour>> {
+    let peer_id = key.public().to_peer_id();
+    let frames = |max_request: u64, max_response: u64| codec::Frames {
+        max_request,
+        max_response,
+    };
+    let rr_config =
+        request_response::Config::default().with_request_timeout(config.request_timeout);
+    let fetch_limits = frames(64, config.max_module_bytes + wire::OVERHEAD);
+    let invoke_limits = frames(
+        config.max_input_bytes + wire::OVERHEAD,
+        config.max_output_bytes + wire::OVERHEAD,
+    );
+    let mdns_enabled = config.mdns;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
+        .with_quic()
+        .with_dns()?
+        .with_behaviour(|key| {
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(500))
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .max_transmit_size(4096)
+                .build()
+                .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )
+            .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+            let mut kad_config = kad::Config::new(StreamProtocol::new("/kith/kad/1"));
+            kad_config.set_query_timeout(Duration::from_secs(5));
+            let mut kad = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::new(peer_id),
+                kad_config,
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            let mdns = if mdns_enabled {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    peer_id,
+                )?)
+            } else {
+                None
+            };
+            Ok(Behaviour {
+                identify: identify::Behaviour::new(identify::Config::new(
+                    PROTOCOL_VERSION.into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(Duration::from_secs(2)),
+                ),
+                kad,
+                gossipsub,
+                mdns: Toggle::from(mdns),
+                fetch: request_response::Behaviour::with_codec(
+                    fetch_limits,
+                    [(
+                        StreamProtocol::new(wire::FETCH_PROTOCOL),
+                        ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default().with_request_timeout(config.fetch_timeout),
+                ),
+                invoke: request_response::Behaviour::with_codec(
+                    invoke_limits,
+                    [(
+                        StreamProtocol::new(wire::INVOKE_PROTOCOL),
+                        ProtocolSupport::Full,
+                    )],
+                    rr_config,
+                ),
+            })
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    Ok(swarm)
+}
+
+/// One fetch in progress.
+struct Fetch {
+    id: FunctionId,
+    reply: oneshot::Sender<Result<Vec<u8>, FetchError>>,
+    providers: Vec<PeerId>,
+    /// Still waiting for the provider query.
+    querying: bool,
+    /// A request to one peer is outstanding.
+    in_flight: bool,
+    asked: HashSet<PeerId>,
+    bad: usize,
+}
+
+type Answer = (AnswerChannel, Option<Vec<u8>>);
+
+enum AnswerChannel {
+    Fetch(ResponseChannel<Vec<u8>>),
+    Invoke(ResponseChannel<Vec<u8>>),
+}
+
+struct Task {
+    swarm: Swarm<Behaviour>,
+    key: Keypair,
+    config: NetConfig,
+    table: Arc<RwLock<PeerTable>>,
+    commands: mpsc::Receiver<Command>,
+    inbound: mpsc::Sender<Inbound>,
+    topic: gossipsub::IdentTopic,
+    seq: u64,
+    coord: vivaldi::Coord,
+    fetches: HashMap<u64, Fetch>,
+    next_fetch: u64,
+    provider_queries: HashMap<kad::QueryId, u64>,
+    fetch_requests: HashMap<OutboundRequestId, (u64, PeerId)>,
+    invoke_requests: HashMap<
+        OutboundRequestId,
+        (
+            PeerId,
+            oneshot::Sender<Result<InvokeResponse, InvokeFailure>>,
+        ),
+    >,
+    answers: FuturesUnordered<futures::future::BoxFuture<'static, Answer>>,
+    invoke_buckets: HashMap<PeerId, TokenBucket>,
+    advert_buckets: HashMap<PeerId, TokenBucket>,
+}
+
+impl Task {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(c) => self.command(c),
+                    None => return,
+                },
+                Some((channel, body)) = self.answers.next(), if !self.answers.is_empty() => {
+                    self.answer(channel, body);
+                }
+                event = self.swarm.select_next_some() => self.event(event),
+            }
+        }
+    }
+
+    fn table(&self) -> std::sync::RwLockWriteGuard<'_, PeerTable> {
+        self.table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Fetch { id, reply } => {
+                let n = self.next_fetch;
+                self.next_fetch += 1;
+                let query = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(provider_key(&id));
+                self.provider_queries.insert(query, n);
+                self.fetches.insert(
+                    n,
+                    Fetch {
+                        id,
+                        reply,
+                        providers: Vec::new(),
+                        querying: true,
+                        in_flight: false,
+                        asked: HashSet::new(),
+                        bad: 0,
+                    },
+                );
+                self.next_provider(n);
+            }
+            Command::Provide(id) => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .start_providing(provider_key(&id))
+                {
+                    tracing::warn!(function = %id, error = ?e, "cannot announce as provider");
+                }
+            }
+            Command::Invoke {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .invoke
+                    .send_request(&peer, request.encode());
+                self.invoke_requests.insert(id, (peer, reply));
+            }
+            Command::Advertise(mut advert) => {
+                self.seq += 1;
+                advert.peer = match self.key.public().try_into_ed25519() {
+                    Ok(k) => k.to_bytes(),
+                    Err(_) => return,
+                };
+                advert.seq = self.seq;
+                advert.issued_ms = now_ms();
+                advert.coord = self.coord;
+                let key = self.key.clone();
+                let bytes = advert.encode(|m| {
+                    let sig = key.sign(m).unwrap_or_default();
+                    sig.try_into().unwrap_or([0; 64])
+                });
+                self.table().local = Some(*advert);
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), bytes)
+                {
+                    tracing::debug!(error = ?e, "advert not published (no peers yet?)");
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, channel: AnswerChannel, body: Option<Vec<u8>>) {
+        let Some(body) = body else { return };
+        let result = match channel {
+            AnswerChannel::Fetch(c) => self.swarm.behaviour_mut().fetch.send_response(c, body),
+            AnswerChannel::Invoke(c) => self.swarm.behaviour_mut().invoke.send_response(c, body),
+        };
+        if result.is_err() {
+            tracing::debug!("a peer went away before its answer was ready");
+        }
+    }
+
+    /// Asks the next candidate of fetch `n` for the bytes, or finishes it.
+    ///
+    /// Candidates, best first: peers that claim the function (Kademlia providers, and
+    /// connected peers whose advert lists it as cached), then, once the provider query
+    /// is over, every other connected peer. Within a group, peers with fewer penalties
+    /// and then lower RTT come first. One request is outstanding at a time; the first
+    /// claimant is asked as soon as it is known, without waiting for the query to end.
+    fn next_provider(&mut self, n: u64) {
+        let Some(fetch) = self.fetches.get_mut(&n) else {
+            return;
+        };
+        if fetch.in_flight {
+            return;
+        }
+        let table = self
+            .table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut order: Vec<(u8, u32, f64, PeerId)> = Vec::new();
+        let rank = |group: u8, p: &PeerId| {
+            let info = table.peers.get(p);
+            let penalties = info.map_or(0, |i| i.penalties);
+            (group, penalties, table.rtt_ms(p).unwrap_or(f64::MAX), *p)
+        };
+        for p in &fetch.providers {
+            order.push(rank(0, p));
+        }
+        for p in table.connected() {
+            let claims = table
+                .peers
+                .get(&p)
+                .and_then(|i| i.advert.as_ref())
+                .is_some_and(|(a, _)| a.cached.may_contain(&fetch.id));
+            if claims {
+                order.push(rank(0, &p));
+            } else if !fetch.querying {
+                order.push(rank(1, &p));
+            }
+        }
+        drop(table);
+        order.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then(a.2.total_cmp(&b.2)));
+        let local = *self.swarm.local_peer_id();
+        let next = order
+            .into_iter()
+            .map(|(_, _, _, p)| p)
+            .find(|p| *p != local && !fetch.asked.contains(p));
+        match next {
+            Some(peer) => {
+                fetch.asked.insert(peer);
+                fetch.in_flight = true;
+                let req = FetchRequest { id: fetch.id }.encode();
+                let rid = self.swarm.behaviour_mut().fetch.send_request(&peer, req);
+                self.fetch_requests.insert(rid, (n, peer));
+            }
+            // The provider query may still turn someone up.
+            None if fetch.querying => {}
+            None => {
+                if let Some(f) = self.fetches.remove(&n) {
+                    let _ = f.reply.send(Err(FetchError::NotFound {
+                        id: f.id,
+                        asked: f.asked.len(),
+                        bad: f.bad,
+                    }));
+                }
+            }
+        }
+    }
+
+    fn fetch_answer(&mut self, rid: OutboundRequestId, body: Option<Vec<u8>>) {
+        let Some((n, peer)) = self.fetch_requests.remove(&rid) else {
+            return;
+        };
+        let Some(fetch) = self.fetches.get_mut(&n) else {
+            return;
+        };
+        fetch.in_flight = false;
+        match body.map(|b| FetchResponse::decode(&b)) {
+            Some(Ok(FetchResponse::Found(bytes))) if fetch.id.matches(&bytes) => {
+                if let Some(f) = self.fetches.remove(&n) {
+                    tracing::info!(function = %f.id, %peer, bytes = bytes.len(), "fetched and verified");
+                    let _ = f.reply.send(Ok(bytes));
+                }
+                return;
+            }
+            Some(Ok(FetchResponse::Found(bytes))) => {
+                fetch.bad += 1;
+                tracing::warn!(function = %fetch.id, %peer, bytes = bytes.len(), "peer sent bytes that do not match the function id; penalising it");
+                self.table().penalise(&peer);
+            }
+            Some(Ok(FetchResponse::NotFound)) => {}
+            Some(Err(e)) => {
+                fetch.bad += 1;
+                tracing::warn!(%peer, error = %e, "malformed fetch answer; penalising the peer");
+                self.table().penalise(&peer);
+            }
+            None => {}
+        }
+        self.next_provider(n);
+    }
+
+    fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.table().listen_addrs.push(address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                let addr = endpoint.get_remote_address().clone();
+                self.table().on_connected(peer_id, addr);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => self.table().on_disconnected(&peer_id),
+            SwarmEvent::Behaviour(event) => self.behaviour(event),
+            _ => {}
+        }
+    }
+
+    fn behaviour(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                let rtt_ms = rtt.as_secs_f64() * 1000.0;
+                let remote = self.table().observe_rtt(&peer, rtt_ms);
+                if let Some(remote) = remote {
+                    let fallback = fallback_direction(self.swarm.local_peer_id(), &peer);
+                    self.coord.observe(
+                        &remote,
+                        rtt_ms.max(0.01),
+                        fallback,
+                        &vivaldi::Config::default(),
+                    );
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    if !self.swarm.is_connected(&peer) {
+                        let _ = self.swarm.dial(addr);
+                    }
+                }
+            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            }) => self.advert(propagation_source, message),
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            }) => self.providers_found(id, &result, step.last),
+            BehaviourEvent::Fetch(event) => self.fetch_event(event),
+            BehaviourEvent::Invoke(event) => self.invoke_event(event),
+            _ => {}
+        }
+    }
+
+    /// Progress of a provider query: ask a new provider at once; when the query is
+    /// over, fall back to every connected peer.
+    fn providers_found(
+        &mut self,
+        query: kad::QueryId,
+        result: &kad::GetProvidersResult,
+        last: bool,
+    ) {
+        let Some(&n) = self.provider_queries.get(&query) else {
+            return;
+        };
+        if let (Ok(kad::GetProvidersOk::FoundProviders { providers, .. }), Some(f)) =
+            (result, self.fetches.get_mut(&n))
+        {
+            f.providers.extend(providers.iter().copied());
+            self.next_provider(n);
+        }
+        let done =
+            last || matches!(
+                result,
+                Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. })
+            ) || result.is_err();
+        if done {
+            self.provider_queries.remove(&query);
+            if let Some(f) = self.fetches.get_mut(&n) {
+                f.querying = false;
+            }
+            self.next_provider(n);
+        }
+    }
+
+    fn advert(&mut self, from: PeerId, message: gossipsub::Message) {
+        let Some(source) = message.source else {
+            return;
+        };
+        let now = now_ms();
+        let bucket = self
+            .advert_buckets
+            .entry(source)
+            .or_insert_with(|| TokenBucket::new(self.config.advert_rate_per_peer, 3.0, now));
+        if !bucket.try_take(now) {
+            tracing::debug!(peer = %source, "advert rate limit: dropped");
+            return;
+        }
+        match Advert::decode(&message.data, now) {
+            Ok(advert) => {
+                let key_peer = libp2p::identity::ed25519::PublicKey::try_from_bytes(&advert.peer)
+                    .map(|k| PeerId::from_public_key(&libp2p::identity::PublicKey::from(k)));
+                if key_peer.ok() != Some(source) {
+                    tracing::warn!(%source, "advert signed by another key than its sender; dropped");
+                    self.table().penalise(&from);
+                    return;
+                }
+                self.table().advert(source, advert);
+            }
+            Err(e) => {
+                tracing::debug!(%source, error = %e, "advert dropped");
+            }
+        }
+    }
+
+    fn fetch_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let Ok(request) = FetchRequest::decode(&request) else {
+                        self.table().penalise(&peer);
+                        return;
+                    };
+                    let (respond, rx) = oneshot::channel();
+                    if self
+                        .inbound
+                        .try_send(Inbound::Fetch {
+                            peer,
+                            request,
+                            respond,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                    self.answers.push(Box::pin(async move {
+                        (
+                            AnswerChannel::Fetch(channel),
+                            rx.await.ok().map(|r| r.encode()),
+                        )
+                    }));
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => self.fetch_answer(request_id, Some(response)),
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                tracing::debug!(error = %error, "fetch request failed");
+                self.fetch_answer(request_id, None);
+            }
+            _ => {}
+        }
+    }
+
+    fn invoke_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.invoke_request(peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some((peer, reply)) = self.invoke_requests.remove(&request_id) {
+                        let decoded = InvokeResponse::decode(&response)
+                            .map_err(|error| InvokeFailure::Malformed { peer, error });
+                        let _ = reply.send(decoded);
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some((peer, reply)) = self.invoke_requests.remove(&request_id) {
+                    let _ = reply.send(Err(InvokeFailure::Transport {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn invoke_request(&mut self, peer: PeerId, body: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
+        let now = now_ms();
+        let rate = self.config.invoke_rate_per_peer;
+        let allowed = self
+            .invoke_buckets
+            .entry(peer)
+            .or_insert_with(|| TokenBucket::new(rate, (rate * 4.0).max(4.0), now))
+            .try_take(now);
+        let refuse = |kind: &str, message: String| {
+            InvokeResponse::Err {
+                kind: kind.into(),
+                message,
+            }
+            .encode()
+        };
+        if !allowed {
+            let body = refuse(
+                "rate_limited",
+                format!(
+                    "more than {rate} invoke requests per second from {peer} (invoke_rate_per_peer)"
+                ),
+            );
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .invoke
+                .send_response(channel, body);
+            return;
+        }
+        let request = match InvokeRequest::decode(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                self.table().penalise(&peer);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .invoke
+                    .send_response(channel, refuse("bad_request", e.to_string()));
+                return;
+            }
+        };
+        let (respond, rx) = oneshot::channel();
+        if self
+            .inbound
+            .try_send(Inbound::Invoke {
+                peer,
+                request,
+                respond,
+            })
+            .is_err()
+        {
+            let body = refuse("busy", "the node's inbound queue is full".into());
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .invoke
+                .send_response(channel, body);
+            return;
+        }
+        self.answers.push(Box::pin(async move {
+            (
+                AnswerChannel::Invoke(channel),
+                rx.await.ok().map(|r| r.encode()),
+            )
+        }));
+    }
+}
+
+/// A deterministic direction to push two coinciding coordinates apart.
+fn fallback_direction(a: &PeerId, b: &PeerId) -> [f32; 3] {
+    let mut h = blake3::Hasher::new();
+    h.update(&a.to_bytes());
+    h.update(&b.to_bytes());
+    let d = h.finalize();
+    let d = d.as_bytes();
+    std::array::from_fn(|i| f32::from(d[i]) / 255.0 - 0.5)
+}

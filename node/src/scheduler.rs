@@ -1,0 +1,445 @@
+//! Where a call runs: fetch the module if needed, rank the capable peers with
+//! `protocol::placement`, and try them in order.
+//!
+//! The entry node runs the call itself or forwards it over `/kith/invoke/1`. A peer that
+//! cannot be reached, times out, or refuses before running (busy, rate limited, lacks
+//! the function, caps too small) is skipped for the next candidate; an error raised by
+//! the function itself is returned, not retried. A forwarded call carries a hop count
+//! and is never forwarded again.
+
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+
+use kith_protocol::capacity::{Advert, Cached, backend};
+use kith_protocol::placement::{self, Call, Cost, PeerView};
+use kith_protocol::wire::{FetchResponse, InvokeRequest, InvokeResponse, MAX_HOPS};
+use kith_protocol::{FunctionId, Manifest, module};
+use libp2p::PeerId;
+use serde::Serialize;
+
+use crate::net::{Inbound, Net};
+use crate::node::{CallError, Node, Receipt};
+use crate::runtime::InvokeError;
+
+/// Adverts older than this are not used for placement, in milliseconds.
+const ADVERT_FRESH_MS: u128 = 10_000;
+/// Fuel assumed for a function never seen run.
+const DEFAULT_EXPECTED_FUEL: u64 = 1_000_000;
+/// Remote error kinds that mean "did not run; try the next candidate".
+const RETRYABLE: &[&str] = &[
+    "busy",
+    "rate_limited",
+    "not_found",
+    "exceeds_node_caps",
+    "shutting_down",
+    "bad_request",
+];
+
+/// One ranked candidate, for `kith call --explain`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ranked {
+    /// The peer id.
+    pub peer: String,
+    /// True for the entry node itself.
+    pub local: bool,
+    /// The cost terms, in milliseconds.
+    #[serde(flatten)]
+    pub cost: Cost,
+}
+
+impl Node {
+    /// Runs a call wherever it is expected to finish soonest. `hops` is how many times
+    /// the call was already forwarded (0 for a call made at this node).
+    ///
+    /// # Errors
+    /// The function's own error, a limit, or busy when no candidate took the call.
+    pub async fn call(
+        &self,
+        id: FunctionId,
+        input: Vec<u8>,
+        hops: u8,
+    ) -> Result<Receipt, CallError> {
+        let result = self.place_and_run(id, input, hops).await;
+        self.count(&result);
+        result
+    }
+
+    async fn place_and_run(
+        &self,
+        id: FunctionId,
+        input: Vec<u8>,
+        hops: u8,
+    ) -> Result<Receipt, CallError> {
+        self.ensure_stored(&id).await?;
+        let net = match self.net.get() {
+            Some(net) if hops < MAX_HOPS => net,
+            _ => return self.call_local(id, input).await,
+        };
+        let (manifest, size) = self.meta(&id).await?;
+        let ranked = self.rank(net, &id, &manifest, size);
+        let explain: Vec<Ranked> = ranked
+            .iter()
+            .map(|c| Ranked {
+                peer: c.peer.to_string(),
+                local: c.local,
+                cost: c.cost,
+            })
+            .collect();
+        let mut last: Option<CallError> = None;
+        for candidate in &ranked {
+            let attempt = if candidate.local {
+                self.call_local(id, input.clone()).await
+            } else {
+                self.forward(net, candidate.peer, id, input.clone(), hops)
+                    .await
+            };
+            match attempt {
+                Ok(mut receipt) => {
+                    self.note_fuel(&id, receipt.fuel_used);
+                    receipt.placement = explain;
+                    return Ok(receipt);
+                }
+                Err(e) if retryable(&e) => {
+                    tracing::debug!(peer = %candidate.peer, error = %e, "candidate did not take the call; trying the next");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match last {
+            Some(e) => Err(e),
+            // Nobody was capable, not even this node: let the local path say why.
+            None => self.call_local(id, input).await,
+        }
+    }
+
+    async fn forward(
+        &self,
+        net: &Net,
+        peer: PeerId,
+        id: FunctionId,
+        input: Vec<u8>,
+        hops: u8,
+    ) -> Result<Receipt, CallError> {
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
+        let request = InvokeRequest {
+            id,
+            hops: hops + 1,
+            input,
+        };
+        match net.invoke(peer, request).await {
+            Ok(InvokeResponse::Ok {
+                fuel_used,
+                wall_us,
+                output,
+            }) => Ok(Receipt {
+                output,
+                function: id,
+                executed_by: peer,
+                fuel_used,
+                wall: std::time::Duration::from_micros(wall_us),
+                cold: None,
+                placement: Vec::new(),
+            }),
+            Ok(InvokeResponse::Err { kind, message }) => Err(CallError::Remote {
+                kind,
+                message,
+                peer,
+            }),
+            Err(e) => Err(CallError::Remote {
+                kind: "unreachable".into(),
+                message: e.to_string(),
+                peer,
+            }),
+        }
+    }
+
+    /// Makes sure the module is stored here, fetching it from peers if needed.
+    async fn ensure_stored(&self, id: &FunctionId) -> Result<(), CallError> {
+        if self.store.contains(id) || self.runtime.cached(id).is_some() {
+            return Ok(());
+        }
+        let Some(net) = self.net.get() else {
+            return Err(InvokeError::NotFound(*id).into());
+        };
+        let bytes = net.fetch(*id).await.map_err(|e| {
+            tracing::info!(function = %id, error = %e, "fetch failed");
+            CallError::from(InvokeError::NotFound(*id))
+        })?;
+        // The network verified the bytes against the id; publishing validates the
+        // module against the ABI and stores it atomically.
+        let published = self
+            .publish(&bytes)
+            .map_err(|e| InvokeError::Invalid(format!("fetched module refused: {e}")))?;
+        self.fetched.fetch_add(1, Ordering::Relaxed);
+        debug_assert_eq!(published.id, *id);
+        net.provide(*id).await;
+        Ok(())
+    }
+
+    /// Manifest and module size of a stored function.
+    async fn meta(&self, id: &FunctionId) -> Result<(Manifest, u64), CallError> {
+        if let Some(m) = self
+            .metas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+        {
+            return Ok(m.clone());
+        }
+        let store = std::sync::Arc::clone(&self.store);
+        let id2 = *id;
+        let meta = tokio::task::spawn_blocking(move || -> Result<(Manifest, u64), InvokeError> {
+            let bytes = store.get(&id2)?;
+            let info = module::inspect(&bytes, u64::MAX)
+                .map_err(|e| InvokeError::Invalid(e.to_string()))?;
+            Ok((info.manifest, info.size))
+        })
+        .await
+        .map_err(|e| InvokeError::Internal(e.to_string()))??;
+        self.metas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(*id, meta.clone());
+        Ok(meta)
+    }
+
+    fn note_fuel(&self, id: &FunctionId, fuel: u64) {
+        let mut seen = self
+            .fuel_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let e = seen.entry(*id).or_insert(fuel);
+        *e = (*e * 7 + fuel) / 8;
+    }
+
+    fn rank(
+        &self,
+        net: &Net,
+        id: &FunctionId,
+        manifest: &Manifest,
+        size: u64,
+    ) -> Vec<placement::Candidate<PeerId>> {
+        let expected_fuel = self
+            .fuel_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .copied()
+            .unwrap_or(DEFAULT_EXPECTED_FUEL.min(manifest.fuel));
+        let call = Call {
+            function: *id,
+            memory_bytes: manifest.memory_bytes,
+            expected_fuel,
+            module_bytes: size,
+        };
+        let mut local = self.local_advert();
+        let table = net.table.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(a) = &table.local {
+            local.coord = a.coord;
+        }
+        let warm_here = self.runtime.cached(id).is_some();
+        let mut views = vec![PeerView {
+            peer: self.peer_id,
+            advert: &local,
+            measured_rtt_ms: Some(0.0),
+            local: true,
+            known_warm: Some(warm_here),
+        }];
+        for (peer, info) in &table.peers {
+            let Some((advert, at)) = &info.advert else {
+                continue;
+            };
+            if !info.connected || at.elapsed().as_millis() > ADVERT_FRESH_MS {
+                continue;
+            }
+            views.push(PeerView {
+                peer: *peer,
+                advert,
+                measured_rtt_ms: info.rtt_ms,
+                local: false,
+                known_warm: None,
+            });
+        }
+        placement::rank(&call, views, &local, &placement::Config::default())
+    }
+
+    /// This node's advert, without identity, sequence, time and coordinate (the network
+    /// task fills those in).
+    pub(crate) fn local_advert(&self) -> Advert {
+        let (running, queued) = self.load_now();
+        let mut cached = Cached::default();
+        for id in self
+            .runtime
+            .loaded_ids()
+            .iter()
+            .chain(self.store.compiled_ids().iter())
+        {
+            cached.insert(id);
+        }
+        let clamp = |v: usize| u16::try_from(v).unwrap_or(u16::MAX);
+        let max_concurrent = clamp(self.config.max_concurrent_calls);
+        let max_queued = clamp(self.config.max_queued_calls);
+        Advert {
+            peer: [0; 32],
+            seq: 0,
+            issued_ms: 0,
+            device: self.device,
+            cores: clamp(std::thread::available_parallelism().map_or(1, usize::from)),
+            cpu_score: self.cpu_score,
+            memory_bytes: self.config.caps.max_memory_bytes,
+            max_concurrent,
+            max_queued,
+            running: clamp(running).min(max_concurrent),
+            queued: clamp(queued).min(max_queued),
+            backends: if cfg!(feature = "singlepass") {
+                backend::SINGLEPASS
+            } else {
+                backend::CRANELIFT
+            },
+            coord: Default::default(),
+            cached,
+        }
+    }
+
+    /// Answers one request from a peer.
+    pub(crate) async fn handle_inbound(&self, request: Inbound) {
+        match request {
+            Inbound::Fetch {
+                peer,
+                request,
+                respond,
+            } => {
+                let store = std::sync::Arc::clone(&self.store);
+                let answer = tokio::task::spawn_blocking(move || store.get(&request.id))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map_or(FetchResponse::NotFound, FetchResponse::Found);
+                if matches!(answer, FetchResponse::Found(_)) {
+                    tracing::debug!(%peer, function = %request.id, "serving module");
+                    self.served_fetches.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = respond.send(answer);
+            }
+            Inbound::Invoke {
+                peer,
+                request,
+                respond,
+            } => {
+                tracing::debug!(%peer, function = %request.id, "running a call for a peer");
+                let answer = match self.call(request.id, request.input, request.hops).await {
+                    Ok(r) => {
+                        self.remote_served.fetch_add(1, Ordering::Relaxed);
+                        InvokeResponse::Ok {
+                            fuel_used: r.fuel_used,
+                            wall_us: u64::try_from(r.wall.as_micros()).unwrap_or(u64::MAX),
+                            output: r.output,
+                        }
+                    }
+                    Err(e) => InvokeResponse::Err {
+                        kind: e.kind().to_owned(),
+                        message: e.to_string(),
+                    },
+                };
+                let _ = respond.send(answer);
+            }
+        }
+    }
+
+    /// Addresses the peer network listens on.
+    pub fn listen_addrs(&self) -> Vec<String> {
+        self.net.get().map_or_else(Vec::new, |net| {
+            let table = net.table.read().unwrap_or_else(PoisonError::into_inner);
+            table.listen_addrs.iter().map(ToString::to_string).collect()
+        })
+    }
+
+    /// Number of peers connected now.
+    pub fn peers_connected(&self) -> usize {
+        self.net.get().map_or(0, |net| {
+            net.table
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .connected()
+                .len()
+        })
+    }
+
+    /// Peers as shown by `kith peers`.
+    pub fn peers(&self) -> Vec<PeerSummary> {
+        let Some(net) = self.net.get() else {
+            return Vec::new();
+        };
+        let table = net.table.read().unwrap_or_else(PoisonError::into_inner);
+        table
+            .peers
+            .iter()
+            .map(|(peer, info)| {
+                let advert = info.advert.as_ref().map(|(a, at)| AdvertSummary {
+                    device: a.device,
+                    cpu_score: a.cpu_score,
+                    memory_bytes: a.memory_bytes,
+                    free_slots: a.max_concurrent.saturating_sub(a.running),
+                    max_concurrent: a.max_concurrent,
+                    queued: a.queued,
+                    age_ms: u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                });
+                PeerSummary {
+                    peer_id: peer.to_string(),
+                    connected: info.connected,
+                    address: info.addr.as_ref().map(ToString::to_string),
+                    rtt_ms: info.rtt_ms,
+                    penalties: info.penalties,
+                    advert,
+                }
+            })
+            .collect()
+    }
+}
+
+fn retryable(e: &CallError) -> bool {
+    match e {
+        CallError::Busy { .. } => true,
+        CallError::Remote { kind, .. } => {
+            kind == "unreachable" || RETRYABLE.contains(&kind.as_str())
+        }
+        CallError::Invoke(_) => false,
+    }
+}
+
+/// A peer, for `GET /v1/peers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerSummary {
+    /// Its peer id.
+    pub peer_id: String,
+    /// Connected now.
+    pub connected: bool,
+    /// Address of the connection.
+    pub address: Option<String>,
+    /// Smoothed ping RTT, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Times it misbehaved.
+    pub penalties: u32,
+    /// Its latest advert.
+    pub advert: Option<AdvertSummary>,
+}
+
+/// What a peer advertises, for `GET /v1/peers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdvertSummary {
+    /// Device class.
+    pub device: kith_protocol::capacity::DeviceClass,
+    /// CPU speed, fuel per millisecond.
+    pub cpu_score: u32,
+    /// Memory offered to one call.
+    pub memory_bytes: u64,
+    /// Call slots free.
+    pub free_slots: u16,
+    /// Call slots in all.
+    pub max_concurrent: u16,
+    /// Calls queued.
+    pub queued: u16,
+    /// Age of the advert, in milliseconds.
+    pub age_ms: u64,
+}
