@@ -176,8 +176,11 @@ impl UpArgs {
         );
         c.http = self.http;
         if let Some(v) = self.max_concurrent_calls {
-            if v == 0 {
-                bail!("--max-concurrent-calls must be at least 1");
+            if v == 0 && self.offline {
+                bail!(
+                    "--max-concurrent-calls 0 makes a gateway that runs nothing itself; \
+                     it needs the peer network, so it cannot be --offline"
+                );
             }
             c.max_concurrent_calls = v;
         }

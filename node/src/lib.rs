@@ -126,6 +126,10 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
             let Some(node) = advertising.upgrade() else {
                 return;
             };
+            // A gateway offers nothing, so it has nothing to advertise.
+            if node.config().max_concurrent_calls == 0 {
+                continue;
+            }
             let advert = node.local_advert();
             net.advertise(advert).await;
         }

@@ -225,11 +225,6 @@ impl Node {
     /// # Errors
     /// See [`OpenError`].
     pub fn open(config: NodeConfig) -> Result<Self, OpenError> {
-        if config.max_concurrent_calls == 0 {
-            return Err(OpenError::Config(
-                "max_concurrent_calls must be at least 1".into(),
-            ));
-        }
         std::fs::create_dir_all(&config.data_dir).map_err(|source| OpenError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -360,7 +355,8 @@ impl Node {
         if self.draining.load(Ordering::SeqCst) {
             return Err(InvokeError::Internal("the node is shutting down".into()).into());
         }
-        if self.executor.is_full() {
+        // A gateway (max_concurrent_calls = 0) runs nothing itself.
+        if self.config.max_concurrent_calls == 0 || self.executor.is_full() {
             return Err(self.busy(self.executor.running(), self.executor.queued()));
         }
         let (loaded, cold) = match self.runtime.cached(&id) {

@@ -106,11 +106,46 @@ impl Node {
                 Err(e) => return Err(e),
             }
         }
+        // Peers whose latest advert said "full" may have freed a slot since (adverts
+        // are periodic): ask them, nearest first, before giving up.
+        let tried: Vec<PeerId> = ranked.iter().map(|c| c.peer).collect();
+        for peer in self.saturated_peers(net, &manifest, &tried) {
+            match self.forward(net, peer, id, input.clone(), hops).await {
+                Ok(mut receipt) => {
+                    receipt.placement = explain;
+                    return Ok(receipt);
+                }
+                Err(e) if retryable(&e) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
         match last {
             Some(e) => Err(e),
             // Nobody was capable, not even this node: let the local path say why.
             None => self.call_local(id, input).await,
         }
+    }
+
+    /// Connected peers with a fresh advert that offer enough memory but said they were
+    /// saturated, nearest first, excluding `tried`.
+    fn saturated_peers(&self, net: &Net, manifest: &Manifest, tried: &[PeerId]) -> Vec<PeerId> {
+        let table = net.table.read().unwrap_or_else(PoisonError::into_inner);
+        let mut peers: Vec<(f64, PeerId)> = table
+            .peers
+            .iter()
+            .filter(|(peer, info)| {
+                info.connected
+                    && !tried.contains(peer)
+                    && info.advert.as_ref().is_some_and(|(a, at)| {
+                        at.elapsed().as_millis() <= ADVERT_FRESH_MS
+                            && a.saturated()
+                            && a.memory_bytes >= manifest.memory_bytes
+                    })
+            })
+            .map(|(peer, info)| (info.rtt_ms.unwrap_or(f64::MAX), *peer))
+            .collect();
+        peers.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        peers.into_iter().map(|(_, p)| p).collect()
     }
 
     async fn forward(
@@ -239,13 +274,17 @@ impl Node {
             local.coord = a.coord;
         }
         let warm_here = self.runtime.cached(id).is_some();
-        let mut views = vec![PeerView {
-            peer: self.peer_id,
-            advert: &local,
-            measured_rtt_ms: Some(0.0),
-            local: true,
-            known_warm: Some(warm_here),
-        }];
+        let mut views = Vec::new();
+        // A gateway (max_concurrent_calls = 0) is never a candidate itself.
+        if self.config.max_concurrent_calls > 0 {
+            views.push(PeerView {
+                peer: self.peer_id,
+                advert: &local,
+                measured_rtt_ms: Some(0.0),
+                local: true,
+                known_warm: Some(warm_here),
+            });
+        }
         for (peer, info) in &table.peers {
             let Some((advert, at)) = &info.advert else {
                 continue;

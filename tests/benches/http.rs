@@ -7,62 +7,12 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use kith_tests::load::{self, pct};
 use kith_tests::{NodeProcess, guest, post};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
-
-async fn connection(
-    addr: String,
-    request: Vec<u8>,
-    until: Instant,
-    expect: &'static [u8],
-) -> (Vec<Duration>, u64) {
-    let mut stream = TcpStream::connect(&addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    let mut buf = vec![0u8; 64 * 1024];
-    while Instant::now() < until {
-        let t = Instant::now();
-        stream.write_all(&request).await.unwrap();
-        let mut filled = 0;
-        let (head_end, content_length) = loop {
-            let n = stream.read(&mut buf[filled..]).await.unwrap();
-            assert!(n > 0, "server closed the connection");
-            filled += n;
-            if let Some(pos) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = std::str::from_utf8(&buf[..pos])
-                    .unwrap()
-                    .to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map(|v| v.trim().parse().unwrap())
-                    .unwrap_or(0);
-                if !head.starts_with("http/1.1 200") {
-                    errors += 1;
-                }
-                break (pos + 4, len);
-            }
-        };
-        while filled < head_end + content_length {
-            let n = stream.read(&mut buf[filled..]).await.unwrap();
-            assert!(n > 0);
-            filled += n;
-        }
-        debug_assert_eq!(&buf[head_end..head_end + content_length], expect);
-        latencies.push(t.elapsed());
-    }
-    (latencies, errors)
-}
-
-fn pct(v: &[Duration], p: f64) -> Duration {
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn main() {
     let secs: u64 = std::env::var("KITH_BENCH_SECS")
@@ -80,16 +30,7 @@ fn main() {
         .unwrap()
         .to_owned();
     let addr = node.url.trim_start_matches("http://").to_owned();
-    let body = b"bench";
-    let request = format!(
-        "POST /v1/call/{id} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes()
-    .into_iter()
-    .chain(body.iter().copied())
-    .collect::<Vec<u8>>();
-
+    let request = load::request(&addr, &format!("/v1/call/{id}"), b"bench");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -100,35 +41,22 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     for concurrency in [1usize, 64] {
         // Warm up.
-        rt.block_on(connection(
-            addr.clone(),
-            request.clone(),
-            Instant::now() + Duration::from_millis(500),
+        load::run(
+            &rt,
+            &addr,
+            &request,
+            1,
+            Duration::from_millis(500),
             b"hello, bench!",
-        ));
-        let started = Instant::now();
-        let until = started + Duration::from_secs(secs);
-        let results = rt.block_on(async {
-            let tasks: Vec<_> = (0..concurrency)
-                .map(|_| {
-                    tokio::spawn(connection(
-                        addr.clone(),
-                        request.clone(),
-                        until,
-                        b"hello, bench!",
-                    ))
-                })
-                .collect();
-            let mut all = Vec::new();
-            for t in tasks {
-                all.push(t.await.unwrap());
-            }
-            all
-        });
-        let elapsed = started.elapsed();
-        let errors: u64 = results.iter().map(|r| r.1).sum();
-        let mut lat: Vec<Duration> = results.into_iter().flat_map(|r| r.0).collect();
-        lat.sort();
+        );
+        let (lat, errors, elapsed) = load::run(
+            &rt,
+            &addr,
+            &request,
+            concurrency,
+            Duration::from_secs(secs),
+            b"hello, bench!",
+        );
         println!(
             "| {concurrency} | {} | {:.0} | {:.0} µs | {:.0} µs | {errors} |",
             lat.len(),

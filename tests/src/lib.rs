@@ -1,6 +1,9 @@
 //! Helpers for kith's integration tests: the guest modules, and real `kith` node
 //! processes on 127.0.0.1.
 
+pub mod load;
+pub mod relay;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use kith_tests::relay::DelayRelay;
 use kith_tests::{NodeProcess, guest, post};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
@@ -103,33 +104,33 @@ fn a_function_published_on_one_node_runs_on_nodes_that_never_saw_it() {
 #[test]
 fn a_busy_node_places_calls_on_a_peer_and_says_who_ran_them() {
     let dir = tempfile::tempdir().unwrap();
-    // Node 0 has a single call slot and no queue.
+    // Node 0 has a single call slot and no queue. Nodes 1 and 2 give calls at most
+    // 8 MiB of memory, so only node 0 can run `hostile` (16 MiB); `hello` (2 MiB) runs
+    // anywhere.
+    let small: &[&str] = &["--max-memory-bytes", "8388608"];
     let nodes = network(
         dir.path(),
         3,
-        &[&["--max-concurrent-calls", "1", "--max-queued-calls", "0"]],
+        &[
+            &["--max-concurrent-calls", "1", "--max-queued-calls", "0"],
+            small,
+            small,
+        ],
     );
     let hostile = publish(&nodes[0], guest("hostile"));
     let hello = publish(&nodes[0], guest("hello"));
-    // Warm node 0 up so it is the obvious choice for both functions.
-    let local = nodes[0].client().call(&hello, b"warm".to_vec()).unwrap();
-    assert_eq!(local.executed_by, nodes[0].node_id);
-    let r = post(
-        &format!("{}/v1/call/{hostile}", nodes[0].url),
-        b"fail".to_vec(),
-    );
-    assert_eq!(r.kind(), "function_error");
-    assert_eq!(nodes[0].status()["calls_failed"], 1, "node 0 ran it itself");
 
     // Fill node 0's only slot with a call that runs for its whole 2 s timeout.
-    let url = format!("{}/v1/call/{hostile}", nodes[2].url);
     let slow_node0 = {
         let url0 = format!("{}/v1/call/{hostile}", nodes[0].url);
         std::thread::spawn(move || post(&url0, b"sleep".to_vec()))
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while nodes[0].status()["calls_running"] != 1 {
-        assert!(Instant::now() < deadline);
+        assert!(
+            Instant::now() < deadline,
+            "the slow call never started on node 0"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let out = nodes[0]
@@ -151,18 +152,158 @@ fn a_busy_node_places_calls_on_a_peer_and_says_who_ran_them() {
             .all(|c| c["total_ms"].as_f64().is_some() && c["peer"].is_string())
     );
     assert!(nodes[0].status()["forwarded"].as_u64().unwrap() >= 1);
-    let _ = slow_node0.join();
-    drop(url);
+    assert_eq!(slow_node0.join().unwrap().kind(), "timeout");
 
-    // An error raised by the function itself is returned, not retried elsewhere.
+    // Node 1 cannot run `hostile`, so it places the call on node 0. The error the
+    // function itself raises there is returned, naming node 0, and not retried.
     let r = post(
         &format!("{}/v1/call/{hostile}", nodes[1].url),
         b"fail".to_vec(),
     );
-    assert_eq!(r.kind(), "function_error");
-    let served: u64 = nodes
-        .iter()
-        .map(|n| n.status()["calls_failed"].as_u64().unwrap())
-        .sum();
-    assert!(served >= 1);
+    assert_eq!(r.kind(), "function_error", "{}", r.json());
+    assert_eq!(r.json()["error"]["peer"], nodes[0].node_id.as_str());
+    assert_eq!(r.header("kith-executed-by"), nodes[0].node_id);
+    assert_eq!(
+        nodes[0].status()["calls_failed"],
+        2,
+        "sleep and fail, both on node 0"
+    );
+    assert_eq!(
+        nodes[2].status()["calls_failed"],
+        0,
+        "never retried elsewhere"
+    );
+}
+
+/// A node whose only way in is a relay adding `one_way` of delay in each direction.
+/// Returns the node, the relay (keep it alive), and the address to dial.
+fn delayed_node(
+    dir: &std::path::Path,
+    one_way: Duration,
+    extra: &[&str],
+) -> (NodeProcess, DelayRelay, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let relay = DelayRelay::start(([127, 0, 0, 1], port).into(), one_way);
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let external = format!("/ip4/127.0.0.1/tcp/{}", relay.addr.port());
+    let mut flags = vec![
+        "--listen",
+        listen.as_str(),
+        "--external-address",
+        external.as_str(),
+        "--advert-interval-ms",
+        "500",
+    ];
+    flags.extend_from_slice(extra);
+    let node = NodeProcess::start(BIN, dir, &flags);
+    let dial = format!("{external}/p2p/{}", node.node_id);
+    (node, relay, dial)
+}
+
+/// Latency for real: two peers behind delaying relays (RTT about 6 ms and 50 ms) and a
+/// gateway entry node that runs nothing itself. Calls go to the near peer, move to the
+/// far one while the near one is full, and stay there once the near one dies.
+#[test]
+fn calls_go_to_the_nearest_capable_peer_and_move_when_it_is_full_or_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (near, _near_relay, near_addr) = delayed_node(
+        &dir.path().join("near"),
+        Duration::from_millis(3),
+        &["--max-concurrent-calls", "1", "--max-queued-calls", "0"],
+    );
+    // The far peer gives calls at most 8 MiB, so `hostile` (16 MiB) can only run on the
+    // near one; `hello` (2 MiB) runs on either.
+    let (far, _far_relay, far_addr) = delayed_node(
+        &dir.path().join("far"),
+        Duration::from_millis(25),
+        &["--max-memory-bytes", "8388608"],
+    );
+    let entry = NodeProcess::start(
+        BIN,
+        &dir.path().join("entry"),
+        &[
+            "--max-concurrent-calls",
+            "0",
+            "--advert-interval-ms",
+            "500",
+            "--bootstrap",
+            &near_addr,
+            "--bootstrap",
+            &far_addr,
+        ],
+    );
+    let rtt_of = |peers: &[serde_json::Value], id: &str| {
+        peers
+            .iter()
+            .find(|p| p["peer_id"] == id && p["connected"] == true && !p["advert"].is_null())
+            .and_then(|p| p["rtt_ms"].as_f64())
+    };
+    entry.wait_for_peers(Duration::from_secs(30), |peers| {
+        rtt_of(peers, &near.node_id).is_some() && rtt_of(peers, &far.node_id).is_some()
+    });
+    // The delays must really be on the wire; otherwise this test proves nothing.
+    let peers = entry.client().get_json("/v1/peers").unwrap();
+    let peers = peers.as_array().unwrap();
+    let (rtt_near, rtt_far) = (
+        rtt_of(peers, &near.node_id).unwrap(),
+        rtt_of(peers, &far.node_id).unwrap(),
+    );
+    assert!(
+        rtt_far >= 40.0 && rtt_near < rtt_far - 20.0,
+        "relay delays not in effect: near {rtt_near} ms, far {rtt_far} ms"
+    );
+
+    let hello = publish(&entry, guest("hello"));
+    for i in 0..3 {
+        let out = entry
+            .client()
+            .call_explained(&hello, format!("near {i}").into_bytes())
+            .unwrap();
+        assert_eq!(
+            out.executed_by, near.node_id,
+            "call {i} goes to the nearest peer"
+        );
+        let ranking = out.placement.unwrap();
+        let ranking = ranking.as_array().unwrap();
+        assert_eq!(
+            ranking.len(),
+            2,
+            "the gateway is not a candidate: {ranking:?}"
+        );
+        assert_eq!(ranking[0]["peer"], near.node_id.as_str());
+        assert!(ranking[0]["rtt_ms"].as_f64() < ranking[1]["rtt_ms"].as_f64());
+    }
+
+    // The near peer's only slot is taken: calls move to the far peer meanwhile.
+    let hostile = publish(&near, guest("hostile"));
+    let slow = {
+        let url = format!("{}/v1/call/{hostile}", near.url);
+        std::thread::spawn(move || post(&url, b"sleep".to_vec()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while near.status()["calls_running"] != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow call never started on the near peer"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = entry.client().call(&hello, b"busy".to_vec()).unwrap();
+    assert_eq!(out.output, b"hello, busy!");
+    assert_eq!(out.executed_by, far.node_id, "a full peer is passed over");
+    assert_eq!(slow.join().unwrap().kind(), "timeout");
+
+    // The near peer dies: calls keep succeeding, on the far peer.
+    near.kill();
+    for i in 0..3 {
+        let out = entry
+            .client()
+            .call(&hello, format!("after {i}").into_bytes())
+            .unwrap();
+        assert_eq!(out.executed_by, far.node_id);
+    }
 }

@@ -181,12 +181,27 @@ fn sigterm_lets_an_in_flight_call_finish() {
 #[test]
 fn bad_flag_values_are_refused_clearly() {
     let out = std::process::Command::new(BIN)
-        .args(["up", "--max-concurrent-calls", "0", "--http", "127.0.0.1:0"])
+        .args([
+            "up",
+            "--max-concurrent-calls",
+            "0",
+            "--offline",
+            "--http",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--max-concurrent-calls must be at least 1")
+        String::from_utf8_lossy(&out.stderr).contains("--max-concurrent-calls 0 makes a gateway")
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["up", "--advert-interval-ms", "5", "--http", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--advert-interval-ms must be at least 100")
     );
     let out = std::process::Command::new(BIN)
         .args(["up", "--http", "not-an-address"])
