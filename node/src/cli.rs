@@ -152,6 +152,10 @@ pub struct UpArgs {
     /// How often to publish a capacity advert, in milliseconds.
     #[arg(long)]
     pub advert_interval_ms: Option<u64>,
+    /// Calls one peer may ask this node to run per second (burst: 4x); beyond it the
+    /// peer is answered `rate_limited`.
+    #[arg(long, value_name = "N")]
+    pub invoke_rate_per_peer: Option<f64>,
     /// Device class to advertise: thermostat, router, pi, phone, laptop, server.
     #[arg(long, value_parser = parse_device)]
     pub device_class: Option<kith_protocol::capacity::DeviceClass>,
@@ -207,6 +211,12 @@ impl UpArgs {
                     bail!("--advert-interval-ms must be at least 100");
                 }
                 net.advert_interval_ms = ms;
+            }
+            if let Some(rate) = self.invoke_rate_per_peer {
+                if !(rate.is_finite() && rate > 0.0) {
+                    bail!("--invoke-rate-per-peer must be a positive number of calls per second");
+                }
+                net.invoke_rate_per_peer = rate;
             }
         }
         let caps = &mut c.caps;

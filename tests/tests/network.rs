@@ -9,6 +9,32 @@ use kith_tests::relay::DelayRelay;
 use kith_tests::{NodeProcess, guest, post};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
+const PEER: &str = env!("CARGO_BIN_EXE_kith-test-peer");
+
+/// Starts the misbehaving test peer; returns it, its stdout, and its peer id once ready.
+fn test_peer(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    String,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(PEER)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let id = line
+        .trim()
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("test peer did not start: {line:?}"))
+        .to_owned();
+    (child, out, id)
+}
 
 /// Starts `n` nodes: the first alone, the rest bootstrapping from it; waits until every
 /// node has an advert from every other.
@@ -306,4 +332,94 @@ fn calls_go_to_the_nearest_capable_peer_and_move_when_it_is_full_or_dies() {
             .unwrap();
         assert_eq!(out.executed_by, far.node_id);
     }
+}
+
+/// A peer that answers a fetch with bytes that do not match the hash is detected before
+/// anything is stored or run, penalised, and the next provider (50 ms away) is used.
+#[test]
+fn a_provider_sending_wrong_bytes_is_penalised_and_another_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (publisher, _relay, publisher_addr) = delayed_node(
+        &dir.path().join("publisher"),
+        Duration::from_millis(25),
+        &[],
+    );
+    let id = publish(&publisher, guest("hello"));
+    let node = NodeProcess::start(
+        BIN,
+        &dir.path().join("node"),
+        &[
+            "--advert-interval-ms",
+            "500",
+            "--bootstrap",
+            &publisher_addr,
+        ],
+    );
+    let measured = |peer: &str| {
+        let peer = peer.to_owned();
+        move |peers: &[serde_json::Value]| {
+            peers
+                .iter()
+                .any(|p| p["peer_id"] == peer.as_str() && p["rtt_ms"].is_f64())
+        }
+    };
+    node.wait_for_peers(Duration::from_secs(30), measured(&publisher.node_id));
+    // The liar is next door, so it is the first provider asked.
+    let (mut liar, _out, liar_id) = test_peer(&["lie", &node.p2p_addr(), &id]);
+    node.wait_for_peers(Duration::from_secs(10), measured(&liar_id));
+
+    let out = node.client().call(&id, b"honest".to_vec()).unwrap();
+    assert_eq!(out.output, b"hello, honest!");
+    let peers = node.client().get_json("/v1/peers").unwrap();
+    let liar_row = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer_id"] == liar_id.as_str())
+        .unwrap();
+    assert_eq!(liar_row["penalties"], 1, "the liar was asked and penalised");
+    assert!(
+        node.log_text()
+            .contains("peer sent bytes that do not match the function id")
+    );
+    let stored = std::fs::read(node.data_dir.join("store/blobs").join(&id)).unwrap();
+    assert_eq!(blake3::hash(&stored).to_hex().as_str(), id);
+    assert_eq!(node.status()["fetched"], 1);
+    let _ = liar.kill();
+    let _ = liar.wait();
+}
+
+/// A peer that floods invoke requests gets `rate_limited` beyond its rate, while the
+/// node keeps serving everyone else.
+#[test]
+fn a_peer_flooding_invoke_requests_is_rate_limited_while_others_are_served() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(
+        BIN,
+        &dir.path().join("node"),
+        &["--invoke-rate-per-peer", "5"],
+    );
+    let id = publish(&node, guest("hello"));
+    let (mut flooder, mut out, _) = test_peer(&["flood", &node.p2p_addr(), &id, "90"]);
+    for i in 0..10 {
+        let r = node
+            .client()
+            .call(&id, format!("user {i}").into_bytes())
+            .unwrap();
+        assert_eq!(r.output, format!("hello, user {i}!").into_bytes());
+    }
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let _ = flooder.wait();
+    let counts: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (ok, limited) = (
+        counts["ok"].as_u64().unwrap(),
+        counts["rate_limited"].as_u64().unwrap(),
+    );
+    // Burst 20 (4x the rate), then 5 per second.
+    assert!((20..=40).contains(&ok), "{counts}");
+    assert!(limited >= 50, "{counts}");
+    assert_eq!(counts["other"], 0, "{counts}");
+    assert!(node.status()["remote_calls_served"].as_u64().unwrap() >= 20);
 }

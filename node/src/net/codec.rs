@@ -9,9 +9,11 @@ use libp2p::StreamProtocol;
 
 /// Reads and writes whole frames, within limits.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Frames {
-    pub(crate) max_request: u64,
-    pub(crate) max_response: u64,
+pub struct Frames {
+    /// Largest request body read, in bytes.
+    pub max_request: u64,
+    /// Largest response body read, in bytes.
+    pub max_response: u64,
 }
 
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, limit: u64) -> io::Result<Vec<u8>> {

@@ -10,8 +10,10 @@
 //! bounded channel, inbound requests come out over another, and what the task learns
 //! about peers (adverts, RTTs, addresses) is shared in a [`PeerTable`].
 
-mod codec;
+pub mod codec;
 mod table;
+
+pub use codec::Frames;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};

@@ -1,0 +1,191 @@
+//! A misbehaving libp2p peer for kith's failure tests: a real peer on real sockets that
+//! speaks kith's protocols but lies or floods.
+//!
+//! ```text
+//! kith-test-peer lie   TARGET ID        provide ID on Kademlia and answer every fetch
+//!                                       of it with bytes that do not match; runs until killed
+//! kith-test-peer flood TARGET ID COUNT  send COUNT invoke requests for ID at once, print
+//!                                       {"ok": n, "rate_limited": n, "other": n}, exit
+//! ```
+//!
+//! TARGET is the node's multiaddr ending in `/p2p/<peer id>`. It prints `ready <peer id>`
+//! once it is connected (and, for `lie`, once the node holds its provider record).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kith_node::net::Frames;
+use kith_protocol::FunctionId;
+use kith_protocol::wire::{self, FetchRequest, FetchResponse, InvokeRequest, InvokeResponse};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, StreamProtocol, identify, kad, noise, ping, tcp, yamux};
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    fetch: request_response::Behaviour<Frames>,
+    invoke: request_response::Behaviour<Frames>,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (mode, target, id) = (&args[1], &args[2], &args[3]);
+    let target: Multiaddr = target.parse().expect("target multiaddr");
+    let target_peer = target
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+            _ => None,
+        })
+        .expect("target ends in /p2p/<peer id>");
+    let id: FunctionId = id.parse().expect("function id");
+    let frames = Frames {
+        max_request: 64 << 20,
+        max_response: 64 << 20,
+    };
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            let peer = key.public().to_peer_id();
+            let mut kad = kad::Behaviour::with_config(
+                peer,
+                kad::store::MemoryStore::new(peer),
+                kad::Config::new(StreamProtocol::new("/kith/kad/1")),
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            let rr =
+                request_response::Config::default().with_request_timeout(Duration::from_secs(60));
+            Behaviour {
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/kith-test-peer/1".into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(Duration::from_millis(500)),
+                ),
+                kad,
+                fetch: request_response::Behaviour::with_codec(
+                    frames,
+                    [(
+                        StreamProtocol::new(wire::FETCH_PROTOCOL),
+                        ProtocolSupport::Full,
+                    )],
+                    rr.clone(),
+                ),
+                invoke: request_response::Behaviour::with_codec(
+                    frames,
+                    [(
+                        StreamProtocol::new(wire::INVOKE_PROTOCOL),
+                        ProtocolSupport::Full,
+                    )],
+                    rr,
+                ),
+            }
+        })
+        .unwrap()
+        .build();
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    swarm
+        .behaviour_mut()
+        .kad
+        .add_address(&target_peer, target.clone());
+    swarm.dial(target).expect("dial");
+
+    let flood_count: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let mut counts: HashMap<&'static str, u64> = HashMap::new();
+    let mut answered = 0usize;
+    loop {
+        match swarm.select_next_some().await {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == target_peer => {
+                if mode == "lie" {
+                    swarm
+                        .behaviour_mut()
+                        .kad
+                        .start_providing(kad::RecordKey::new(id.as_bytes()))
+                        .unwrap();
+                } else {
+                    println!("ready {}", swarm.local_peer_id());
+                    for _ in 0..flood_count {
+                        let request = InvokeRequest {
+                            id,
+                            hops: 1,
+                            input: b"flood".to_vec(),
+                        };
+                        swarm
+                            .behaviour_mut()
+                            .invoke
+                            .send_request(&peer_id, request.encode());
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::StartProviding(result),
+                ..
+            })) => {
+                result.expect("provider record stored");
+                println!("ready {}", swarm.local_peer_id());
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Fetch(request_response::Event::Message {
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            })) => {
+                let asked = FetchRequest::decode(&request).map(|r| r.id);
+                let answer = if asked == Ok(id) {
+                    FetchResponse::Found(b"these bytes are not the module you asked for".to_vec())
+                } else {
+                    FetchResponse::NotFound
+                };
+                let _ = swarm
+                    .behaviour_mut()
+                    .fetch
+                    .send_response(channel, answer.encode());
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Invoke(event)) => {
+                let kind = match event {
+                    request_response::Event::Message {
+                        message: request_response::Message::Response { response, .. },
+                        ..
+                    } => match InvokeResponse::decode(&response) {
+                        Ok(InvokeResponse::Ok { .. }) => "ok",
+                        Ok(InvokeResponse::Err { kind, .. }) if kind == "rate_limited" => {
+                            "rate_limited"
+                        }
+                        _ => "other",
+                    },
+                    request_response::Event::OutboundFailure { .. } => "other",
+                    _ => continue,
+                };
+                *counts.entry(kind).or_default() += 1;
+                answered += 1;
+                if answered == flood_count {
+                    println!(
+                        "{{\"ok\": {}, \"rate_limited\": {}, \"other\": {}}}",
+                        counts.get("ok").copied().unwrap_or(0),
+                        counts.get("rate_limited").copied().unwrap_or(0),
+                        counts.get("other").copied().unwrap_or(0)
+                    );
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+}
