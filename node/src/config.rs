@@ -66,7 +66,7 @@ impl Default for NetSettings {
             external: Vec::new(),
             mdns: true,
             advert_interval_ms: 2_000,
-            invoke_rate_per_peer: 200.0,
+            invoke_rate_per_peer: 10_000.0,
         }
     }
 }
