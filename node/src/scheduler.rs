@@ -23,6 +23,9 @@ use crate::runtime::InvokeError;
 
 /// Adverts older than this are not used for placement, in milliseconds.
 const ADVERT_FRESH_MS: u128 = 10_000;
+/// How long past a function's own timeout a forwarded call may take to answer
+/// (compiling on a cold peer, transfer) before the peer counts as unreachable.
+const FORWARD_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 /// Fuel assumed for a function never seen run.
 const DEFAULT_EXPECTED_FUEL: u64 = 1_000_000;
 /// Remote error kinds that mean "did not run; try the next candidate".
@@ -90,7 +93,7 @@ impl Node {
             let attempt = if candidate.local {
                 self.call_local(id, input.clone()).await
             } else {
-                self.forward(net, candidate.peer, id, input.clone(), hops)
+                self.forward(net, candidate.peer, id, input.clone(), hops, &manifest)
                     .await
             };
             match attempt {
@@ -110,7 +113,10 @@ impl Node {
         // are periodic): ask them, nearest first, before giving up.
         let tried: Vec<PeerId> = ranked.iter().map(|c| c.peer).collect();
         for peer in self.saturated_peers(net, &manifest, &tried) {
-            match self.forward(net, peer, id, input.clone(), hops).await {
+            match self
+                .forward(net, peer, id, input.clone(), hops, &manifest)
+                .await
+            {
                 Ok(mut receipt) => {
                     receipt.placement = explain;
                     return Ok(receipt);
@@ -155,14 +161,32 @@ impl Node {
         id: FunctionId,
         input: Vec<u8>,
         hops: u8,
+        manifest: &Manifest,
     ) -> Result<Receipt, CallError> {
         self.forwarded.fetch_add(1, Ordering::Relaxed);
+        // A peer that runs the call answers within its timeout (with the output or a
+        // `timeout` error); one that says nothing for longer has hung or is gone.
+        let patience = std::time::Duration::from_millis(manifest.timeout_ms) + FORWARD_SLACK;
         let request = InvokeRequest {
             id,
             hops: hops + 1,
             input,
         };
-        match net.invoke(peer, request).await {
+        let answer = match tokio::time::timeout(patience, net.invoke(peer, request)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                return Err(CallError::Remote {
+                    kind: "unreachable".into(),
+                    message: format!(
+                        "peer {peer} did not answer within {} ms (the function's timeout_ms plus {} ms)",
+                        patience.as_millis(),
+                        FORWARD_SLACK.as_millis()
+                    ),
+                    peer,
+                });
+            }
+        };
+        match answer {
             Ok(InvokeResponse::Ok {
                 fuel_used,
                 wall_us,

@@ -423,3 +423,60 @@ fn a_peer_flooding_invoke_requests_is_rate_limited_while_others_are_served() {
     assert_eq!(counts["other"], 0, "{counts}");
     assert!(node.status()["remote_calls_served"].as_u64().unwrap() >= 20);
 }
+
+/// The chosen peer hangs (SIGSTOP: its connection stays up, it never answers): after
+/// the function's timeout plus a little slack, the entry node gives up on it and the
+/// call runs on the next candidate.
+#[test]
+fn a_chosen_peer_that_hangs_is_skipped_for_the_next_candidate() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--advert-interval-ms", "500"];
+    let p1 = NodeProcess::start(BIN, &dir.path().join("p1"), &flags);
+    let boot = p1.p2p_addr();
+    let p2 = NodeProcess::start(
+        BIN,
+        &dir.path().join("p2"),
+        &["--advert-interval-ms", "500", "--bootstrap", &boot],
+    );
+    let entry = NodeProcess::start(
+        BIN,
+        &dir.path().join("entry"),
+        &["--max-concurrent-calls", "0", "--bootstrap", &boot],
+    );
+    entry.wait_for_peers(Duration::from_secs(30), |peers| {
+        peers
+            .iter()
+            .filter(|p| p["connected"] == true && !p["advert"].is_null())
+            .count()
+            == 2
+    });
+    let hello = publish(&entry, guest("hello"));
+    let first = entry.client().call(&hello, b"one".to_vec()).unwrap();
+    let (chosen, other) = if first.executed_by == p1.node_id {
+        (&p1, &p2)
+    } else {
+        (&p2, &p1)
+    };
+    // The chosen peer is now warm, so it is chosen again; freeze it.
+    // SAFETY: sending a signal to a child process we started.
+    assert_eq!(unsafe { libc::kill(chosen.pid() as i32, libc::SIGSTOP) }, 0);
+    let forwarded = entry.status()["forwarded"].as_u64().unwrap();
+    let started = Instant::now();
+    let out = entry.client().call(&hello, b"two".to_vec());
+    // SAFETY: as above.
+    unsafe { libc::kill(chosen.pid() as i32, libc::SIGCONT) };
+    let out = out.unwrap();
+    assert_eq!(out.output, b"hello, two!");
+    assert_eq!(out.executed_by, other.node_id);
+    assert_eq!(
+        entry.status()["forwarded"].as_u64().unwrap() - forwarded,
+        2,
+        "the frozen peer was tried first, then the other"
+    );
+    // hello's timeout_ms is 1000; the slack is 5 s.
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(6) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+}
