@@ -149,6 +149,9 @@ pub struct UpArgs {
     /// Run alone: no peer network at all.
     #[arg(long)]
     pub offline: bool,
+    /// Share of this machine's CPU that calls may use on average, in (0, 1].
+    #[arg(long, value_name = "F")]
+    pub cpu_share: Option<f64>,
     /// How often to publish a capacity advert, in milliseconds.
     #[arg(long)]
     pub advert_interval_ms: Option<u64>,
@@ -187,6 +190,12 @@ impl UpArgs {
                 );
             }
             c.max_concurrent_calls = v;
+        }
+        if let Some(share) = self.cpu_share {
+            if !(share > 0.0 && share <= 1.0) {
+                bail!("--cpu-share must be above 0 and at most 1 (got {share})");
+            }
+            c.cpu_share = share;
         }
         if let Some(v) = self.max_queued_calls {
             c.max_queued_calls = v;

@@ -23,6 +23,11 @@ pub struct NodeConfig {
     pub max_concurrent_calls: usize,
     /// Calls waiting for a slot; beyond this, calls are refused as busy.
     pub max_queued_calls: usize,
+    /// Share of this machine's CPU (all cores) that calls may use on average, in
+    /// (0, 1]. Below 1, calls draw fuel from a budget of `cpu_score` × 1000 × cores ×
+    /// share fuel per second (burst: one second's worth); when it is spent, calls are
+    /// refused as busy until it refills.
+    pub cpu_share: f64,
     /// Disk budget for modules and compiled artifacts, in bytes.
     pub store_budget_bytes: u64,
     /// The device class this node advertises.
@@ -92,6 +97,7 @@ impl NodeConfig {
             caps: Caps::default(),
             max_concurrent_calls: cores,
             max_queued_calls: 256,
+            cpu_share: 1.0,
             store_budget_bytes: 1024 * 1024 * 1024,
             device: default_device(),
             net: Some(NetSettings::default()),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use kith_protocol::capacity::DeviceClass;
 use kith_protocol::limits::EffectiveLimits;
 use kith_protocol::module::{self, ModuleError};
+use kith_protocol::ratelimit::TokenBucket;
 use kith_protocol::{FunctionId, Manifest};
 use libp2p_identity::{Keypair, PeerId};
 use serde::Serialize;
@@ -77,6 +78,16 @@ pub enum CallError {
         /// Queue limit.
         max_queued: usize,
     },
+    /// The operator's CPU share is used up for now.
+    #[error(
+        "busy: this node's cpu_share = {share} ({fuel_per_sec:.0} fuel per second) is used up; retry shortly"
+    )]
+    CpuShare {
+        /// The configured share.
+        share: f64,
+        /// The fuel budget per second it allows.
+        fuel_per_sec: f64,
+    },
     /// The call itself failed.
     #[error(transparent)]
     Invoke(#[from] InvokeError),
@@ -96,7 +107,7 @@ impl CallError {
     /// The error kind, as in the HTTP API (`docs/http-api.md`).
     pub fn kind(&self) -> &str {
         match self {
-            Self::Busy { .. } => "busy",
+            Self::Busy { .. } | Self::CpuShare { .. } => "busy",
             Self::Remote { kind, .. } => kind,
             Self::Invoke(e) => e.kind(),
         }
@@ -212,11 +223,25 @@ pub struct Node {
     pub(crate) store: Arc<Store>,
     pub(crate) runtime: Arc<Runtime>,
     executor: Executor,
+    /// Fuel calls may still use under `cpu_share` (None when the share is 1).
+    cpu_budget: Option<Mutex<TokenBucket>>,
     draining: AtomicBool,
     started: Instant,
     served: AtomicU64,
     failed: AtomicU64,
     refused: AtomicU64,
+}
+
+/// Fuel per second that `share` of this machine's cores allows.
+fn fuel_per_sec(cpu_score: u32, share: f64) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    f64::from(cpu_score) * 1000.0 * cores * share
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Node {
@@ -237,12 +262,22 @@ impl Node {
             .map_err(OpenError::Runtime)?;
         let cpu_score = runtime.measure_cpu_score();
         tracing::info!(cpu_score, "measured CPU speed (fuel per ms)");
+        let cpu_budget = (config.cpu_share < 1.0).then(|| {
+            let per_sec = fuel_per_sec(cpu_score, config.cpu_share);
+            tracing::info!(
+                share = config.cpu_share,
+                fuel_per_sec = per_sec,
+                "CPU share capped"
+            );
+            Mutex::new(TokenBucket::new(per_sec, per_sec, now_ms()))
+        });
         Ok(Self {
             executor,
             key: key.clone(),
             net: OnceLock::new(),
             device: config.device,
             cpu_score,
+            cpu_budget,
             metas: Mutex::new(HashMap::new()),
             fuel_seen: Mutex::new(HashMap::new()),
             fetched: AtomicU64::new(0),
@@ -323,9 +358,29 @@ impl Node {
     pub(crate) fn count(&self, result: &Result<Receipt, CallError>) {
         match result {
             Ok(_) => self.served.fetch_add(1, Ordering::Relaxed),
-            Err(CallError::Busy { .. }) => self.refused.fetch_add(1, Ordering::Relaxed),
+            Err(CallError::Busy { .. } | CallError::CpuShare { .. }) => {
+                self.refused.fetch_add(1, Ordering::Relaxed)
+            }
             Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
         };
+    }
+
+    /// True when calls have used up the operator's CPU share for now.
+    pub(crate) fn cpu_share_spent(&self) -> bool {
+        self.cpu_budget.as_ref().is_some_and(|b| {
+            b.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .balance(now_ms())
+                <= 0.0
+        })
+    }
+
+    fn charge_cpu_share(&self, fuel: f64) {
+        if let Some(b) = &self.cpu_budget {
+            b.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .charge(fuel);
+        }
     }
 
     /// Calls running now and waiting now.
@@ -359,6 +414,12 @@ impl Node {
         if self.config.max_concurrent_calls == 0 || self.executor.is_full() {
             return Err(self.busy(self.executor.running(), self.executor.queued()));
         }
+        if self.cpu_share_spent() {
+            return Err(CallError::CpuShare {
+                share: self.config.cpu_share,
+                fuel_per_sec: fuel_per_sec(self.cpu_score, self.config.cpu_share),
+            });
+        }
         let (loaded, cold) = match self.runtime.cached(&id) {
             Some(l) => (l, None),
             None => {
@@ -380,12 +441,21 @@ impl Node {
             .into());
         }
         let runtime = Arc::clone(&self.runtime);
+        let started = Instant::now();
         let outcome = self
             .executor
             .try_submit(move || runtime.invoke(&loaded, &input, &limits))
             .map_err(|full| self.busy(full.running, full.queued))?
             .await
-            .map_err(|_| InvokeError::Internal("the call's worker panicked".into()))??;
+            .map_err(|_| InvokeError::Internal("the call's worker panicked".into()));
+        // Charge the CPU share: the fuel used, or for a failed call the fuel its wall
+        // time could have burnt at this machine's speed.
+        let charge = match &outcome {
+            Ok(Ok(o)) => o.fuel_used as f64,
+            _ => started.elapsed().as_secs_f64() * 1000.0 * f64::from(self.cpu_score),
+        };
+        self.charge_cpu_share(charge);
+        let outcome = outcome??;
         Ok(Receipt {
             output: outcome.output,
             function: id,

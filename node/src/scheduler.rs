@@ -353,8 +353,17 @@ impl Node {
             memory_bytes: self.config.caps.max_memory_bytes,
             max_concurrent,
             max_queued,
-            running: clamp(running).min(max_concurrent),
-            queued: clamp(queued).min(max_queued),
+            // A spent CPU share reads as "full" until it refills.
+            running: if self.cpu_share_spent() {
+                max_concurrent
+            } else {
+                clamp(running).min(max_concurrent)
+            },
+            queued: if self.cpu_share_spent() {
+                max_queued
+            } else {
+                clamp(queued).min(max_queued)
+            },
             backends: if cfg!(feature = "singlepass") {
                 backend::SINGLEPASS
             } else {
@@ -463,7 +472,7 @@ impl Node {
 
 fn retryable(e: &CallError) -> bool {
     match e {
-        CallError::Busy { .. } => true,
+        CallError::Busy { .. } | CallError::CpuShare { .. } => true,
         CallError::Remote { kind, .. } => {
             kind == "unreachable" || RETRYABLE.contains(&kind.as_str())
         }

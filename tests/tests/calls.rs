@@ -184,6 +184,36 @@ fn timeouts_during_host_calls_leave_the_node_healthy() {
     assert_eq!(f.node.status()["calls_failed"], 60);
 }
 
+/// With a CPU share, calls draw fuel from a budget that refills at the share's rate;
+/// once it is spent, calls are refused as busy, naming the cap.
+#[test]
+fn a_spent_cpu_share_refuses_calls_as_busy() {
+    // A millionth of the machine: about 10^4 fuel per second here.
+    let f = fixture(&["--cpu-share", "0.000001"]);
+    let cpu = publish(&f.node, guest("cpu_heavy"));
+    let big = call(&f.node, &cpu, b"20000");
+    assert_eq!(big.status, 200, "the budget starts full");
+    let fuel: f64 = big.header("kith-fuel-used").parse().unwrap();
+    let per_sec = f.node.status()["cpu_score"].as_f64().unwrap() * 1000.0 * 0.000001 * 64.0;
+    assert!(
+        fuel > 10.0 * per_sec,
+        "the call must overdraw the budget for a while"
+    );
+    let r = call(&f.node, &f.hello, b"x");
+    assert_eq!(
+        (r.status, r.kind().as_str()),
+        (429, "busy"),
+        "{}",
+        r.message()
+    );
+    assert!(
+        r.message().contains("cpu_share = 0.000001"),
+        "{}",
+        r.message()
+    );
+    assert_eq!(f.node.status()["calls_refused"], 1);
+}
+
 /// A real wasm stack overflow (not Rust's shadow stack) is its own error.
 #[test]
 fn deep_recursion_is_a_stack_overflow() {

@@ -196,6 +196,14 @@ fn bad_flag_values_are_refused_clearly() {
         String::from_utf8_lossy(&out.stderr).contains("--max-concurrent-calls 0 makes a gateway")
     );
     let out = std::process::Command::new(BIN)
+        .args(["up", "--cpu-share", "1.5", "--http", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--cpu-share must be above 0 and at most 1")
+    );
+    let out = std::process::Command::new(BIN)
         .args(["up", "--advert-interval-ms", "5", "--http", "127.0.0.1:0"])
         .output()
         .unwrap();
