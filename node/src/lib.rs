@@ -96,7 +96,7 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
         max_input_bytes: caps.max_input_bytes,
         max_output_bytes: caps.max_output_bytes,
         request_timeout: Duration::from_millis(caps.max_timeout_ms) + Duration::from_secs(10),
-        fetch_timeout: Duration::from_secs(20),
+        fetch_timeout: Duration::from_secs(10),
         invoke_rate_per_peer: settings.invoke_rate_per_peer,
         advert_rate_per_peer: 5.0,
     };

@@ -62,7 +62,20 @@ impl Node {
         input: Vec<u8>,
         hops: u8,
     ) -> Result<Receipt, CallError> {
-        let result = self.place_and_run(id, input, hops).await;
+        self.call_from(id, input, hops, None).await
+    }
+
+    /// [`Self::call`] for a call forwarded by `from`, which holds the module (a node
+    /// stores a module before it places a call to it), so it is asked for the bytes
+    /// first.
+    pub(crate) async fn call_from(
+        &self,
+        id: FunctionId,
+        input: Vec<u8>,
+        hops: u8,
+        from: Option<PeerId>,
+    ) -> Result<Receipt, CallError> {
+        let result = self.place_and_run(id, input, hops, from).await;
         self.count(&result);
         result
     }
@@ -72,8 +85,9 @@ impl Node {
         id: FunctionId,
         input: Vec<u8>,
         hops: u8,
+        from: Option<PeerId>,
     ) -> Result<Receipt, CallError> {
-        self.ensure_stored(&id).await?;
+        self.ensure_stored(&id, from).await?;
         let net = match self.net.get() {
             Some(net) if hops < MAX_HOPS => net,
             _ => return self.call_local(id, input).await,
@@ -214,14 +228,14 @@ impl Node {
     }
 
     /// Makes sure the module is stored here, fetching it from peers if needed.
-    async fn ensure_stored(&self, id: &FunctionId) -> Result<(), CallError> {
+    async fn ensure_stored(&self, id: &FunctionId, from: Option<PeerId>) -> Result<(), CallError> {
         if self.store.contains(id) || self.runtime.cached(id).is_some() {
             return Ok(());
         }
         let Some(net) = self.net.get() else {
             return Err(InvokeError::NotFound(*id).into());
         };
-        let bytes = net.fetch(*id).await.map_err(|e| {
+        let bytes = net.fetch(*id, from).await.map_err(|e| {
             tracing::info!(function = %id, error = %e, "fetch failed");
             CallError::from(InvokeError::NotFound(*id))
         })?;
@@ -383,14 +397,25 @@ impl Node {
                 respond,
             } => {
                 let store = std::sync::Arc::clone(&self.store);
-                let answer = tokio::task::spawn_blocking(move || store.get(&request.id))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .map_or(FetchResponse::NotFound, FetchResponse::Found);
-                if matches!(answer, FetchResponse::Found(_)) {
-                    tracing::debug!(%peer, function = %request.id, "serving module");
-                    self.served_fetches.fetch_add(1, Ordering::Relaxed);
+                let id = request.id;
+                let answer = tokio::task::spawn_blocking(move || {
+                    store.get(&id).map_or(FetchResponse::NotFound, |module| {
+                        FetchResponse::answer(&request, &module)
+                    })
+                })
+                .await
+                .unwrap_or(FetchResponse::NotFound);
+                if let FetchResponse::Found {
+                    total,
+                    offset,
+                    bytes,
+                } = &answer
+                {
+                    tracing::debug!(%peer, function = %id, offset, "serving module bytes");
+                    // Count each module once: when its last chunk goes out.
+                    if offset + bytes.len() as u64 == *total {
+                        self.served_fetches.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 let _ = respond.send(answer);
             }
@@ -400,7 +425,10 @@ impl Node {
                 respond,
             } => {
                 tracing::debug!(%peer, function = %request.id, "running a call for a peer");
-                let answer = match self.call(request.id, request.input, request.hops).await {
+                let answer = match self
+                    .call_from(request.id, request.input, request.hops, Some(peer))
+                    .await
+                {
                     Ok(r) => {
                         self.remote_served.fetch_add(1, Ordering::Relaxed);
                         InvokeResponse::Ok {

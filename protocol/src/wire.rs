@@ -64,18 +64,39 @@ fn id_at(bytes: &[u8]) -> FunctionId {
     FunctionId::from_bytes(id)
 }
 
-/// Ask a peer for a module's bytes.
+/// Largest chunk of module bytes one fetch answer carries. Modules travel as a series
+/// of chunks, so no frame (and no buffer on either side) exceeds this, and a fetch can
+/// continue from another provider.
+pub const FETCH_CHUNK: u32 = 256 * 1024;
+
+fn u64_at(bytes: &[u8]) -> u64 {
+    let mut u = [0u8; 8];
+    u.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(u)
+}
+
+/// Ask a peer for a range of a module's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchRequest {
     /// The function.
     pub id: FunctionId,
+    /// First byte wanted.
+    pub offset: u64,
+    /// Bytes wanted at most (the answer carries at most [`FETCH_CHUNK`]).
+    pub max_len: u32,
 }
 
 impl FetchRequest {
-    /// Encodes: version, id (32 bytes).
+    /// Encoded length.
+    pub const LEN: usize = 1 + 32 + 8 + 4;
+
+    /// Encodes: version, id (32 bytes), offset (u64), max_len (u32).
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = vec![VERSION];
+        let mut b = Vec::with_capacity(Self::LEN);
+        b.push(VERSION);
         b.extend_from_slice(self.id.as_bytes());
+        b.extend_from_slice(&self.offset.to_le_bytes());
+        b.extend_from_slice(&self.max_len.to_le_bytes());
         b
     }
 
@@ -84,30 +105,67 @@ impl FetchRequest {
     /// # Errors
     /// On a short, oversized or unknown-version body.
     pub fn decode(body: &[u8]) -> Result<Self, WireError> {
-        let rest = header(body, 33)?;
-        if rest.len() != 32 {
+        let rest = header(body, Self::LEN)?;
+        if rest.len() != Self::LEN - 1 {
             return Err(WireError::Malformed("fetch request has trailing bytes"));
         }
-        Ok(Self { id: id_at(rest) })
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&rest[40..44]);
+        Ok(Self {
+            id: id_at(rest),
+            offset: u64_at(&rest[32..]),
+            max_len: u32::from_le_bytes(len),
+        })
     }
 }
 
 /// A fetch answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchResponse {
-    /// The module bytes (the receiver verifies them against the id).
-    Found(Vec<u8>),
-    /// The peer does not have it.
+    /// A chunk of the module (the receiver verifies the whole against the id).
+    Found {
+        /// The module's total size in bytes.
+        total: u64,
+        /// Where this chunk starts.
+        offset: u64,
+        /// The chunk.
+        bytes: Vec<u8>,
+    },
+    /// The peer does not have it (or the range is outside it).
     NotFound,
 }
 
 impl FetchResponse {
-    /// Encodes: version, status (0 found, 1 not found), module bytes.
+    /// The answer to `request` from a peer holding `module`.
+    pub fn answer(request: &FetchRequest, module: &[u8]) -> Self {
+        let total = module.len() as u64;
+        if request.offset > total || (request.offset == total && total > 0) {
+            return Self::NotFound;
+        }
+        // Within `module`, so it fits in usize.
+        let start = request.offset as usize;
+        let len = request.max_len.min(FETCH_CHUNK) as usize;
+        let end = start.saturating_add(len).min(module.len());
+        Self::Found {
+            total,
+            offset: request.offset,
+            bytes: module[start..end].to_vec(),
+        }
+    }
+
+    /// Encodes: version, status (0 found, 1 not found); when found, total (u64),
+    /// offset (u64), then the chunk's bytes.
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            Self::Found(bytes) => {
-                let mut b = Vec::with_capacity(bytes.len() + 2);
+            Self::Found {
+                total,
+                offset,
+                bytes,
+            } => {
+                let mut b = Vec::with_capacity(bytes.len() + 18);
                 b.extend_from_slice(&[VERSION, 0]);
+                b.extend_from_slice(&total.to_le_bytes());
+                b.extend_from_slice(&offset.to_le_bytes());
                 b.extend_from_slice(bytes);
                 b
             }
@@ -118,11 +176,32 @@ impl FetchResponse {
     /// Decodes.
     ///
     /// # Errors
-    /// On a short body, unknown version or status.
+    /// On a short body, unknown version or status, or a chunk over [`FETCH_CHUNK`] or
+    /// past the stated total.
     pub fn decode(body: &[u8]) -> Result<Self, WireError> {
         let rest = header(body, 2)?;
         match rest[0] {
-            0 => Ok(Self::Found(rest[1..].to_vec())),
+            0 if rest.len() >= 17 => {
+                let (total, offset) = (u64_at(&rest[1..]), u64_at(&rest[9..]));
+                let bytes = rest[17..].to_vec();
+                if bytes.len() > FETCH_CHUNK as usize {
+                    return Err(WireError::TooLarge {
+                        size: bytes.len() as u64,
+                        limit: u64::from(FETCH_CHUNK),
+                    });
+                }
+                if offset.saturating_add(bytes.len() as u64) > total {
+                    return Err(WireError::Malformed(
+                        "fetch chunk runs past the module's size",
+                    ));
+                }
+                Ok(Self::Found {
+                    total,
+                    offset,
+                    bytes,
+                })
+            }
+            0 => Err(WireError::Truncated(body.len())),
             1 if rest.len() == 1 => Ok(Self::NotFound),
             _ => Err(WireError::Malformed("unknown fetch status")),
         }
@@ -286,10 +365,18 @@ mod tests {
     #[test]
     fn round_trips() {
         let id = FunctionId::of(b"x");
-        let f = FetchRequest { id };
+        let f = FetchRequest {
+            id,
+            offset: 7,
+            max_len: 9,
+        };
         assert_eq!(FetchRequest::decode(&f.encode()), Ok(f));
         for r in [
-            FetchResponse::Found(b"module".to_vec()),
+            FetchResponse::Found {
+                total: 10,
+                offset: 4,
+                bytes: b"module".to_vec(),
+            },
             FetchResponse::NotFound,
         ] {
             assert_eq!(FetchResponse::decode(&r.encode()), Ok(r));
@@ -316,10 +403,76 @@ mod tests {
     }
 
     #[test]
+    fn answers_cover_a_module_in_chunks() {
+        let module: Vec<u8> = (0..(FETCH_CHUNK as usize * 2 + 10))
+            .map(|i| i as u8)
+            .collect();
+        let id = FunctionId::of(&module);
+        let mut got = Vec::new();
+        loop {
+            let request = FetchRequest {
+                id,
+                offset: got.len() as u64,
+                max_len: u32::MAX,
+            };
+            match FetchResponse::answer(&request, &module) {
+                FetchResponse::Found {
+                    total,
+                    offset,
+                    bytes,
+                } => {
+                    assert_eq!((total, offset), (module.len() as u64, got.len() as u64));
+                    assert!(bytes.len() <= FETCH_CHUNK as usize);
+                    got.extend_from_slice(&bytes);
+                    if got.len() as u64 == total {
+                        break;
+                    }
+                }
+                FetchResponse::NotFound => panic!("range refused at {}", got.len()),
+            }
+        }
+        assert_eq!(got, module);
+        let past = FetchRequest {
+            id,
+            offset: module.len() as u64 + 1,
+            max_len: 1,
+        };
+        assert_eq!(
+            FetchResponse::answer(&past, &module),
+            FetchResponse::NotFound
+        );
+    }
+
+    #[test]
     fn refuses_malformed() {
         assert!(FetchRequest::decode(&[]).is_err());
-        assert!(FetchRequest::decode(&[2; 33]).is_err());
+        assert!(FetchRequest::decode(&[2; 45]).is_err());
+        assert!(
+            FetchRequest::decode(&[VERSION; 33]).is_err(),
+            "the old, shorter request"
+        );
         assert!(FetchResponse::decode(&[VERSION, 7]).is_err());
+        assert!(
+            FetchResponse::decode(&[VERSION, 0, 1]).is_err(),
+            "truncated header"
+        );
+        let past_end = FetchResponse::Found {
+            total: 3,
+            offset: 2,
+            bytes: b"xy".to_vec(),
+        }
+        .encode();
+        assert!(FetchResponse::decode(&past_end).is_err());
+        let oversized = FetchResponse::Found {
+            total: u64::MAX,
+            offset: 0,
+            bytes: vec![0; FETCH_CHUNK as usize + 1],
+        }
+        .encode();
+        assert!(matches!(
+            FetchResponse::decode(&oversized),
+            Err(WireError::TooLarge { .. })
+        ));
         let mut hops = InvokeRequest {
             id: FunctionId::of(b"x"),
             hops: 0,

@@ -15,40 +15,9 @@
 use std::time::{Duration, Instant};
 
 use kith_tests::load::{self, pct};
-use kith_tests::{NodeProcess, guest, post};
+use kith_tests::{NodeProcess, guest, padded, post};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
-
-/// `module` with a custom section named `pad` that makes it `total` bytes long; `seed`
-/// varies the padding, so each call gives a new function id.
-fn padded(module: &[u8], total: usize, seed: u64) -> Vec<u8> {
-    let payload_len = total - module.len() - 16;
-    let mut payload = Vec::with_capacity(payload_len + 4);
-    payload.push(3);
-    payload.extend_from_slice(b"pad");
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while payload.len() < payload_len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        payload.extend_from_slice(&x.to_le_bytes());
-    }
-    payload.truncate(payload_len);
-    let mut out = module.to_vec();
-    out.push(0);
-    let mut n = payload.len();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(&payload);
-    out
-}
 
 fn publish(node: &NodeProcess, bytes: Vec<u8>) -> String {
     let r = post(&format!("{}/v1/functions", node.url), bytes);

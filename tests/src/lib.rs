@@ -307,3 +307,37 @@ pub fn post(url: &str, body: Vec<u8>) -> Raw {
 pub fn get(url: &str) -> Raw {
     Raw::read(reqwest::blocking::get(url).unwrap_or_else(|e| panic!("GET {url}: {e}")))
 }
+
+/// `module` with a custom section named `pad` that makes it `total` bytes long; `seed`
+/// varies the padding, so each call gives a new function id.
+///
+/// # Panics
+/// If `total` is not at least 16 bytes more than `module`.
+pub fn padded(module: &[u8], total: usize, seed: u64) -> Vec<u8> {
+    let payload_len = total - module.len() - 16;
+    let mut payload = Vec::with_capacity(payload_len + 4);
+    payload.push(3);
+    payload.extend_from_slice(b"pad");
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while payload.len() < payload_len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        payload.extend_from_slice(&x.to_le_bytes());
+    }
+    payload.truncate(payload_len);
+    let mut out = module.to_vec();
+    out.push(0);
+    let mut n = payload.len();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&payload);
+    out
+}

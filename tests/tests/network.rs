@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use kith_tests::relay::DelayRelay;
-use kith_tests::{NodeProcess, guest, post};
+use kith_tests::{NodeProcess, guest, padded, post};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
 const PEER: &str = env!("CARGO_BIN_EXE_kith-test-peer");
@@ -479,4 +479,23 @@ fn a_chosen_peer_that_hangs_is_skipped_for_the_next_candidate() {
         waited >= Duration::from_secs(6) && waited < Duration::from_secs(20),
         "{waited:?}"
     );
+}
+
+/// A 3 MiB module travels in chunks (12 of 256 KiB), is reassembled, verified and run.
+#[test]
+fn a_large_module_is_fetched_in_chunks_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = network(dir.path(), 2, &[]);
+    let big = padded(&guest("hello"), 3 << 20, 7);
+    let id = publish(&nodes[0], big.clone());
+    let out = nodes[1].client().call(&id, b"big".to_vec()).unwrap();
+    assert_eq!(out.output, b"hello, big!");
+    assert_eq!(nodes[1].status()["fetched"], 1);
+    assert_eq!(
+        nodes[0].status()["fetches_served"],
+        1,
+        "one module, counted once"
+    );
+    let stored = std::fs::read(nodes[1].data_dir.join("store/blobs").join(&id)).unwrap();
+    assert_eq!(stored, big);
 }

@@ -149,6 +149,8 @@ pub struct LocalOffer {
 enum Command {
     Fetch {
         id: FunctionId,
+        /// A peer known to hold it, asked first.
+        prefer: Option<PeerId>,
         reply: oneshot::Sender<Result<Vec<u8>, FetchError>>,
     },
     Provide(FunctionId),
@@ -265,10 +267,14 @@ impl Net {
     ///
     /// # Errors
     /// When no peer provides correct bytes.
-    pub async fn fetch(&self, id: FunctionId) -> Result<Vec<u8>, FetchError> {
+    pub async fn fetch(
+        &self,
+        id: FunctionId,
+        prefer: Option<PeerId>,
+    ) -> Result<Vec<u8>, FetchError> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Fetch { id, reply })
+            .send(Command::Fetch { id, prefer, reply })
             .await
             .map_err(|_| FetchError::Closed)?;
         rx.await.map_err(|_| FetchError::Closed)?
@@ -331,7 +337,7 @@ fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<Swarm<Behavi
     };
     let rr_config =
         request_response::Config::default().with_request_timeout(config.request_timeout);
-    let fetch_limits = frames(64, config.max_module_bytes + wire::OVERHEAD);
+    let fetch_limits = frames(64, u64::from(wire::FETCH_CHUNK) + wire::OVERHEAD);
     let invoke_limits = frames(
         config.max_input_bytes + wire::OVERHEAD,
         config.max_output_bytes + wire::OVERHEAD,
@@ -417,6 +423,11 @@ struct Fetch {
     querying: bool,
     /// A request to one peer is outstanding.
     in_flight: bool,
+    /// A peer known to hold the module (the one that forwarded us the call).
+    prefer: Option<PeerId>,
+    /// Bytes received so far from the current provider, and the total it stated.
+    buffer: Vec<u8>,
+    total: Option<u64>,
     asked: HashSet<PeerId>,
     bad: usize,
 }
@@ -478,7 +489,7 @@ impl Task {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Fetch { id, reply } => {
+            Command::Fetch { id, prefer, reply } => {
                 let n = self.next_fetch;
                 self.next_fetch += 1;
                 let query = self
@@ -495,6 +506,9 @@ impl Task {
                         providers: Vec::new(),
                         querying: true,
                         in_flight: false,
+                        prefer,
+                        buffer: Vec::new(),
+                        total: None,
                         asked: HashSet::new(),
                         bad: 0,
                     },
@@ -585,6 +599,9 @@ impl Task {
             let penalties = info.map_or(0, |i| i.penalties);
             (group, penalties, table.rtt_ms(p).unwrap_or(f64::MAX), *p)
         };
+        if let Some(p) = &fetch.prefer {
+            order.push((0, 0, -1.0, *p));
+        }
         for p in &fetch.providers {
             order.push(rank(0, p));
         }
@@ -611,7 +628,14 @@ impl Task {
             Some(peer) => {
                 fetch.asked.insert(peer);
                 fetch.in_flight = true;
-                let req = FetchRequest { id: fetch.id }.encode();
+                fetch.buffer.clear();
+                fetch.total = None;
+                let req = FetchRequest {
+                    id: fetch.id,
+                    offset: 0,
+                    max_len: wire::FETCH_CHUNK,
+                }
+                .encode();
                 let rid = self.swarm.behaviour_mut().fetch.send_request(&peer, req);
                 self.fetch_requests.insert(rid, (n, peer));
             }
@@ -637,17 +661,61 @@ impl Task {
             return;
         };
         fetch.in_flight = false;
+        let max = self.config.max_module_bytes;
         match body.map(|b| FetchResponse::decode(&b)) {
-            Some(Ok(FetchResponse::Found(bytes))) if fetch.id.matches(&bytes) => {
-                if let Some(f) = self.fetches.remove(&n) {
-                    tracing::info!(function = %f.id, %peer, bytes = bytes.len(), "fetched and verified");
-                    let _ = f.reply.send(Ok(bytes));
+            Some(Ok(FetchResponse::Found {
+                total,
+                offset,
+                bytes,
+            })) => {
+                let problem = if total > max {
+                    Some(format!(
+                        "module of {total} bytes exceeds max_module_bytes = {max}"
+                    ))
+                } else if offset != fetch.buffer.len() as u64
+                    || fetch.total.is_some_and(|t| t != total)
+                    || (bytes.is_empty() && total > 0)
+                {
+                    Some(format!(
+                        "chunk at {offset} of {total} does not continue the {} bytes received",
+                        fetch.buffer.len()
+                    ))
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    fetch.bad += 1;
+                    tracing::warn!(function = %fetch.id, %peer, %problem, "bad fetch answer; penalising the peer");
+                    self.table().penalise(&peer);
+                    self.next_provider(n);
+                    return;
                 }
-                return;
-            }
-            Some(Ok(FetchResponse::Found(bytes))) => {
+                fetch.total = Some(total);
+                fetch.buffer.extend_from_slice(&bytes);
+                let received = fetch.buffer.len() as u64;
+                if received < total {
+                    // Ask the same peer for the next chunk.
+                    fetch.in_flight = true;
+                    let req = FetchRequest {
+                        id: fetch.id,
+                        offset: received,
+                        max_len: wire::FETCH_CHUNK,
+                    }
+                    .encode();
+                    let rid = self.swarm.behaviour_mut().fetch.send_request(&peer, req);
+                    self.fetch_requests.insert(rid, (n, peer));
+                    return;
+                }
+                let module = std::mem::take(&mut fetch.buffer);
+                if fetch.id.matches(&module) {
+                    if let Some(f) = self.fetches.remove(&n) {
+                        tracing::info!(function = %f.id, %peer, bytes = module.len(), "fetched and verified");
+                        let _ = f.reply.send(Ok(module));
+                    }
+                    return;
+                }
                 fetch.bad += 1;
-                tracing::warn!(function = %fetch.id, %peer, bytes = bytes.len(), "peer sent bytes that do not match the function id; penalising it");
+                tracing::warn!(function = %fetch.id, %peer, bytes = module.len(), "peer sent bytes that do not match the function id; penalising it");
                 self.table().penalise(&peer);
             }
             Some(Ok(FetchResponse::NotFound)) => {}

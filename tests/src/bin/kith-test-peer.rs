@@ -147,11 +147,10 @@ async fn main() {
                     },
                 ..
             })) => {
-                let asked = FetchRequest::decode(&request).map(|r| r.id);
-                let answer = if asked == Ok(id) {
-                    FetchResponse::Found(b"these bytes are not the module you asked for".to_vec())
-                } else {
-                    FetchResponse::NotFound
+                let lie = b"these bytes are not the module you asked for";
+                let answer = match FetchRequest::decode(&request) {
+                    Ok(r) if r.id == id => FetchResponse::answer(&r, lie),
+                    _ => FetchResponse::NotFound,
                 };
                 let _ = swarm
                     .behaviour_mut()
