@@ -188,16 +188,17 @@ fn timeouts_during_host_calls_leave_the_node_healthy() {
 /// once it is spent, calls are refused as busy, naming the cap.
 #[test]
 fn a_spent_cpu_share_refuses_calls_as_busy() {
-    // A millionth of the machine: about 10^4 fuel per second here.
-    let f = fixture(&["--cpu-share", "0.000001"]);
+    // A hundred-millionth of the machine: about 10^2 fuel per second here.
+    let f = fixture(&["--cpu-share", "0.00000001"]);
     let cpu = publish(&f.node, guest("cpu_heavy"));
     let big = call(&f.node, &cpu, b"20000");
     assert_eq!(big.status, 200, "the budget starts full");
     let fuel: f64 = big.header("kith-fuel-used").parse().unwrap();
-    let per_sec = f.node.status()["cpu_score"].as_f64().unwrap() * 1000.0 * 0.000001 * 64.0;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let per_sec = f.node.status()["cpu_score"].as_f64().unwrap() * 1000.0 * cores * 1e-8;
     assert!(
         fuel > 10.0 * per_sec,
-        "the call must overdraw the budget for a while"
+        "the call ({fuel} fuel) must overdraw the budget ({per_sec} per second) for a while"
     );
     let r = call(&f.node, &f.hello, b"x");
     assert_eq!(
@@ -207,7 +208,7 @@ fn a_spent_cpu_share_refuses_calls_as_busy() {
         r.message()
     );
     assert!(
-        r.message().contains("cpu_share = 0.000001"),
+        r.message().contains("cpu_share = 0.00000001"),
         "{}",
         r.message()
     );
