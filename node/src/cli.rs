@@ -97,15 +97,19 @@ pub enum ManifestCommand {
 }
 
 /// Flags of `kith up`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct UpArgs {
+    /// A TOML file with settings; every flag below has a key of the same name with
+    /// underscores (e.g. `bootstrap = ["/ip4/…/p2p/…"]`). Flags override it.
+    #[arg(long, env = "KITH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Data directory (identity, store). Default: $KITH_DATA_DIR, else
     /// $XDG_DATA_HOME/kith, else ~/.local/share/kith.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// HTTP API address.
-    #[arg(long, default_value = config::DEFAULT_HTTP)]
-    pub http: std::net::SocketAddr,
+    #[arg(long)]
+    pub http: Option<std::net::SocketAddr>,
     /// Calls running at once (default: number of cores).
     #[arg(long)]
     pub max_concurrent_calls: Option<usize>,
@@ -176,12 +180,64 @@ impl UpArgs {
     /// # Errors
     /// On values that cannot work (e.g. zero concurrent calls).
     pub fn config(&self) -> anyhow::Result<NodeConfig> {
+        match &self.config {
+            Some(path) => {
+                let file = config::FileConfig::load(path)?;
+                self.clone().with_file(file, path)?.effective()
+            }
+            None => self.effective(),
+        }
+    }
+
+    /// Fills every setting not given as a flag from `file`.
+    fn with_file(mut self, f: config::FileConfig, path: &std::path::Path) -> anyhow::Result<Self> {
+        let addrs = |key: &str, list: Vec<String>| -> anyhow::Result<Vec<libp2p::Multiaddr>> {
+            list.iter()
+                .map(|a| {
+                    a.parse().with_context(|| {
+                        format!("{}: {key}: {a:?} is not a multiaddr", path.display())
+                    })
+                })
+                .collect()
+        };
+        self.data_dir = self.data_dir.or(f.data_dir);
+        self.http = self.http.or(f.http);
+        self.max_concurrent_calls = self.max_concurrent_calls.or(f.max_concurrent_calls);
+        self.max_queued_calls = self.max_queued_calls.or(f.max_queued_calls);
+        self.store_budget_bytes = self.store_budget_bytes.or(f.store_budget_bytes);
+        self.max_module_bytes = self.max_module_bytes.or(f.max_module_bytes);
+        self.max_memory_bytes = self.max_memory_bytes.or(f.max_memory_bytes);
+        self.max_fuel = self.max_fuel.or(f.max_fuel);
+        self.max_timeout_ms = self.max_timeout_ms.or(f.max_timeout_ms);
+        self.max_input_bytes = self.max_input_bytes.or(f.max_input_bytes);
+        self.max_output_bytes = self.max_output_bytes.or(f.max_output_bytes);
+        self.cpu_share = self.cpu_share.or(f.cpu_share);
+        self.advert_interval_ms = self.advert_interval_ms.or(f.advert_interval_ms);
+        self.invoke_rate_per_peer = self.invoke_rate_per_peer.or(f.invoke_rate_per_peer);
+        self.device_class = self.device_class.or(f.device_class);
+        if self.listen.is_empty() {
+            self.listen = addrs("listen", f.listen)?;
+        }
+        if self.bootstrap.is_empty() {
+            self.bootstrap = addrs("bootstrap", f.bootstrap)?;
+        }
+        if self.external_address.is_empty() {
+            self.external_address = addrs("external_address", f.external_address)?;
+        }
+        self.no_mdns |= f.no_mdns.unwrap_or(false);
+        self.offline |= f.offline.unwrap_or(false);
+        Ok(self)
+    }
+
+    fn effective(&self) -> anyhow::Result<NodeConfig> {
         let mut c = NodeConfig::with_data_dir(
             self.data_dir
                 .clone()
                 .unwrap_or_else(config::default_data_dir),
         );
-        c.http = self.http;
+        if let Some(http) = self.http {
+            c.http = http;
+        }
         if let Some(v) = self.max_concurrent_calls {
             if v == 0 && self.offline {
                 bail!(

@@ -1,4 +1,4 @@
-//! Node configuration: embedded defaults, overridden by flags.
+//! Node configuration: embedded defaults, overridden by a settings file, overridden by flags.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -118,4 +118,73 @@ pub fn default_data_dir() -> PathBuf {
         return PathBuf::from(home).join(".local/share/kith");
     }
     PathBuf::from("kith-data")
+}
+
+/// The settings file of `kith up --config FILE` (TOML). Keys are the flags' names with
+/// underscores; unknown keys are refused, so a typo never silently does nothing.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub http: Option<SocketAddr>,
+    pub max_concurrent_calls: Option<usize>,
+    pub max_queued_calls: Option<usize>,
+    pub store_budget_bytes: Option<u64>,
+    pub max_module_bytes: Option<u64>,
+    pub max_memory_bytes: Option<u64>,
+    pub max_fuel: Option<u64>,
+    pub max_timeout_ms: Option<u64>,
+    pub max_input_bytes: Option<u64>,
+    pub max_output_bytes: Option<u64>,
+    pub cpu_share: Option<f64>,
+    pub device_class: Option<DeviceClass>,
+    #[serde(default)]
+    pub listen: Vec<String>,
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    #[serde(default)]
+    pub external_address: Vec<String>,
+    pub no_mdns: Option<bool>,
+    pub offline: Option<bool>,
+    pub advert_interval_ms: Option<u64>,
+    pub invoke_rate_per_peer: Option<f64>,
+}
+
+/// Why a settings file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileConfigError {
+    /// It could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// It is not valid TOML, or has an unknown key or a value of the wrong type.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where (line and column).
+        message: String,
+    },
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    ///
+    /// # Errors
+    /// See [`FileConfigError`].
+    pub fn load(path: &std::path::Path) -> Result<Self, FileConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FileConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| FileConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
 }

@@ -499,3 +499,57 @@ fn a_large_module_is_fetched_in_chunks_and_verified() {
     let stored = std::fs::read(nodes[1].data_dir.join("store/blobs").join(&id)).unwrap();
     assert_eq!(stored, big);
 }
+
+/// Settings can come from a TOML file (`--config`), bootstrap peers included; flags
+/// override it; a bad file is refused naming the file, the key and the line.
+#[test]
+fn a_config_file_sets_bootstrap_peers_and_bad_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = NodeProcess::start(BIN, &dir.path().join("a"), &["--advert-interval-ms", "500"]);
+    let file = dir.path().join("b.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "# node b\nbootstrap = [\"{}\"]\nadvert_interval_ms = 500\nmax_queued_calls = 7\n",
+            a.p2p_addr()
+        ),
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+    let b = NodeProcess::start(BIN, &dir.path().join("b"), &["--config", config]);
+    b.wait_for_peers(Duration::from_secs(30), |peers| {
+        peers
+            .iter()
+            .any(|p| p["peer_id"] == a.node_id.as_str() && p["connected"] == true)
+    });
+    let hello = publish(&a, guest("hello"));
+    let out = b.client().call(&hello, b"file".to_vec()).unwrap();
+    assert_eq!(out.output, b"hello, file!");
+
+    let bad = |text: &str| {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["up", "--http", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = bad("max_queued_calls = 7\nbootstrapp = []\n");
+    assert!(
+        err.contains("bad.toml") && err.contains("bootstrapp") && err.contains("line 2"),
+        "{err}"
+    );
+    let err = bad("bootstrap = [\"not an address\"]\n");
+    assert!(
+        err.contains("bootstrap") && err.contains("not a multiaddr"),
+        "{err}"
+    );
+    let err = bad("cpu_share = 3.0\n");
+    assert!(
+        err.contains("--cpu-share must be above 0 and at most 1"),
+        "{err}"
+    );
+}
