@@ -26,6 +26,9 @@ use crate::capacity::Advert;
 pub struct Config {
     /// Assumed bandwidth for fetching a module, bytes per millisecond.
     pub fetch_bytes_per_ms: f64,
+    /// Fixed compile cost of any module, milliseconds, on a peer with
+    /// `reference_cpu_score` (creating the engine, metering, code memory).
+    pub compile_base_ms: f64,
     /// Compile cost, milliseconds per KiB of module, on a peer with `reference_cpu_score`.
     pub compile_ms_per_kib: f64,
     /// The CPU score the compile cost is measured on.
@@ -39,9 +42,11 @@ impl Default for Config {
         Self {
             // 10 MB/s: a modest home uplink.
             fetch_bytes_per_ms: 10_000.0,
-            // ~55 ms for 25 KiB of module on the reference machine (docs/benchmarks.md).
-            compile_ms_per_kib: 2.0,
-            reference_cpu_score: 500_000.0,
+            // Fitted to docs/benchmarks.md (c): 48.8 ms for 24.5 KiB, 92.5 ms for
+            // 102.9 KiB, on a machine whose CPU score is about 5.5 M fuel/ms.
+            compile_base_ms: 35.0,
+            compile_ms_per_kib: 0.56,
+            reference_cpu_score: 5_500_000.0,
             call_overhead_ms: 0.05,
         }
     }
@@ -158,8 +163,8 @@ pub fn cost<P>(call: &Call, view: &PeerView<'_, P>, local: &Advert, config: &Con
         0.0
     } else {
         let fetch = rtt_ms + call.module_bytes as f64 / config.fetch_bytes_per_ms;
-        let compile = call.module_bytes as f64 / 1024.0
-            * config.compile_ms_per_kib
+        let compile = (config.compile_base_ms
+            + call.module_bytes as f64 / 1024.0 * config.compile_ms_per_kib)
             * (config.reference_cpu_score / score);
         fetch + compile
     };

@@ -15,7 +15,7 @@ fn advert() -> Advert {
         issued_ms: 0,
         device: DeviceClass::Laptop,
         cores: 4,
-        cpu_score: 500_000,
+        cpu_score: 5_500_000,
         memory_bytes: 256 << 20,
         max_concurrent: 4,
         max_queued: 16,
@@ -97,8 +97,14 @@ fn load_moves_calls_away() {
         queued: 12,
         ..advert()
     };
+    // About 18 ms of work per call: a queue of 12 on 4 slots costs far more than the
+    // 2 ms of extra RTT to the idle peer.
+    let heavy = Call {
+        expected_fuel: 100_000_000,
+        ..call()
+    };
     let ranked = rank(
-        &call(),
+        &heavy,
         [view(1, &busy, 1.0), view(2, &idle, 3.0)],
         &idle,
         &Config::default(),

@@ -260,6 +260,9 @@ impl Runtime {
                 (local.set $n (i64.sub (local.get $n) (i64.const 1)))
                 (br_if $l (i64.gt_s (local.get $n) (i64.const 0))))
               (local.get $acc)))"#;
+        // The best of several short runs: other work on the machine (e.g. several nodes
+        // starting at once) only ever makes a run slower, so the fastest is the steady
+        // speed.
         let measure = || -> Option<f64> {
             let engine = engine::build(FUEL);
             let bytes = wat::parse_str(wat).ok()?;
@@ -268,12 +271,16 @@ impl Runtime {
             let instance = Instance::new(&mut store, &module, &wasmer::imports! {}).ok()?;
             let spin: TypedFunction<i64, i64> =
                 instance.exports.get_typed_function(&store, "spin").ok()?;
-            set_remaining_points(&mut store, &instance, FUEL);
-            let started = Instant::now();
-            // Runs out of fuel by design: the trap ends the measurement.
-            let _ = spin.call(&mut store, i64::MAX);
-            let ms = started.elapsed().as_secs_f64() * 1000.0;
-            Some(FUEL as f64 / ms.max(0.001))
+            let mut best: f64 = 0.0;
+            for _ in 0..7 {
+                set_remaining_points(&mut store, &instance, FUEL);
+                let started = Instant::now();
+                // Runs out of fuel by design: the trap ends the measurement.
+                let _ = spin.call(&mut store, i64::MAX);
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                best = best.max(FUEL as f64 / ms.max(0.001));
+            }
+            Some(best)
         };
         measure().map_or(100_000, |score| score.clamp(1.0, 100_000_000.0) as u32)
     }
