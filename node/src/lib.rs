@@ -119,10 +119,18 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
     });
     let advertising = Arc::downgrade(node);
     let interval = Duration::from_millis(settings.advert_interval_ms.max(100));
+    let early = Arc::clone(&node.advert_now);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = early.notified() => {
+                    // Stay well under peers' per-source advert rate limit.
+                    tokio::time::sleep(EARLY_ADVERT_GAP).await;
+                    tick.reset();
+                }
+            }
             let Some(node) = advertising.upgrade() else {
                 return;
             };
@@ -136,6 +144,10 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
     });
     Ok(())
 }
+
+/// The least time between an early advert (after a function became warm) and the
+/// previous one; peers accept at most 5 adverts per second from one source.
+const EARLY_ADVERT_GAP: Duration = Duration::from_millis(250);
 
 /// Serves the HTTP API until `shutdown` resolves, then lets in-flight calls finish
 /// (at most [`SHUTDOWN_GRACE`]).

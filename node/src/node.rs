@@ -226,6 +226,8 @@ pub struct Node {
     /// Fuel calls may still use under `cpu_share` (None when the share is 1).
     cpu_budget: Option<Mutex<TokenBucket>>,
     draining: AtomicBool,
+    /// Wakes the advert loop early, e.g. when a function became warm here.
+    pub(crate) advert_now: Arc<tokio::sync::Notify>,
     started: Instant,
     served: AtomicU64,
     failed: AtomicU64,
@@ -285,6 +287,7 @@ impl Node {
             forwarded: AtomicU64::new(0),
             remote_served: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            advert_now: Arc::new(tokio::sync::Notify::new()),
             peer_id: PeerId::from(key.public()),
             store: Arc::new(store),
             runtime: Arc::new(runtime),
@@ -428,6 +431,8 @@ impl Node {
                     .await
                     .map_err(|e| InvokeError::Internal(e.to_string()))??;
                 let source = l.source;
+                // Peers should learn at once that this function is warm here.
+                self.advert_now.notify_one();
                 (l, Some(source))
             }
         };

@@ -553,3 +553,53 @@ fn a_config_file_sets_bootstrap_peers_and_bad_files_are_refused() {
         "{err}"
     );
 }
+
+/// A node advertises at once (not at its next periodic advert) that a function became
+/// warm there, so peers place calls on the warm copy right away.
+#[test]
+fn peers_learn_at_once_that_a_function_is_warm() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = ["--advert-interval-ms", "5000"];
+    let a = NodeProcess::start(BIN, &dir.path().join("a"), &slow);
+    let boot = a.p2p_addr();
+    // b gives calls at most 1 MiB, so it never runs hello (2 MiB) itself: every hello
+    // call runs on a, and b's ranking shows what a's advert says.
+    let b = NodeProcess::start(
+        BIN,
+        &dir.path().join("b"),
+        &[
+            "--advert-interval-ms",
+            "5000",
+            "--max-memory-bytes",
+            "1048576",
+            "--bootstrap",
+            &boot,
+        ],
+    );
+    b.wait_for_peers(Duration::from_secs(30), |peers| {
+        peers
+            .iter()
+            .any(|p| p["peer_id"] == a.node_id.as_str() && !p["advert"].is_null())
+    });
+    let hello = publish(&a, guest("hello"));
+    let warm = a.client().call(&hello, b"warm".to_vec()).unwrap();
+    assert_eq!(warm.executed_by, a.node_id);
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = b
+        .client()
+        .call_explained(&hello, b"where".to_vec())
+        .unwrap();
+    let ranking = out.placement.unwrap();
+    let a_row = ranking
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["peer"] == a.node_id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        a_row["cold_ms"], 0.0,
+        "a's advert says hello is warm: {ranking}"
+    );
+    assert_eq!(out.executed_by, a.node_id);
+}
