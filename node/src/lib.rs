@@ -117,6 +117,10 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
             tokio::spawn(async move { node.handle_inbound(request).await });
         }
     });
+    // A gateway offers nothing, so it has nothing to advertise.
+    if node.config().max_concurrent_calls == 0 {
+        return Ok(());
+    }
     let advertising = Arc::downgrade(node);
     let interval = Duration::from_millis(settings.advert_interval_ms.max(100));
     let early = Arc::clone(&node.advert_now);
@@ -134,10 +138,6 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
             let Some(node) = advertising.upgrade() else {
                 return;
             };
-            // A gateway offers nothing, so it has nothing to advertise.
-            if node.config().max_concurrent_calls == 0 {
-                continue;
-            }
             let advert = node.local_advert();
             net.advertise(advert).await;
         }

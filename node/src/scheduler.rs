@@ -12,7 +12,9 @@ use std::sync::atomic::Ordering;
 
 use kith_protocol::capacity::{Advert, Cached, backend};
 use kith_protocol::placement::{self, Call, Cost, PeerView};
-use kith_protocol::wire::{FetchResponse, InvokeRequest, InvokeResponse, MAX_HOPS};
+use kith_protocol::wire::{
+    self, FetchRequest, FetchResponse, InvokeRequest, InvokeResponse, MAX_HOPS,
+};
 use kith_protocol::{FunctionId, Manifest, module};
 use libp2p::PeerId;
 use serde::Serialize;
@@ -151,18 +153,13 @@ impl Node {
     fn saturated_peers(&self, net: &Net, manifest: &Manifest, tried: &[PeerId]) -> Vec<PeerId> {
         let table = net.table.read().unwrap_or_else(PoisonError::into_inner);
         let mut peers: Vec<(f64, PeerId)> = table
-            .peers
-            .iter()
-            .filter(|(peer, info)| {
-                info.connected
-                    && !tried.contains(peer)
-                    && info.advert.as_ref().is_some_and(|(a, at)| {
-                        at.elapsed().as_millis() <= ADVERT_FRESH_MS
-                            && a.saturated()
-                            && a.memory_bytes >= manifest.memory_bytes
-                    })
+            .usable(ADVERT_FRESH_MS)
+            .filter(|(peer, _, advert)| {
+                !tried.contains(peer)
+                    && advert.saturated()
+                    && advert.memory_bytes >= manifest.memory_bytes
             })
-            .map(|(peer, info)| (info.rtt_ms.unwrap_or(f64::MAX), *peer))
+            .map(|(peer, info, _)| (info.rtt_ms.unwrap_or(f64::MAX), peer))
             .collect();
         peers.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         peers.into_iter().map(|(_, p)| p).collect()
@@ -306,7 +303,7 @@ impl Node {
             expected_fuel,
             module_bytes: size,
         };
-        let mut local = self.local_advert();
+        let mut local = self.local_capacity();
         let table = net.table.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(a) = &table.local {
             local.coord = a.coord;
@@ -323,15 +320,9 @@ impl Node {
                 known_warm: Some(warm_here),
             });
         }
-        for (peer, info) in &table.peers {
-            let Some((advert, at)) = &info.advert else {
-                continue;
-            };
-            if !info.connected || at.elapsed().as_millis() > ADVERT_FRESH_MS {
-                continue;
-            }
+        for (peer, info, advert) in table.usable(ADVERT_FRESH_MS) {
             views.push(PeerView {
-                peer: *peer,
+                peer,
                 advert,
                 measured_rtt_ms: info.rtt_ms,
                 local: false,
@@ -344,19 +335,35 @@ impl Node {
     /// This node's advert, without identity, sequence, time and coordinate (the network
     /// task fills those in).
     pub(crate) fn local_advert(&self) -> Advert {
-        let (running, queued) = self.load_now();
-        let mut cached = Cached::default();
+        let mut advert = self.local_capacity();
         for id in self
             .runtime
             .loaded_ids()
             .iter()
             .chain(self.store.compiled_ids().iter())
         {
-            cached.insert(id);
+            advert.cached.insert(id);
         }
+        advert
+    }
+
+    /// What this node offers right now, without the cache filter (which placement does
+    /// not need for the local candidate: it knows exactly what is warm here). Cheap:
+    /// built on every call.
+    fn local_capacity(&self) -> Advert {
+        let (running, queued) = self.load_now();
         let clamp = |v: usize| u16::try_from(v).unwrap_or(u16::MAX);
         let max_concurrent = clamp(self.config.max_concurrent_calls);
         let max_queued = clamp(self.config.max_queued_calls);
+        // A spent CPU share reads as "full" until it refills.
+        let (running, queued) = if self.cpu_share_spent() {
+            (max_concurrent, max_queued)
+        } else {
+            (
+                clamp(running).min(max_concurrent),
+                clamp(queued).min(max_queued),
+            )
+        };
         Advert {
             peer: [0; 32],
             seq: 0,
@@ -367,24 +374,15 @@ impl Node {
             memory_bytes: self.config.caps.max_memory_bytes,
             max_concurrent,
             max_queued,
-            // A spent CPU share reads as "full" until it refills.
-            running: if self.cpu_share_spent() {
-                max_concurrent
-            } else {
-                clamp(running).min(max_concurrent)
-            },
-            queued: if self.cpu_share_spent() {
-                max_queued
-            } else {
-                clamp(queued).min(max_queued)
-            },
+            running,
+            queued,
             backends: if cfg!(feature = "singlepass") {
                 backend::SINGLEPASS
             } else {
                 backend::CRANELIFT
             },
             coord: Default::default(),
-            cached,
+            cached: Cached::default(),
         }
     }
 
@@ -398,13 +396,9 @@ impl Node {
             } => {
                 let store = std::sync::Arc::clone(&self.store);
                 let id = request.id;
-                let answer = tokio::task::spawn_blocking(move || {
-                    store.get(&id).map_or(FetchResponse::NotFound, |module| {
-                        FetchResponse::answer(&request, &module)
-                    })
-                })
-                .await
-                .unwrap_or(FetchResponse::NotFound);
+                let answer = tokio::task::spawn_blocking(move || serve_chunk(&store, &request))
+                    .await
+                    .unwrap_or(FetchResponse::NotFound);
                 if let FetchResponse::Found {
                     total,
                     offset,
@@ -495,6 +489,28 @@ impl Node {
                 }
             })
             .collect()
+    }
+}
+
+/// One chunk of a stored module. The first chunk comes from a verified read of the
+/// whole blob (so a corrupted blob is caught and dropped, never served); the rest are
+/// read as ranges, so serving a module costs about two reads of it, not one per chunk.
+fn serve_chunk(store: &crate::store::Store, request: &FetchRequest) -> FetchResponse {
+    if request.offset == 0 {
+        return store
+            .get(&request.id)
+            .map_or(FetchResponse::NotFound, |module| {
+                FetchResponse::answer(request, &module)
+            });
+    }
+    let len = request.max_len.min(wire::FETCH_CHUNK) as usize;
+    match store.read_range(&request.id, request.offset, len) {
+        Ok((total, bytes)) if request.offset < total => FetchResponse::Found {
+            total,
+            offset: request.offset,
+            bytes,
+        },
+        _ => FetchResponse::NotFound,
     }
 }
 

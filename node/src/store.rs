@@ -278,6 +278,34 @@ impl Store {
         self.index().entries.get(id).map(|e| e.blob)
     }
 
+    /// Reads `len` bytes of a blob from `offset`, without verifying the whole; returns
+    /// them with the blob's size. For serving a module in chunks: the first chunk is
+    /// served from [`Self::get`] (which verifies), later ones from here, and the
+    /// receiver verifies the whole against the id anyway.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if absent; I/O errors.
+    pub fn read_range(
+        &self,
+        id: &FunctionId,
+        offset: u64,
+        len: usize,
+    ) -> Result<(u64, Vec<u8>), StoreError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let size = self.size(id).ok_or(StoreError::NotFound(*id))?;
+        let path = self.blob_path(id);
+        let mut file = fs::File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::NotFound(*id),
+            _ => io_err(&path)(e),
+        })?;
+        file.seek(SeekFrom::Start(offset)).map_err(io_err(&path))?;
+        let mut bytes = Vec::with_capacity(len);
+        file.take(len as u64)
+            .read_to_end(&mut bytes)
+            .map_err(io_err(&path))?;
+        Ok((size, bytes))
+    }
+
     /// Reads a blob and verifies it against its id.
     ///
     /// # Errors

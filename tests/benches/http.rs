@@ -15,10 +15,7 @@ use kith_tests::{NodeProcess, guest, post};
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
 
 fn main() {
-    let secs: u64 = std::env::var("KITH_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let secs = load::bench_secs();
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(
         BIN,

@@ -36,10 +36,7 @@ fn row(name: &str, lat: &[Duration], elapsed: Duration, errors: u64) {
 }
 
 fn main() {
-    let secs: u64 = std::env::var("KITH_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let secs = load::bench_secs();
     let dir = tempfile::tempdir().unwrap();
     let common = ["--advert-interval-ms", "500", "--max-queued-calls", "1024"];
     let b = NodeProcess::start(BIN, &dir.path().join("b"), &common);

@@ -6,6 +6,14 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Seconds per benchmark row: `KITH_BENCH_SECS`, default 10.
+pub fn bench_secs() -> u64 {
+    std::env::var("KITH_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10)
+}
+
 /// A raw `POST {path}` request with `body`.
 pub fn request(addr: &str, path: &str, body: &[u8]) -> Vec<u8> {
     let mut r = format!(

@@ -180,41 +180,37 @@ fn sigterm_lets_an_in_flight_call_finish() {
 
 #[test]
 fn bad_flag_values_are_refused_clearly() {
-    let out = std::process::Command::new(BIN)
-        .args([
-            "up",
+    // `kith up ARGS` must fail, and its error must contain `needle`.
+    let refused = |args: &[&str], needle: &str| {
+        let out = std::process::Command::new(BIN)
+            .arg("up")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {needle:?} not in {stderr}"
+        );
+    };
+    refused(
+        &[
             "--max-concurrent-calls",
             "0",
             "--offline",
             "--http",
             "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--max-concurrent-calls 0 makes a gateway")
+        ],
+        "--max-concurrent-calls 0 makes a gateway",
     );
-    let out = std::process::Command::new(BIN)
-        .args(["up", "--cpu-share", "1.5", "--http", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--cpu-share must be above 0 and at most 1")
+    refused(
+        &["--cpu-share", "1.5", "--http", "127.0.0.1:0"],
+        "--cpu-share must be above 0 and at most 1",
     );
-    let out = std::process::Command::new(BIN)
-        .args(["up", "--advert-interval-ms", "5", "--http", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--advert-interval-ms must be at least 100")
+    refused(
+        &["--advert-interval-ms", "5", "--http", "127.0.0.1:0"],
+        "--advert-interval-ms must be at least 100",
     );
-    let out = std::process::Command::new(BIN)
-        .args(["up", "--http", "not-an-address"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--http"));
+    refused(&["--http", "not-an-address"], "--http");
 }

@@ -940,6 +940,34 @@ impl Task {
     }
 
     fn invoke_request(&mut self, peer: PeerId, body: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
+        match self.admit_invoke(peer, &body) {
+            Ok(rx) => self.answers.push(Box::pin(async move {
+                (
+                    AnswerChannel::Invoke(channel),
+                    rx.await.ok().map(|r| r.encode()),
+                )
+            })),
+            Err(refusal) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .invoke
+                    .send_response(channel, refusal.encode());
+            }
+        }
+    }
+
+    /// Passes an invoke request on to the node, or says why not: over the peer's rate,
+    /// malformed (the peer is penalised), or the node's inbound queue is full.
+    fn admit_invoke(
+        &mut self,
+        peer: PeerId,
+        body: &[u8],
+    ) -> Result<oneshot::Receiver<InvokeResponse>, InvokeResponse> {
+        let refuse = |kind: &str, message: String| InvokeResponse::Err {
+            kind: kind.into(),
+            message,
+        };
         let now = now_ms();
         let rate = self.config.invoke_rate_per_peer;
         let allowed = self
@@ -947,63 +975,27 @@ impl Task {
             .entry(peer)
             .or_insert_with(|| TokenBucket::new(rate, (rate * 4.0).max(4.0), now))
             .try_take(now);
-        let refuse = |kind: &str, message: String| {
-            InvokeResponse::Err {
-                kind: kind.into(),
-                message,
-            }
-            .encode()
-        };
         if !allowed {
-            let body = refuse(
+            return Err(refuse(
                 "rate_limited",
                 format!(
                     "more than {rate} invoke requests per second from {peer} (invoke_rate_per_peer)"
                 ),
-            );
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .invoke
-                .send_response(channel, body);
-            return;
+            ));
         }
-        let request = match InvokeRequest::decode(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                self.table().penalise(&peer);
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .invoke
-                    .send_response(channel, refuse("bad_request", e.to_string()));
-                return;
-            }
-        };
+        let request = InvokeRequest::decode(body).map_err(|e| {
+            self.table().penalise(&peer);
+            refuse("bad_request", e.to_string())
+        })?;
         let (respond, rx) = oneshot::channel();
-        if self
-            .inbound
+        self.inbound
             .try_send(Inbound::Invoke {
                 peer,
                 request,
                 respond,
             })
-            .is_err()
-        {
-            let body = refuse("busy", "the node's inbound queue is full".into());
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .invoke
-                .send_response(channel, body);
-            return;
-        }
-        self.answers.push(Box::pin(async move {
-            (
-                AnswerChannel::Invoke(channel),
-                rx.await.ok().map(|r| r.encode()),
-            )
-        }));
+            .map_err(|_| refuse("busy", "the node's inbound queue is full".into()))?;
+        Ok(rx)
     }
 }
 

@@ -91,6 +91,16 @@ impl PeerTable {
         self.peers.get(peer).and_then(|e| e.rtt_ms)
     }
 
+    /// Connected peers whose latest advert arrived at most `fresh_ms` ago, with their
+    /// entry and advert, in peer-id order.
+    pub fn usable(&self, fresh_ms: u128) -> impl Iterator<Item = (PeerId, &PeerInfo, &Advert)> {
+        self.peers.iter().filter_map(move |(peer, info)| {
+            let (advert, at) = info.advert.as_ref()?;
+            (info.connected && at.elapsed().as_millis() <= fresh_ms)
+                .then_some((*peer, info, advert))
+        })
+    }
+
     /// Peers connected now.
     pub fn connected(&self) -> Vec<PeerId> {
         self.peers

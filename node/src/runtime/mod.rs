@@ -417,6 +417,7 @@ impl Runtime {
         let fail = |store: &mut Store, instance: Option<&Instance>, e: RuntimeError| {
             classify(store, instance, &env, e, limits, false)
         };
+        // Clear whatever an earlier instantiation on this thread left behind.
         engine::take_fuel_cell();
         let instance = match Instance::new(&mut store, &loaded.module, &imports) {
             Ok(i) => i,

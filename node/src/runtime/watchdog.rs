@@ -10,7 +10,6 @@
 //! spell does. A deadline is therefore enforced within one tick.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -28,8 +27,8 @@ const IDLE_AFTER: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct State {
     next_id: u64,
-    /// (deadline, id) -> the call's fuel and its "stopped" flag
-    calls: BTreeMap<(Instant, u64), (FuelCell, Arc<AtomicBool>)>,
+    /// (deadline, id) -> the call's fuel, and whether the watchdog stopped it
+    calls: BTreeMap<(Instant, u64), (FuelCell, bool)>,
     /// True while the thread sleeps until notified.
     parked: bool,
     shutdown: bool,
@@ -44,13 +43,18 @@ pub(crate) struct Watchdog {
 pub(crate) struct Guard<'a> {
     watchdog: &'a Watchdog,
     key: (Instant, u64),
-    expired: Arc<AtomicBool>,
 }
 
 impl Guard<'_> {
-    /// Whether the watchdog stopped this call at its deadline.
+    /// Whether the watchdog stopped this call at its deadline. (Asked only when a call
+    /// failed, so it takes the lock rather than cost every call an allocation.)
     pub(crate) fn expired(&self) -> bool {
-        self.expired.load(Ordering::Acquire)
+        let (lock, _) = &*self.watchdog.shared;
+        lock.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .calls
+            .get(&self.key)
+            .is_some_and(|(_, expired)| *expired)
     }
 }
 
@@ -70,11 +74,10 @@ impl Watchdog {
     /// The instance `fuel` belongs to must outlive the returned guard.
     pub(crate) unsafe fn watch(&self, deadline: Instant, fuel: FuelCell) -> Guard<'_> {
         let (lock, wake) = &*self.shared;
-        let expired = Arc::new(AtomicBool::new(false));
         let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
         state.next_id += 1;
         let key = (deadline, state.next_id);
-        state.calls.insert(key, (fuel, Arc::clone(&expired)));
+        state.calls.insert(key, (fuel, false));
         let parked = std::mem::take(&mut state.parked);
         drop(state);
         if parked {
@@ -83,7 +86,6 @@ impl Watchdog {
         Guard {
             watchdog: self,
             key,
-            expired,
         }
     }
 }
@@ -115,11 +117,11 @@ fn run(shared: &(Mutex<State>, Condvar)) {
             return;
         }
         let now = Instant::now();
-        for ((deadline, _), (fuel, expired)) in &state.calls {
+        for ((deadline, _), (fuel, expired)) in &mut state.calls {
             if *deadline > now {
                 break;
             }
-            expired.store(true, Ordering::Release);
+            *expired = true;
             // SAFETY: a call stays registered only while its guard lives, which its
             // instance outlives (`watch`'s contract); we hold the lock the guard's drop
             // takes.
