@@ -69,13 +69,13 @@ pub struct StrategySummary {
     pub stretch: Stretch,
     /// Module fetches.
     pub fetches: u64,
-    /// All bytes moved (requests, responses, modules) per call.
+    /// All bytes moved (requests, responses, modules) per answered call.
     pub bytes_per_call: f64,
     /// Module bytes moved.
     pub fetch_bytes: f64,
-    /// Marginal compute + network energy per 1,000 calls, joules.
+    /// Marginal compute + network energy per 1,000 answered calls, joules.
     pub energy_j_per_1000_calls: f64,
-    /// Compute cost per 1,000 calls, USD.
+    /// Compute cost per 1,000 answered calls, USD.
     pub cost_usd_per_1000_calls: f64,
     /// Failures by reason.
     pub failures: Failures,
@@ -146,13 +146,9 @@ pub fn summarise(run: &Run) -> StrategySummary {
     let st = stretches(run);
     let count = |o: Outcome| run.calls.iter().filter(|c| c.outcome == o).count() as u64;
     let t = &run.totals;
-    let per_call = |x: f64| {
-        if calls == 0 {
-            f64::NAN
-        } else {
-            x / calls as f64
-        }
-    };
+    // Normalised by answered calls: work spent on failed calls is a cost of the
+    // answered ones, so a strategy that fails more never looks cheaper.
+    let per_call = |x: f64| if ok == 0 { f64::NAN } else { x / ok as f64 };
     StrategySummary {
         strategy: run.strategy.name().to_string(),
         calls,
@@ -471,8 +467,11 @@ pub fn aggregate_table(seeds: usize, agg: &[Aggregate]) -> String {
     for a in agg {
         let _ = write!(out, "{:<8}", a.strategy);
         for (name, e) in &a.metrics {
-            let digits = if name.starts_with("cost") { 5 } else { 3 };
-            let text = format!("{} ± {}", cell(e.mean, digits), cell(e.ci95, digits));
+            let text = if name.starts_with("cost") {
+                format!("{} ± {}", sig(e.mean), sig(e.ci95))
+            } else {
+                format!("{} ± {}", cell(e.mean, 3), cell(e.ci95, 3))
+            };
             let _ = write!(out, " {text:>22}");
         }
         out.push('\n');

@@ -410,3 +410,63 @@ fn shipped_scenarios_are_valid() {
     }
     assert!(found >= 5, "{found}");
 }
+
+#[test]
+fn daily_cycles_switch_devices_off_and_on_at_local_hours() {
+    // Pis are off from 00:00 to 12:00 local time (each one's switch time spread by
+    // ±30 min); the run starts at 11:00 and lasts two hours.
+    let text = small()
+        .replace("duration_s = 120", "duration_s = 7200\nstart_hour_utc = 11")
+        .replace("bucket_s = 5", "bucket_s = 600")
+        .replace("rate_per_s = 20", "rate_per_s = 1")
+        .replace(
+            "downtime = { dist = \"exponential\", mean_s = 300 }",
+            "downtime = { dist = \"exponential\", mean_s = 300 }\noffline_hours = [0, 12]",
+        )
+        + "\n[strategies]\nrun = [\"kith\"]\n";
+    let (world, runs, _) = simulate(&text, 7);
+    let pi = world
+        .classes
+        .iter()
+        .position(|c| c.spec.name == "pi")
+        .expect("pi class");
+    let offered = &runs[0].load.offered[pi];
+    assert_eq!(offered.len(), 12);
+    // 11:00–11:30: every Pi is still off.
+    assert_eq!(offered[0], 0.0);
+    assert_eq!(offered[2], 0.0);
+    // 12:30–13:00: all 160 Pis are on (2 slots each), less churn.
+    let full = 160.0 * 2.0 * 600_000.0;
+    for b in &offered[9..] {
+        assert!(*b > 0.85 * full && *b <= full, "{b} of {full}");
+    }
+    // In between they come on gradually.
+    assert!(offered[4] > 0.0 && offered[4] < offered[10]);
+}
+
+#[test]
+fn coordinates_mode_ranks_by_vivaldi() {
+    let text = small() + "\n[strategies]\nrun = [\"kith\"]\n";
+    let scenario = Scenario::parse("t.toml", &text).expect("valid");
+    let latency = Latency::new(200.0, 1.5, scenario.regions.len());
+    let world = World::build(&scenario, 7, latency);
+    assert!(
+        world.vivaldi_error < 0.5,
+        "Vivaldi median error {}",
+        world.vivaldi_error
+    );
+    let measured = Engine::new(&scenario, &world, Strategy::Kith, 7).run(&mut |_| {});
+    let coords = Engine::new(&scenario, &world, Strategy::Kith, 7)
+        .use_coordinates(true)
+        .run(&mut |_| {});
+    assert_ne!(
+        measured.trace_hash, coords.trace_hash,
+        "coordinates changed nothing"
+    );
+    let ok = |r: &Run| {
+        r.calls.iter().filter(|c| c.outcome == Outcome::Ok).count() as f64 / r.calls.len() as f64
+    };
+    assert!(ok(&coords) > 0.98, "{}", ok(&coords));
+    let s = report::summarise(&coords);
+    assert!(s.stretch.mean < 2.0, "{:?}", s.stretch);
+}
