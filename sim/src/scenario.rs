@@ -720,6 +720,9 @@ impl Scenario {
             c.num(&sp, "region.radius_km", v.radius_km, 0.0, 5_000.0);
             c.num(&sp, "region.utc_offset_h", v.utc_offset_h, -14.0, 14.0);
         }
+        if self.regions.len() > 65_535 || self.classes.len() > 65_535 {
+            c.at(top.clone(), "more than 65535 regions or classes");
+        }
         if self.regions.is_empty() {
             c.at(top.clone(), "no [[region]]: a scenario needs at least one");
         }
@@ -896,6 +899,12 @@ impl Scenario {
             let (sp, v) = (p.span(), p.get_ref());
             c.num(&sp, "partition.at_s", v.at_s, 0.0, 1e9);
             c.num(&sp, "partition.heal_s", v.heal_s, v.at_s.max(0.0), 1e9);
+            if v.groups.len() > 200 {
+                c.at(
+                    sp.clone(),
+                    format!("partition: {} groups; the limit is 200", v.groups.len()),
+                );
+            }
             let mut seen: Vec<&str> = Vec::new();
             for r in v.groups.iter().flatten() {
                 if self.region_index(r).is_none() {
