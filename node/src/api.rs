@@ -89,6 +89,9 @@ pub fn status_of(kind: &str) -> StatusCode {
     match kind {
         "bad_reference" | "bad_request" => S::BAD_REQUEST,
         "not_found" => S::NOT_FOUND,
+        "untrusted" | "forbidden" => S::FORBIDDEN,
+        "conflict" => S::CONFLICT,
+        "bad_record" => S::BAD_REQUEST,
         "input_too_large" | "module_too_large" => S::PAYLOAD_TOO_LARGE,
         "busy" | "rate_limited" => S::TOO_MANY_REQUESTS,
         "timeout" => S::GATEWAY_TIMEOUT,
@@ -118,6 +121,7 @@ fn kind_static(kind: &str) -> &'static str {
         "rate_limited",
         "bad_request",
         "unreachable",
+        "untrusted",
     ];
     KINDS
         .iter()
@@ -155,6 +159,30 @@ pub fn router(node: Shared) -> Router {
         .route("/v1/functions", post(publish))
         .route("/v1/functions/{id}", get(function_info))
         .route("/v1/call/{reference}", post(call))
+        .route("/v1/call/{namespace}/{alias}", post(call_alias))
+        .route("/v1/keys", get(keys_list).post(keys_new))
+        .route("/v1/aliases", get(alias_list))
+        .route("/v1/aliases/records", post(alias_import))
+        .route(
+            "/v1/aliases/{namespace}/{alias}",
+            get(alias_show).put(alias_put),
+        )
+        .route(
+            "/v1/aliases/{namespace}/{alias}/history",
+            get(alias_history),
+        )
+        .route(
+            "/v1/aliases/{namespace}/{alias}/resolve",
+            get(alias_resolve),
+        )
+        .route(
+            "/v1/aliases/{namespace}/{alias}/promote",
+            post(alias_promote),
+        )
+        .route(
+            "/v1/aliases/{namespace}/{alias}/rollback",
+            post(alias_rollback),
+        )
         .fallback(not_found)
         .with_state(node)
 }
@@ -261,6 +289,39 @@ async fn call(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&reference)?;
+    run_call(&node, id, &query, body, HeaderMap::new()).await
+}
+
+/// The request header carrying a routing key for splits (e.g. a user id).
+pub const ROUTE_KEY_HEADER: &str = "kith-route-key";
+
+async fn call_alias(
+    State(node): State<Shared>,
+    Path((namespace, alias)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<CallQuery>,
+    request_headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let alias = node.aliases().parse(&format!("{namespace}/{alias}"))?;
+    let key = request_headers
+        .get(ROUTE_KEY_HEADER)
+        .map(HeaderValue::as_bytes);
+    let resolved = node.aliases().resolve(&alias, key)?;
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&resolved.alias.to_string()) {
+        headers.insert("kith-alias", v);
+    }
+    headers.insert("kith-alias-seq", HeaderValue::from(resolved.seq));
+    run_call(&node, resolved.function, &query, body, headers).await
+}
+
+async fn run_call(
+    node: &Shared,
+    id: FunctionId,
+    query: &CallQuery,
+    body: Body,
+    mut headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let input = read_body(
         body,
         node.config().caps.max_input_bytes,
@@ -269,7 +330,6 @@ async fn call(
     )
     .await?;
     let receipt = node.call(id, input, 0).await?;
-    let mut headers = HeaderMap::new();
     let mut put = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);
@@ -299,4 +359,167 @@ async fn call(
         HeaderValue::from_static("application/octet-stream"),
     );
     Ok((StatusCode::OK, headers, receipt.output).into_response())
+}
+
+impl From<crate::aliases::AliasOpError> for ApiError {
+    fn from(e: crate::aliases::AliasOpError) -> Self {
+        let kind = e.kind();
+        Self::new(status_of(kind), kind, e.to_string())
+    }
+}
+
+/// Largest JSON request body, in bytes.
+const MAX_JSON_BODY: u64 = 64 * 1024;
+
+/// Reads a JSON body whatever its content type (so `curl --data` works), with errors in
+/// the API's own format.
+async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let bytes = read_body(body, MAX_JSON_BODY, "JSON body", "MAX_JSON_BODY").await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("the request body is not the expected JSON: {e}"),
+        )
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct NewKey {
+    name: String,
+}
+
+async fn keys_new(State(node): State<Shared>, body: Body) -> Result<Response, ApiError> {
+    let req: NewKey = json_body(body).await?;
+    let info = node.aliases().new_key(&req.name)?;
+    Ok((StatusCode::CREATED, axum::Json(info)).into_response())
+}
+
+async fn keys_list(State(node): State<Shared>) -> impl IntoResponse {
+    axum::Json(node.aliases().keys())
+}
+
+async fn alias_list(State(node): State<Shared>) -> impl IntoResponse {
+    axum::Json(node.aliases().list())
+}
+
+fn alias_of(
+    node: &Shared,
+    namespace: &str,
+    alias: &str,
+) -> Result<kith_protocol::alias::Alias, ApiError> {
+    Ok(node.aliases().parse(&format!("{namespace}/{alias}"))?)
+}
+
+async fn alias_show(
+    State(node): State<Shared>,
+    Path((namespace, alias)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let alias = alias_of(&node, &namespace, &alias)?;
+    Ok(axum::Json(node.aliases().show(&alias)?).into_response())
+}
+
+async fn alias_history(
+    State(node): State<Shared>,
+    Path((namespace, alias)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let alias = alias_of(&node, &namespace, &alias)?;
+    Ok(axum::Json(node.aliases().history(&alias)?).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct ResolveQuery {
+    key: Option<String>,
+}
+
+async fn alias_resolve(
+    State(node): State<Shared>,
+    Path((namespace, alias)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<ResolveQuery>,
+) -> Result<Response, ApiError> {
+    let alias = alias_of(&node, &namespace, &alias)?;
+    let r = node
+        .aliases()
+        .resolve(&alias, q.key.as_deref().map(str::as_bytes))?;
+    Ok(axum::Json(json!({
+        "alias": r.alias.to_string(),
+        "seq": r.seq,
+        "function": r.function.to_hex(),
+    }))
+    .into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct TargetsBody {
+    targets: Vec<TargetBody>,
+}
+
+#[derive(serde::Deserialize)]
+struct TargetBody {
+    function: String,
+    #[serde(default = "one")]
+    weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn alias_put(
+    State(node): State<Shared>,
+    Path((namespace, alias)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let alias = alias_of(&node, &namespace, &alias)?;
+    let body: TargetsBody = json_body(body).await?;
+    let targets = body
+        .targets
+        .iter()
+        .map(|t| {
+            Ok(kith_protocol::alias::Target {
+                function: parse_id(&t.function)?,
+                weight: t.weight,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let signed = node.alias_set(&alias, targets).await?;
+    Ok(axum::Json(crate::aliases::RecordView::from(&signed)).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct PromoteBody {
+    from: String,
+}
+
+async fn alias_promote(
+    State(node): State<Shared>,
+    Path((namespace, alias)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let to = alias_of(&node, &namespace, &alias)?;
+    let body: PromoteBody = json_body(body).await?;
+    let from = node.aliases().parse(&body.from)?;
+    let signed = node.alias_promote(&from, &to).await?;
+    Ok(axum::Json(crate::aliases::RecordView::from(&signed)).into_response())
+}
+
+async fn alias_rollback(
+    State(node): State<Shared>,
+    Path((namespace, alias)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let alias = alias_of(&node, &namespace, &alias)?;
+    let signed = node.alias_rollback(&alias).await?;
+    Ok(axum::Json(crate::aliases::RecordView::from(&signed)).into_response())
+}
+
+async fn alias_import(State(node): State<Shared>, body: Body) -> Result<Response, ApiError> {
+    let bytes = read_body(
+        body,
+        kith_protocol::alias::MAX_RECORD as u64,
+        "alias record",
+        "MAX_RECORD",
+    )
+    .await?;
+    let applied = node.alias_import(&bytes).await?;
+    Ok(axum::Json(json!({ "applied": applied })).into_response())
 }

@@ -39,8 +39,13 @@ pub enum Command {
     },
     /// Call a function; writes its output to stdout.
     Call {
-        /// The function id (64 hex characters).
+        /// The function id (64 hex characters), or an alias NAMESPACE/NAME@CHANNEL
+        /// (namespace id, or the name of a key on the node).
         reference: String,
+        /// Routing key for split aliases: the same key always gets the same version
+        /// (e.g. a user id). Default: random.
+        #[arg(long)]
+        route_key: Option<String>,
         /// Input text.
         #[arg(long, conflicts_with = "input_file")]
         input: Option<String>,
@@ -79,6 +84,68 @@ pub enum Command {
     /// Work with the manifest section of a .wasm file (for any source language).
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Publisher keys: a key's public half is a namespace for aliases.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Aliases NAMESPACE/NAME@CHANNEL: move, split, promote, roll back, inspect.
+    #[command(subcommand)]
+    Alias(AliasCommand),
+}
+
+/// `kith key …`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a publisher key on the node (kept in its data dir, mode 0600).
+    New {
+        /// A local name for it (a petname: `NAME/app@prod` works on this node).
+        name: String,
+    },
+    /// List the node's publisher keys and their namespace ids.
+    List,
+}
+
+/// `kith alias …` (REF is NAMESPACE/NAME@CHANNEL)
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Point REF at one function.
+    Set {
+        /// The alias.
+        reference: String,
+        /// The function id.
+        function: String,
+    },
+    /// Split REF over several functions by weight, e.g. HASH1=90 HASH2=10.
+    Split {
+        /// The alias.
+        reference: String,
+        /// FUNCTION=WEIGHT pairs.
+        #[arg(required = true, num_args = 1..)]
+        targets: Vec<String>,
+    },
+    /// Point TO at FROM's current targets (e.g. me/app@staging me/app@prod).
+    Promote {
+        /// The alias to copy.
+        from: String,
+        /// The alias to move.
+        to: String,
+    },
+    /// Point REF back at its previous record's targets.
+    Rollback {
+        /// The alias.
+        reference: String,
+    },
+    /// Show REF's current record.
+    Show {
+        /// The alias.
+        reference: String,
+    },
+    /// Show every record of REF, oldest first.
+    History {
+        /// The alias.
+        reference: String,
+    },
+    /// List every alias the node knows.
+    List,
 }
 
 /// `kith manifest …`
@@ -166,6 +233,14 @@ pub struct UpArgs {
     /// Device class to advertise: thermostat, router, pi, phone, laptop, server.
     #[arg(long, value_parser = parse_device)]
     pub device_class: Option<kith_protocol::capacity::DeviceClass>,
+    /// A publisher namespace to trust: its id, or the name of a key on this node
+    /// (repeatable).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub trust: Vec<String>,
+    /// Run only functions that an alias of a trusted publisher currently points at
+    /// (default: run any function by hash).
+    #[arg(long)]
+    pub trusted_only: bool,
 }
 
 fn parse_device(s: &str) -> Result<kith_protocol::capacity::DeviceClass, String> {
@@ -226,6 +301,10 @@ impl UpArgs {
         }
         self.no_mdns |= f.no_mdns.unwrap_or(false);
         self.offline |= f.offline.unwrap_or(false);
+        if self.trust.is_empty() {
+            self.trust = f.trust;
+        }
+        self.trusted_only |= f.trusted_only.unwrap_or(false);
         Ok(self)
     }
 
@@ -262,6 +341,13 @@ impl UpArgs {
         if let Some(d) = self.device_class {
             c.device = d;
         }
+        if self.trusted_only && self.trust.is_empty() {
+            bail!(
+                "--trusted-only needs at least one --trust NAMESPACE, or the node would run nothing"
+            );
+        }
+        c.trust.clone_from(&self.trust);
+        c.trusted_only = self.trusted_only;
         if self.offline {
             c.net = None;
         } else if let Some(net) = c.net.as_mut() {
@@ -371,6 +457,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Call {
             reference,
+            route_key,
             input,
             input_file,
             verbose,
@@ -389,16 +476,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let c = client(&cli.api)?;
-            let out = if explain_placement {
-                c.call_explained(&reference, input)
-            } else {
-                c.call(&reference, input)
+            let out = match (&route_key, explain_placement) {
+                (Some(key), _) => c.call_with_key(&reference, input, key),
+                (None, true) => c.call_explained(&reference, input),
+                (None, false) => c.call(&reference, input),
             }
             .map_err(explain)?;
             std::io::stdout().write_all(&out.output)?;
             std::io::stdout().flush()?;
             if let Some(ranking) = out.placement.as_ref().and_then(|p| p.as_array()) {
                 print_ranking(ranking, &out.executed_by);
+            }
+            if verbose && let Some((alias, seq)) = &out.alias {
+                eprintln!("alias {alias} (record {seq})");
             }
             if verbose {
                 eprintln!(
@@ -417,6 +507,27 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Key(KeyCommand::New { name }) => {
+            let v = client(&cli.api)?.key_new(&name).map_err(explain)?;
+            println!(
+                "{}  {}",
+                v["namespace"].as_str().unwrap_or_default(),
+                v["name"].as_str().unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Key(KeyCommand::List) => {
+            let v = client(&cli.api)?.get_json("/v1/keys").map_err(explain)?;
+            for k in v.as_array().into_iter().flatten() {
+                println!(
+                    "{}  {}",
+                    k["namespace"].as_str().unwrap_or_default(),
+                    k["name"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Alias(command) => alias_command(&cli.api, command),
         Command::Info { reference } => {
             let v = client(&cli.api)?
                 .get_json(&format!("/v1/functions/{reference}"))
@@ -468,6 +579,83 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn print_record(v: &serde_json::Value) {
+    let targets: Vec<String> = v["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            format!(
+                "{}={}",
+                t["function"].as_str().unwrap_or_default(),
+                t["weight"]
+            )
+        })
+        .collect();
+    println!(
+        "{}  seq {}  {}",
+        v["alias"].as_str().unwrap_or_default(),
+        v["seq"],
+        targets.join(" ")
+    );
+}
+
+fn alias_command(api: &str, command: AliasCommand) -> anyhow::Result<ExitCode> {
+    let c = client(api)?;
+    match command {
+        AliasCommand::Set {
+            reference,
+            function,
+        } => print_record(
+            &c.alias_set(&reference, &[(&function, 1)])
+                .map_err(explain)?,
+        ),
+        AliasCommand::Split { reference, targets } => {
+            let parsed: Vec<(String, u32)> = targets
+                .iter()
+                .map(|t| {
+                    let (f, w) = t
+                        .split_once('=')
+                        .with_context(|| format!("{t:?} is not FUNCTION=WEIGHT"))?;
+                    let w: u32 = w.parse().ok().filter(|w| *w > 0).with_context(|| {
+                        format!("weight {w:?} in {t:?} is not a whole number above 0")
+                    })?;
+                    Ok((f.to_owned(), w))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let refs: Vec<(&str, u32)> = parsed.iter().map(|(f, w)| (f.as_str(), *w)).collect();
+            print_record(&c.alias_set(&reference, &refs).map_err(explain)?);
+        }
+        AliasCommand::Promote { from, to } => {
+            print_record(&c.alias_promote(&from, &to).map_err(explain)?);
+        }
+        AliasCommand::Rollback { reference } => {
+            print_record(&c.alias_rollback(&reference).map_err(explain)?);
+        }
+        AliasCommand::Show { reference } => {
+            print_record(
+                &c.get_json(&format!("/v1/aliases/{reference}"))
+                    .map_err(explain)?,
+            );
+        }
+        AliasCommand::History { reference } => {
+            let v = c
+                .get_json(&format!("/v1/aliases/{reference}/history"))
+                .map_err(explain)?;
+            for r in v.as_array().into_iter().flatten() {
+                print_record(r);
+            }
+        }
+        AliasCommand::List => {
+            let v = c.get_json("/v1/aliases").map_err(explain)?;
+            for r in v.as_array().into_iter().flatten() {
+                print_record(r);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn client(api: &str) -> anyhow::Result<Client> {

@@ -34,6 +34,10 @@ pub struct NodeConfig {
     pub device: DeviceClass,
     /// The peer network; `None` runs the node alone.
     pub net: Option<NetSettings>,
+    /// Publisher namespaces (ids or local key names) the operator trusts.
+    pub trust: Vec<String>,
+    /// Run only functions that a trusted namespace's aliases currently point at.
+    pub trusted_only: bool,
 }
 
 /// The default peer-network port (QUIC on UDP and TCP).
@@ -101,6 +105,8 @@ impl NodeConfig {
             store_budget_bytes: 1024 * 1024 * 1024,
             device: default_device(),
             net: Some(NetSettings::default()),
+            trust: Vec::new(),
+            trusted_only: false,
         }
     }
 }
@@ -149,6 +155,9 @@ pub struct FileConfig {
     pub offline: Option<bool>,
     pub advert_interval_ms: Option<u64>,
     pub invoke_rate_per_peer: Option<f64>,
+    #[serde(default)]
+    pub trust: Vec<String>,
+    pub trusted_only: Option<bool>,
 }
 
 /// Why a settings file could not be used.

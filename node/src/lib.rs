@@ -7,6 +7,7 @@
 //! - [`store`]: the content-addressed store on disk.
 //! - [`cli`]: the `kith` command line.
 
+pub mod aliases;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -117,6 +118,29 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
             tokio::spawn(async move { node.handle_inbound(request).await });
         }
     });
+    // Anti-entropy: every 30 s, compare alias registries with one connected peer (in
+    // turn), in case a gossiped record was missed.
+    let syncing = Arc::downgrade(node);
+    let sync_net = net.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ALIAS_SYNC_INTERVAL);
+        let mut turn = 0usize;
+        loop {
+            tick.tick().await;
+            let Some(node) = syncing.upgrade() else {
+                return;
+            };
+            let peers = sync_net
+                .table
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .connected();
+            if !peers.is_empty() {
+                turn = turn.wrapping_add(1);
+                sync_net.sync_aliases(peers[turn % peers.len()], node.aliases().digest());
+            }
+        }
+    });
     // A gateway offers nothing, so it has nothing to advertise.
     if node.config().max_concurrent_calls == 0 {
         return Ok(());
@@ -144,6 +168,9 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
     });
     Ok(())
 }
+
+/// How often a node compares alias registries with one of its peers.
+const ALIAS_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The least time between an early advert (after a function became warm) and the
 /// previous one; peers accept at most 5 adverts per second from one source.

@@ -46,6 +46,9 @@ pub enum OpenError {
     /// A configuration value is unusable.
     #[error("bad configuration: {0}")]
     Config(String),
+    /// Publisher keys or the alias registry.
+    #[error(transparent)]
+    Aliases(#[from] crate::aliases::AliasOpError),
 }
 
 /// Why a publish was refused.
@@ -91,6 +94,14 @@ pub enum CallError {
     /// The call itself failed.
     #[error(transparent)]
     Invoke(#[from] InvokeError),
+    /// The node runs only functions its trusted publishers' aliases point at.
+    #[error(
+        "untrusted: function {function} is not the current target of any alias of a publisher this node trusts (trusted_only)"
+    )]
+    Untrusted {
+        /// The function.
+        function: FunctionId,
+    },
     /// The call failed on the peer that ran it.
     #[error("{message}")]
     Remote {
@@ -108,6 +119,7 @@ impl CallError {
     pub fn kind(&self) -> &str {
         match self {
             Self::Busy { .. } | Self::CpuShare { .. } => "busy",
+            Self::Untrusted { .. } => "untrusted",
             Self::Remote { kind, .. } => kind,
             Self::Invoke(e) => e.kind(),
         }
@@ -222,6 +234,8 @@ pub struct Node {
     pub(crate) remote_served: AtomicU64,
     pub(crate) store: Arc<Store>,
     pub(crate) runtime: Arc<Runtime>,
+    /// Publisher keys, the alias registry and the trust policy.
+    pub(crate) aliases: crate::aliases::Aliases,
     executor: Executor,
     /// Fuel calls may still use under `cpu_share` (None when the share is 1).
     cpu_budget: Option<Mutex<TokenBucket>>,
@@ -260,6 +274,8 @@ impl Node {
         let store = Store::open(&config.data_dir.join("store"), config.store_budget_bytes)?;
         let runtime = Runtime::new(config.caps.max_fuel, config.caps.max_module_bytes)
             .map_err(OpenError::Runtime)?;
+        let aliases =
+            crate::aliases::Aliases::open(&config.data_dir, &config.trust, config.trusted_only)?;
         let executor = Executor::start(config.max_concurrent_calls, config.max_queued_calls)
             .map_err(OpenError::Runtime)?;
         let cpu_score = runtime.measure_cpu_score();
@@ -291,6 +307,7 @@ impl Node {
             peer_id: PeerId::from(key.public()),
             store: Arc::new(store),
             runtime: Arc::new(runtime),
+            aliases,
             config,
             started: Instant::now(),
             served: AtomicU64::new(0),
@@ -412,6 +429,9 @@ impl Node {
     ) -> Result<Receipt, CallError> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(InvokeError::Internal("the node is shutting down".into()).into());
+        }
+        if !self.aliases.may_run(&id) {
+            return Err(CallError::Untrusted { function: id });
         }
         // A gateway (max_concurrent_calls = 0) runs nothing itself.
         if self.config.max_concurrent_calls == 0 || self.executor.is_full() {

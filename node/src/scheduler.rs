@@ -38,6 +38,7 @@ const RETRYABLE: &[&str] = &[
     "exceeds_node_caps",
     "shutting_down",
     "bad_request",
+    "untrusted",
 ];
 
 /// One ranked candidate, for `kith call --explain`.
@@ -389,6 +390,7 @@ impl Node {
     /// Answers one request from a peer.
     pub(crate) async fn handle_inbound(&self, request: Inbound) {
         match request {
+            Inbound::Alias(message) => self.handle_alias(message),
             Inbound::Fetch {
                 peer,
                 request,
@@ -516,7 +518,7 @@ fn serve_chunk(store: &crate::store::Store, request: &FetchRequest) -> FetchResp
 
 fn retryable(e: &CallError) -> bool {
     match e {
-        CallError::Busy { .. } | CallError::CpuShare { .. } => true,
+        CallError::Busy { .. } | CallError::CpuShare { .. } | CallError::Untrusted { .. } => true,
         CallError::Remote { kind, .. } => {
             kind == "unreachable" || RETRYABLE.contains(&kind.as_str())
         }

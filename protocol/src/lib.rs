@@ -11,8 +11,11 @@
 //! - [`abi`]: the names and numbers of the guest ABI (see `docs/abi.md`).
 //! - [`module`]: structural checks of a module against the ABI, before it is stored.
 //! - [`limits`]: the operator's caps and the effective per-call limits.
+//! - [`alias`]: signed alias records, the registry peers sync, split resolution.
+//! - [`capacity`], [`placement`], [`vivaldi`]: adverts, placement, network coordinates.
 
 pub mod abi;
+pub mod alias;
 pub mod capacity;
 mod id;
 pub mod limits;

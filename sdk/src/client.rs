@@ -55,6 +55,9 @@ pub struct CallOutput {
     pub wall_us: u64,
     /// The placement ranking, when asked for with [`Client::call_explained`].
     pub placement: Option<serde_json::Value>,
+    /// When called by alias: the alias (with its namespace id) and the record's
+    /// sequence number that chose `function`.
+    pub alias: Option<(String, u64)>,
 }
 
 /// A blocking client for one node.
@@ -139,7 +142,22 @@ impl Client {
         Ok(p)
     }
 
-    /// Calls a function by reference (a function id) with `input`.
+    /// Calls by alias with a routing key: the same key always reaches the same
+    /// version of a split alias while the alias is unchanged (sticky canaries).
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn call_with_key(
+        &self,
+        reference: &str,
+        input: Vec<u8>,
+        route_key: &str,
+    ) -> Result<CallOutput, ClientError> {
+        self.call_full(reference, input, false, Some(route_key))
+    }
+
+    /// Calls a function by reference — a function id, or an alias
+    /// `NAMESPACE/NAME@CHANNEL` (namespace id or a key name on the node) — with `input`.
     ///
     /// # Errors
     /// Fails with the node's error (e.g. `out_of_fuel`, `timeout`, `function_error`).
@@ -166,13 +184,25 @@ impl Client {
         input: Vec<u8>,
         explain: bool,
     ) -> Result<CallOutput, ClientError> {
+        self.call_full(reference, input, explain, None)
+    }
+
+    fn call_full(
+        &self,
+        reference: &str,
+        input: Vec<u8>,
+        explain: bool,
+        route_key: Option<&str>,
+    ) -> Result<CallOutput, ClientError> {
         let query = if explain { "?explain=true" } else { "" };
-        let resp = self
+        let mut request = self
             .http
             .post(format!("{}/v1/call/{reference}{query}", self.base))
-            .body(input)
-            .send()
-            .map_err(|e| self.transport(e))?;
+            .body(input);
+        if let Some(key) = route_key {
+            request = request.header("kith-route-key", key);
+        }
+        let resp = request.send().map_err(|e| self.transport(e))?;
         let resp = self.check(resp)?;
         let header = |name: &str| {
             resp.headers()
@@ -186,6 +216,9 @@ impl Client {
         let executed_by = header("kith-executed-by");
         let wall_us = header("kith-wall-us").parse().unwrap_or(0);
         let placement = serde_json::from_str(&header("kith-placement")).ok();
+        let alias = Some(header("kith-alias"))
+            .filter(|a| !a.is_empty())
+            .map(|a| (a, header("kith-alias-seq").parse().unwrap_or(0)));
         let output = resp.bytes().map_err(|e| self.transport(e))?.to_vec();
         Ok(CallOutput {
             output,
@@ -194,7 +227,85 @@ impl Client {
             executed_by,
             wall_us,
             placement,
+            alias,
         })
+    }
+
+    /// Sends `body` as JSON with `method` to `path` and returns the JSON answer.
+    ///
+    /// # Errors
+    /// Fails with the node's error or when unreachable.
+    pub fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .map_err(|e| self.transport(e))?;
+        self.check(resp)?.json().map_err(|e| self.transport(e))
+    }
+
+    /// Creates a publisher key named `name` on the node; returns `{"name", "namespace"}`.
+    ///
+    /// # Errors
+    /// A taken or invalid name, or the node is unreachable.
+    pub fn key_new(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        self.send_json(
+            reqwest::Method::POST,
+            "/v1/keys",
+            &serde_json::json!({ "name": name }),
+        )
+    }
+
+    /// Points alias `reference` at `targets` (function id, weight): one target is a
+    /// plain `set`, several a weighted split. Returns the signed record.
+    ///
+    /// # Errors
+    /// An invalid reference or target, no key for the namespace on the node, or the
+    /// node is unreachable.
+    pub fn alias_set(
+        &self,
+        reference: &str,
+        targets: &[(&str, u32)],
+    ) -> Result<serde_json::Value, ClientError> {
+        let targets: Vec<serde_json::Value> = targets
+            .iter()
+            .map(|(f, w)| serde_json::json!({ "function": f, "weight": w }))
+            .collect();
+        self.send_json(
+            reqwest::Method::PUT,
+            &format!("/v1/aliases/{reference}"),
+            &serde_json::json!({ "targets": targets }),
+        )
+    }
+
+    /// Points alias `to` at `from`'s current targets (e.g. staging → prod).
+    ///
+    /// # Errors
+    /// As [`Client::alias_set`].
+    pub fn alias_promote(&self, from: &str, to: &str) -> Result<serde_json::Value, ClientError> {
+        self.send_json(
+            reqwest::Method::POST,
+            &format!("/v1/aliases/{to}/promote"),
+            &serde_json::json!({ "from": from }),
+        )
+    }
+
+    /// Points alias `reference` back at its previous record's targets.
+    ///
+    /// # Errors
+    /// As [`Client::alias_set`], or no earlier record.
+    pub fn alias_rollback(&self, reference: &str) -> Result<serde_json::Value, ClientError> {
+        self.send_json(
+            reqwest::Method::POST,
+            &format!("/v1/aliases/{reference}/rollback"),
+            &serde_json::json!({}),
+        )
     }
 
     /// `GET` a JSON document from the API, e.g. `/v1/status`.

@@ -251,6 +251,11 @@ impl Raw {
         }
     }
 
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
     /// The body as JSON.
     ///
     /// # Panics

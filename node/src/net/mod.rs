@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use kith_protocol::FunctionId;
+use kith_protocol::alias;
 use kith_protocol::capacity::Advert;
 use kith_protocol::ratelimit::TokenBucket;
 use kith_protocol::vivaldi;
@@ -127,6 +128,8 @@ pub enum Inbound {
         /// Where to send the answer.
         respond: oneshot::Sender<FetchResponse>,
     },
+    /// Alias-registry traffic.
+    Alias(AliasInbound),
     /// A peer wants a call run here.
     Invoke {
         /// Who asks.
@@ -136,6 +139,35 @@ pub enum Inbound {
         /// Where to send the answer.
         respond: oneshot::Sender<InvokeResponse>,
     },
+}
+
+/// Alias-registry traffic the node must handle.
+pub enum AliasInbound {
+    /// A record announced on the alias topic (not yet verified).
+    Record {
+        /// The peer that relayed it.
+        peer: PeerId,
+        /// The encoded record.
+        bytes: Vec<u8>,
+    },
+    /// A peer asks for our records (it sent its registry digest).
+    Sync {
+        /// Who asks.
+        peer: PeerId,
+        /// Its request.
+        request: alias::SyncRequest,
+        /// Where to send the answer.
+        respond: oneshot::Sender<alias::SyncResponse>,
+    },
+    /// A peer answered our sync request.
+    Records {
+        /// The peer.
+        peer: PeerId,
+        /// Its records (not yet verified).
+        records: Vec<Vec<u8>>,
+    },
+    /// A peer connected for the first time since it was last disconnected.
+    Connected(PeerId),
 }
 
 /// What the local node offers, for its next advert.
@@ -160,6 +192,11 @@ enum Command {
         reply: oneshot::Sender<Result<InvokeResponse, InvokeFailure>>,
     },
     Advertise(Box<Advert>),
+    PublishAlias(Vec<u8>),
+    SyncAliases {
+        peer: PeerId,
+        digest: [u8; 32],
+    },
 }
 
 /// A handle to the network task.
@@ -181,6 +218,7 @@ struct Behaviour {
     mdns: Toggle<mdns::tokio::Behaviour>,
     fetch: request_response::Behaviour<codec::Frames>,
     invoke: request_response::Behaviour<codec::Frames>,
+    aliases: request_response::Behaviour<codec::Frames>,
 }
 
 fn now_ms() -> u64 {
@@ -230,6 +268,12 @@ impl Net {
             .gossipsub
             .subscribe(&topic)
             .map_err(|e| anyhow::anyhow!("cannot subscribe to adverts: {e:?}"))?;
+        let alias_topic = gossipsub::IdentTopic::new(alias::TOPIC);
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&alias_topic)
+            .map_err(|e| anyhow::anyhow!("cannot subscribe to aliases: {e:?}"))?;
         let table = Arc::new(RwLock::new(PeerTable::default()));
         let (commands, command_rx) = mpsc::channel(1024);
         let (inbound_tx, inbound) = mpsc::channel(1024);
@@ -241,6 +285,7 @@ impl Net {
             commands: command_rx,
             inbound: inbound_tx,
             topic,
+            alias_topic,
             seq: 0,
             coord: vivaldi::Coord::default(),
             fetches: HashMap::new(),
@@ -310,6 +355,18 @@ impl Net {
             .await
             .map_err(|_| InvokeFailure::Closed)?;
         rx.await.map_err(|_| InvokeFailure::Closed)?
+    }
+
+    /// Announces a new alias record on the alias topic.
+    pub async fn publish_alias(&self, bytes: Vec<u8>) {
+        let _ = self.commands.send(Command::PublishAlias(bytes)).await;
+    }
+
+    /// Asks `peer` for the alias records we lack (we send our registry digest).
+    pub fn sync_aliases(&self, peer: PeerId, digest: [u8; 32]) {
+        let _ = self
+            .commands
+            .try_send(Command::SyncAliases { peer, digest });
     }
 
     /// Publishes an advert built from `advert` (identity, sequence number, time and
@@ -407,6 +464,18 @@ fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<Swarm<Behavi
                     )],
                     rr_config,
                 ),
+                aliases: request_response::Behaviour::with_codec(
+                    codec::Frames {
+                        max_request: alias::SyncRequest::LEN as u64,
+                        max_response: alias::MAX_SYNC_RESPONSE as u64,
+                    },
+                    [(
+                        StreamProtocol::new(alias::SYNC_PROTOCOL),
+                        ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(20)),
+                ),
             })
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
@@ -437,6 +506,7 @@ type Answer = (AnswerChannel, Option<Vec<u8>>);
 enum AnswerChannel {
     Fetch(ResponseChannel<Vec<u8>>),
     Invoke(ResponseChannel<Vec<u8>>),
+    Aliases(ResponseChannel<Vec<u8>>),
 }
 
 struct Task {
@@ -447,6 +517,7 @@ struct Task {
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<Inbound>,
     topic: gossipsub::IdentTopic,
+    alias_topic: gossipsub::IdentTopic,
     seq: u64,
     coord: vivaldi::Coord,
     fetches: HashMap<u64, Fetch>,
@@ -537,6 +608,23 @@ impl Task {
                     .send_request(&peer, request.encode());
                 self.invoke_requests.insert(id, (peer, reply));
             }
+            Command::PublishAlias(bytes) => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.alias_topic.clone(), bytes)
+                {
+                    tracing::debug!(error = ?e, "alias record not announced (no peers yet?); peers get it at their next sync");
+                }
+            }
+            Command::SyncAliases { peer, digest } => {
+                let request = alias::SyncRequest { digest }.encode();
+                self.swarm
+                    .behaviour_mut()
+                    .aliases
+                    .send_request(&peer, request);
+            }
             Command::Advertise(mut advert) => {
                 self.seq += 1;
                 advert.peer = match self.key.public().try_into_ed25519() {
@@ -569,6 +657,7 @@ impl Task {
         let result = match channel {
             AnswerChannel::Fetch(c) => self.swarm.behaviour_mut().fetch.send_response(c, body),
             AnswerChannel::Invoke(c) => self.swarm.behaviour_mut().invoke.send_response(c, body),
+            AnswerChannel::Aliases(c) => self.swarm.behaviour_mut().aliases.send_response(c, body),
         };
         if result.is_err() {
             tracing::debug!("a peer went away before its answer was ready");
@@ -736,10 +825,18 @@ impl Task {
                 self.table().listen_addrs.push(address);
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                endpoint,
+                num_established,
+                ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
                 self.table().on_connected(peer_id, addr);
+                if num_established.get() == 1 {
+                    let _ = self
+                        .inbound
+                        .try_send(Inbound::Alias(AliasInbound::Connected(peer_id)));
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -790,7 +887,16 @@ impl Task {
                 propagation_source,
                 message,
                 ..
-            }) => self.advert(propagation_source, message),
+            }) => {
+                if message.topic == self.alias_topic.hash() {
+                    let _ = self.inbound.try_send(Inbound::Alias(AliasInbound::Record {
+                        peer: propagation_source,
+                        bytes: message.data,
+                    }));
+                } else {
+                    self.advert(propagation_source, message);
+                }
+            }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
                 result: kad::QueryResult::GetProviders(result),
@@ -799,6 +905,7 @@ impl Task {
             }) => self.providers_found(id, &result, step.last),
             BehaviourEvent::Fetch(event) => self.fetch_event(event),
             BehaviourEvent::Invoke(event) => self.invoke_event(event),
+            BehaviourEvent::Aliases(event) => self.aliases_event(event),
             _ => {}
         }
     }
@@ -934,6 +1041,57 @@ impl Task {
                         reason: error.to_string(),
                     }));
                 }
+            }
+            _ => {}
+        }
+    }
+
+    fn aliases_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let Ok(request) = alias::SyncRequest::decode(&request) else {
+                        self.table().penalise(&peer);
+                        return;
+                    };
+                    let (respond, rx) = oneshot::channel();
+                    if self
+                        .inbound
+                        .try_send(Inbound::Alias(AliasInbound::Sync {
+                            peer,
+                            request,
+                            respond,
+                        }))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    self.answers.push(Box::pin(async move {
+                        (
+                            AnswerChannel::Aliases(channel),
+                            rx.await.ok().map(|r| r.encode()),
+                        )
+                    }));
+                }
+                request_response::Message::Response { response, .. } => {
+                    match alias::SyncResponse::decode(&response) {
+                        Ok(alias::SyncResponse::Same) => {}
+                        Ok(alias::SyncResponse::Records(records)) => {
+                            let _ = self
+                                .inbound
+                                .try_send(Inbound::Alias(AliasInbound::Records { peer, records }));
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "malformed alias sync response");
+                            self.table().penalise(&peer);
+                        }
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, error = %error, "alias sync request failed");
             }
             _ => {}
         }

@@ -1,0 +1,682 @@
+//! Publisher keys and the node's alias registry: persisted, synced with peers,
+//! resolved on every call by alias.
+//!
+//! - Keys: `keys/NAME.key` in the data dir (the ed25519 secret, hex, mode 0600). A
+//!   key's public half is its namespace; its file name is a local petname for it.
+//! - Records: every valid signed record seen, appended to `aliases.log` (frames of a
+//!   little-endian u16 length and the record) and fsynced before the change is
+//!   acknowledged. At start each record is verified again; a torn or corrupted tail
+//!   is cut off with a warning (peers resend what was lost at the next sync).
+//! - Policy: `trust` lists namespaces the operator vouches for; with `trusted_only`
+//!   the node runs only functions that are a current target of an alias in a trusted
+//!   namespace.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
+
+use kith_protocol::FunctionId;
+use kith_protocol::alias::{
+    Alias, AliasError, AliasRef, Applied, Namespace, Record, Registry, Signed, Target,
+};
+use libp2p_identity::ed25519;
+
+use crate::fsutil;
+
+/// File of the record log inside the data dir.
+pub const LOG_FILE: &str = "aliases.log";
+/// Directory of publisher keys inside the data dir.
+pub const KEYS_DIR: &str = "keys";
+
+/// Why an alias operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AliasOpError {
+    /// A bad name, reference, target list or record.
+    #[error(transparent)]
+    Invalid(#[from] AliasError),
+    /// No record for the alias.
+    #[error("no alias {0} is known to this node")]
+    NotFound(String),
+    /// The namespace part is neither an id nor a local key name.
+    #[error(
+        "unknown namespace \"{0}\": neither a 64-hex namespace id nor the name of a key on this node (see `kith key list`)"
+    )]
+    UnknownNamespace(String),
+    /// The alias belongs to a namespace whose key is not on this node.
+    #[error(
+        "this node holds no key for namespace {0}: only the namespace's key can change its aliases"
+    )]
+    NotOwner(Namespace),
+    /// A key of that name exists.
+    #[error("a key named \"{0}\" already exists")]
+    KeyExists(String),
+    /// Rollback with no earlier record.
+    #[error("alias {0} has no earlier record to roll back to")]
+    NoPrevious(String),
+    /// Disk trouble.
+    #[error("alias storage: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl AliasOpError {
+    /// The error kind, as in the HTTP API.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Invalid(AliasError::BadSignature) => "bad_record",
+            Self::Invalid(_) | Self::UnknownNamespace(_) => "bad_request",
+            Self::NotFound(_) => "not_found",
+            Self::NotOwner(_) => "forbidden",
+            Self::KeyExists(_) | Self::NoPrevious(_) => "conflict",
+            Self::Io(_) => "internal",
+        }
+    }
+}
+
+/// A publisher key held by this node.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    /// Its local name.
+    pub name: String,
+    /// Its namespace id.
+    pub namespace: String,
+}
+
+/// A record, for the API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecordView {
+    /// `namespace/name@channel`, with the namespace id.
+    pub alias: String,
+    /// Sequence number.
+    pub seq: u64,
+    /// Signing time, ms since the Unix epoch.
+    pub issued_ms: u64,
+    /// Targets and weights.
+    pub targets: Vec<TargetView>,
+    /// blake3 of the signed record, hex.
+    pub digest: String,
+    /// The signed record itself, hex (`POST /v1/aliases/records` imports it anywhere).
+    pub signed: String,
+}
+
+/// A target, for the API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetView {
+    /// Function id, hex.
+    pub function: String,
+    /// Weight.
+    pub weight: u32,
+}
+
+impl From<&Signed> for RecordView {
+    fn from(s: &Signed) -> Self {
+        Self {
+            alias: s.record.alias.to_string(),
+            seq: s.record.seq,
+            issued_ms: s.record.issued_ms,
+            targets: s
+                .record
+                .targets
+                .iter()
+                .map(|t| TargetView {
+                    function: t.function.to_hex(),
+                    weight: t.weight,
+                })
+                .collect(),
+            digest: hex::encode(s.digest),
+            signed: hex::encode(&s.bytes),
+        }
+    }
+}
+
+/// A resolved alias.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The function to run.
+    pub function: FunctionId,
+    /// The alias, canonical.
+    pub alias: Alias,
+    /// The record's sequence number.
+    pub seq: u64,
+}
+
+/// Keys, registry and policy.
+pub struct Aliases {
+    data_dir: PathBuf,
+    registry: RwLock<Registry>,
+    log: Mutex<File>,
+    keys: RwLock<Vec<(String, ed25519::Keypair)>>,
+    trust: Vec<Namespace>,
+    trusted_only: bool,
+    route_seed: [u8; 32],
+    route_counter: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Key names: the same rule as alias names.
+fn check_key_name(name: &str) -> Result<(), AliasOpError> {
+    Alias::new(Namespace([0; 32]), name, "x")
+        .map(|_| ())
+        .map_err(|_| {
+            AliasOpError::Invalid(AliasError::Name(format!(
+                "key name \"{name}\" must be 1 to 64 characters of a-z, 0-9, '-', '_', '.'"
+            )))
+        })
+}
+
+fn load_keys(dir: &Path) -> std::io::Result<Vec<(String, ed25519::Keypair)>> {
+    let mut keys = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(keys),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".key"))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path)?;
+        let mut secret = [0u8; 32];
+        let key = hex::decode_to_slice(text.trim(), &mut secret)
+            .ok()
+            .and_then(|()| ed25519::SecretKey::try_from_bytes(&mut secret).ok())
+            .map(ed25519::Keypair::from);
+        match key {
+            Some(k) => keys.push((name.to_owned(), k)),
+            None => {
+                tracing::error!(path = %path.display(), "publisher key file is corrupted; ignored (move it away)")
+            }
+        }
+    }
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(keys)
+}
+
+/// Reads the record log, verifying every record; cuts off a corrupted tail.
+fn load_log(path: &Path) -> std::io::Result<(Registry, File)> {
+    let mut registry = Registry::default();
+    let mut bytes = Vec::new();
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)?;
+    file.read_to_end(&mut bytes)?;
+    let mut at = 0;
+    while at < bytes.len() {
+        let good = bytes.get(at..at + 2).and_then(|len| {
+            let n = usize::from(u16::from_le_bytes([len[0], len[1]]));
+            let body = bytes.get(at + 2..at + 2 + n)?;
+            Signed::decode(body).ok().map(|s| (s, 2 + n))
+        });
+        match good {
+            Some((signed, n)) => {
+                registry.apply(signed);
+                at += n;
+            }
+            None => {
+                tracing::warn!(path = %path.display(), offset = at, dropped = bytes.len() - at, "alias log has a torn or corrupted tail; cutting it off (peers resend lost records)");
+                file.set_len(at as u64)?;
+                file.sync_all()?;
+                break;
+            }
+        }
+    }
+    Ok((registry, file))
+}
+
+impl Aliases {
+    /// Opens keys and records in `data_dir`.
+    ///
+    /// # Errors
+    /// On I/O errors.
+    pub fn open(
+        data_dir: &Path,
+        trust: &[String],
+        trusted_only: bool,
+    ) -> Result<Self, AliasOpError> {
+        let keys = load_keys(&data_dir.join(KEYS_DIR))?;
+        let (registry, log) = load_log(&data_dir.join(LOG_FILE))?;
+        tracing::info!(
+            records = registry.len(),
+            keys = keys.len(),
+            "alias registry loaded"
+        );
+        let mut seed = blake3::Hasher::new();
+        seed.update(&now_ms().to_le_bytes());
+        seed.update(&std::process::id().to_le_bytes());
+        seed.update(data_dir.as_os_str().as_encoded_bytes());
+        let mut this = Self {
+            data_dir: data_dir.to_owned(),
+            registry: RwLock::new(registry),
+            log: Mutex::new(log),
+            keys: RwLock::new(keys),
+            trust: Vec::new(),
+            trusted_only,
+            route_seed: *seed.finalize().as_bytes(),
+            route_counter: AtomicU64::new(0),
+        };
+        for t in trust {
+            let ns = this.namespace_of(t)?;
+            this.trust.push(ns);
+        }
+        Ok(this)
+    }
+
+    fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Creates a key named `name`.
+    ///
+    /// # Errors
+    /// A bad or taken name, or I/O.
+    pub fn new_key(&self, name: &str) -> Result<KeyInfo, AliasOpError> {
+        check_key_name(name)?;
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        if keys.iter().any(|(n, _)| n == name) {
+            return Err(AliasOpError::KeyExists(name.to_owned()));
+        }
+        let dir = self.data_dir.join(KEYS_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}.key"));
+        if path.exists() {
+            return Err(AliasOpError::KeyExists(name.to_owned()));
+        }
+        let key = ed25519::Keypair::generate();
+        let text = format!("{}\n", hex::encode(key.secret().as_ref()));
+        fsutil::write_atomic(&path, text.as_bytes(), 0o600)?;
+        let info = KeyInfo {
+            name: name.to_owned(),
+            namespace: Namespace(key.public().to_bytes()).to_string(),
+        };
+        tracing::info!(name, namespace = %info.namespace, "created a publisher key");
+        keys.push((name.to_owned(), key));
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(info)
+    }
+
+    /// The keys on this node.
+    pub fn keys(&self) -> Vec<KeyInfo> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, k)| KeyInfo {
+                name: name.clone(),
+                namespace: Namespace(k.public().to_bytes()).to_string(),
+            })
+            .collect()
+    }
+
+    /// A namespace id or a local key name, as a namespace.
+    ///
+    /// # Errors
+    /// [`AliasOpError::UnknownNamespace`].
+    pub fn namespace_of(&self, text: &str) -> Result<Namespace, AliasOpError> {
+        if let Ok(ns) = text.parse::<Namespace>() {
+            return Ok(ns);
+        }
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(n, _)| n == text)
+            .map(|(_, k)| Namespace(k.public().to_bytes()))
+            .ok_or_else(|| AliasOpError::UnknownNamespace(text.to_owned()))
+    }
+
+    /// Parses `NAMESPACE/NAME@CHANNEL` (namespace id or local key name).
+    ///
+    /// # Errors
+    /// A malformed reference or an unknown petname.
+    pub fn parse(&self, text: &str) -> Result<Alias, AliasOpError> {
+        let r: AliasRef = text.parse()?;
+        let ns = self.namespace_of(&r.namespace)?;
+        Ok(Alias::new(ns, &r.name, &r.channel)?)
+    }
+
+    /// Verifies, stores and applies a record from a peer (or an operator's import).
+    /// Returns what it did; records already known are not written again.
+    ///
+    /// # Errors
+    /// A malformed or badly signed record (the registry is untouched), or I/O.
+    pub fn apply_bytes(&self, bytes: &[u8]) -> Result<(Applied, Signed), AliasOpError> {
+        let signed = Signed::decode(bytes)?;
+        let applied = self.apply(signed.clone())?;
+        Ok((applied, signed))
+    }
+
+    fn apply(&self, signed: Signed) -> Result<Applied, AliasOpError> {
+        let mut registry = self
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if registry
+            .history(&signed.record.alias)
+            .iter()
+            .any(|s| s.digest == signed.digest)
+        {
+            return Ok(Applied::Duplicate);
+        }
+        // Durable before it is acknowledged or passed on.
+        let mut frame = Vec::with_capacity(2 + signed.bytes.len());
+        frame.extend_from_slice(&(signed.bytes.len() as u16).to_le_bytes());
+        frame.extend_from_slice(&signed.bytes);
+        {
+            let mut log = lock(&self.log);
+            log.write_all(&frame)?;
+            log.sync_data()?;
+        }
+        let applied = registry.apply(signed);
+        if applied == Applied::Current {
+            tracing::info!("alias record applied");
+        }
+        Ok(applied)
+    }
+
+    fn signer(&self, ns: &Namespace) -> Result<ed25519::Keypair, AliasOpError> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(_, k)| k.public().to_bytes() == ns.0)
+            .map(|(_, k)| k.clone())
+            .ok_or(AliasOpError::NotOwner(*ns))
+    }
+
+    /// Signs and applies a new record pointing `alias` at `targets`: the next sequence
+    /// number. Returns the signed record, to be announced.
+    ///
+    /// # Errors
+    /// Invalid targets, no key for the namespace, or I/O.
+    pub fn set(&self, alias: &Alias, targets: Vec<Target>) -> Result<Signed, AliasOpError> {
+        let key = self.signer(&alias.namespace)?;
+        let seq = self
+            .registry()
+            .current(alias)
+            .map_or(1, |s| s.record.seq + 1);
+        let signed = Record {
+            alias: alias.clone(),
+            seq,
+            issued_ms: now_ms(),
+            targets,
+        }
+        .sign(|m| {
+            let sig = key.sign(m);
+            let mut out = [0u8; 64];
+            if sig.len() == 64 {
+                out.copy_from_slice(&sig);
+            }
+            out
+        })?;
+        self.apply(signed.clone())?;
+        Ok(signed)
+    }
+
+    /// Points `to` at `from`'s current targets.
+    ///
+    /// # Errors
+    /// `from` unknown, no key for `to`'s namespace, or I/O.
+    pub fn promote(&self, from: &Alias, to: &Alias) -> Result<Signed, AliasOpError> {
+        let targets = self
+            .registry()
+            .current(from)
+            .map(|s| s.record.targets.clone())
+            .ok_or_else(|| AliasOpError::NotFound(from.to_string()))?;
+        self.set(to, targets)
+    }
+
+    /// Points `alias` back at its previous record's targets (a new record).
+    ///
+    /// # Errors
+    /// Unknown alias, no earlier record, no key, or I/O.
+    pub fn rollback(&self, alias: &Alias) -> Result<Signed, AliasOpError> {
+        let targets = {
+            let registry = self.registry();
+            if registry.current(alias).is_none() {
+                return Err(AliasOpError::NotFound(alias.to_string()));
+            }
+            registry
+                .previous(alias)
+                .map(|s| s.record.targets.clone())
+                .ok_or_else(|| AliasOpError::NoPrevious(alias.to_string()))?
+        };
+        self.set(alias, targets)
+    }
+
+    /// The current record of `alias`.
+    ///
+    /// # Errors
+    /// [`AliasOpError::NotFound`].
+    pub fn show(&self, alias: &Alias) -> Result<RecordView, AliasOpError> {
+        self.registry()
+            .current(alias)
+            .map(RecordView::from)
+            .ok_or_else(|| AliasOpError::NotFound(alias.to_string()))
+    }
+
+    /// Every record of `alias`, oldest first.
+    ///
+    /// # Errors
+    /// [`AliasOpError::NotFound`].
+    pub fn history(&self, alias: &Alias) -> Result<Vec<RecordView>, AliasOpError> {
+        let registry = self.registry();
+        let h = registry.history(alias);
+        if h.is_empty() {
+            return Err(AliasOpError::NotFound(alias.to_string()));
+        }
+        Ok(h.iter().map(RecordView::from).collect())
+    }
+
+    /// Every alias's current record.
+    pub fn list(&self) -> Vec<RecordView> {
+        self.registry().currents().map(RecordView::from).collect()
+    }
+
+    /// Resolves an alias for a call. `key` is the caller's routing key; without one,
+    /// the split is random.
+    ///
+    /// # Errors
+    /// [`AliasOpError::NotFound`].
+    pub fn resolve(&self, alias: &Alias, key: Option<&[u8]>) -> Result<Resolved, AliasOpError> {
+        let random;
+        let key = match key {
+            Some(k) => k,
+            None => {
+                let n = self.route_counter.fetch_add(1, Ordering::Relaxed);
+                let mut h = blake3::Hasher::new_keyed(&self.route_seed);
+                h.update(&n.to_le_bytes());
+                random = *h.finalize().as_bytes();
+                &random[..16]
+            }
+        };
+        let registry = self.registry();
+        let (function, signed) = registry
+            .resolve(alias, key)
+            .ok_or_else(|| AliasOpError::NotFound(alias.to_string()))?;
+        Ok(Resolved {
+            function,
+            alias: alias.clone(),
+            seq: signed.record.seq,
+        })
+    }
+
+    /// The digest of the registry, for sync.
+    pub fn digest(&self) -> [u8; 32] {
+        self.registry().digest()
+    }
+
+    /// Up to `max` records, newest first per alias first, for a sync response.
+    pub fn records(&self, max: usize) -> Vec<Vec<u8>> {
+        let registry = self.registry();
+        let mut out: Vec<Vec<u8>> = registry.currents().map(|s| s.bytes.clone()).collect();
+        for s in registry.records() {
+            if out.len() >= max {
+                break;
+            }
+            if registry.current(&s.record.alias).map(|c| c.digest) != Some(s.digest) {
+                out.push(s.bytes.clone());
+            }
+        }
+        out.truncate(max);
+        out
+    }
+
+    /// True if this node may run `function` under its trust policy.
+    pub fn may_run(&self, function: &FunctionId) -> bool {
+        if !self.trusted_only {
+            return true;
+        }
+        let registry = self.registry();
+        self.trust.iter().any(|ns| registry.vouches(ns, function))
+    }
+
+    /// The trusted namespaces (for messages and status).
+    pub fn trusted(&self) -> &[Namespace] {
+        &self.trust
+    }
+
+    /// True if the node runs only trusted functions.
+    pub fn trusted_only(&self) -> bool {
+        self.trusted_only
+    }
+}
+
+/// Alias traffic and operations that touch the network.
+impl crate::node::Node {
+    /// The node's aliases and keys.
+    pub fn aliases(&self) -> &Aliases {
+        &self.aliases
+    }
+
+    /// Handles alias traffic from peers: verifies and stores records, answers syncs.
+    pub(crate) fn handle_alias(&self, message: crate::net::AliasInbound) {
+        use crate::net::AliasInbound;
+        use kith_protocol::alias::{MAX_SYNC_RECORDS, SyncResponse};
+        let penalise = |peer: &libp2p::PeerId| {
+            if let Some(net) = self.net.get() {
+                net.table
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .penalise(peer);
+            }
+        };
+        match message {
+            AliasInbound::Record { peer, bytes } => match self.aliases.apply_bytes(&bytes) {
+                Ok((applied, signed)) => {
+                    tracing::debug!(%peer, alias = %signed.record.alias, seq = signed.record.seq, ?applied, "alias record from gossip");
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "alias record refused");
+                    if matches!(e, AliasOpError::Invalid(_)) {
+                        penalise(&peer);
+                    }
+                }
+            },
+            AliasInbound::Sync {
+                peer,
+                request,
+                respond,
+            } => {
+                let answer = if request.digest == self.aliases.digest() {
+                    SyncResponse::Same
+                } else {
+                    tracing::debug!(%peer, "alias registries differ; sending ours");
+                    SyncResponse::Records(self.aliases.records(MAX_SYNC_RECORDS))
+                };
+                let _ = respond.send(answer);
+            }
+            AliasInbound::Records { peer, records } => {
+                let mut new = 0;
+                let mut bad = 0;
+                for bytes in &records {
+                    match self.aliases.apply_bytes(bytes) {
+                        Ok((Applied::Duplicate, _)) => {}
+                        Ok(_) => new += 1,
+                        Err(AliasOpError::Invalid(_)) => bad += 1,
+                        Err(e) => tracing::warn!(error = %e, "alias record not stored"),
+                    }
+                }
+                if bad > 0 {
+                    tracing::warn!(%peer, bad, "peer sent alias records that do not verify");
+                    penalise(&peer);
+                }
+                tracing::debug!(%peer, received = records.len(), new, "alias sync done");
+            }
+            AliasInbound::Connected(peer) => {
+                if let Some(net) = self.net.get() {
+                    net.sync_aliases(peer, self.aliases.digest());
+                }
+            }
+        }
+    }
+
+    async fn announce(&self, signed: &Signed) {
+        if let Some(net) = self.net.get() {
+            net.publish_alias(signed.bytes.clone()).await;
+        }
+    }
+
+    /// `kith alias set` / `split`: signs, stores and announces a new record.
+    ///
+    /// # Errors
+    /// See [`Aliases::set`].
+    pub async fn alias_set(
+        &self,
+        alias: &Alias,
+        targets: Vec<Target>,
+    ) -> Result<Signed, AliasOpError> {
+        let signed = self.aliases.set(alias, targets)?;
+        self.announce(&signed).await;
+        Ok(signed)
+    }
+
+    /// `kith alias promote FROM TO`.
+    ///
+    /// # Errors
+    /// See [`Aliases::promote`].
+    pub async fn alias_promote(&self, from: &Alias, to: &Alias) -> Result<Signed, AliasOpError> {
+        let signed = self.aliases.promote(from, to)?;
+        self.announce(&signed).await;
+        Ok(signed)
+    }
+
+    /// `kith alias rollback REF`.
+    ///
+    /// # Errors
+    /// See [`Aliases::rollback`].
+    pub async fn alias_rollback(&self, alias: &Alias) -> Result<Signed, AliasOpError> {
+        let signed = self.aliases.rollback(alias)?;
+        self.announce(&signed).await;
+        Ok(signed)
+    }
+
+    /// Imports an encoded record (as gossip would deliver it) and announces it if new.
+    ///
+    /// # Errors
+    /// A malformed or badly signed record; the registry is untouched.
+    pub async fn alias_import(&self, bytes: &[u8]) -> Result<Applied, AliasOpError> {
+        let (applied, signed) = self.aliases.apply_bytes(bytes)?;
+        if applied != Applied::Duplicate {
+            self.announce(&signed).await;
+        }
+        Ok(applied)
+    }
+}
