@@ -4,7 +4,11 @@
 //!   if already stored.
 //! - `GET /v1/functions/{id}` — manifest and size.
 //! - `POST /v1/call/{ref}` — body: input bytes. 200 with the output bytes; headers
-//!   `kith-function`, `kith-fuel-used`, `kith-executed-by`, `kith-wall-us`.
+//!   `kith-function`, `kith-fuel-used`, `kith-executed-by`, `kith-wall-us`. `{ref}` is
+//!   a function id or an alias `NS/NAME@CHANNEL` (header `kith-route-key` for splits).
+//! - `POST /v1/keys`, `GET /v1/keys` — publisher keys.
+//! - `/v1/aliases/…` — set (PUT), promote, rollback, show, history, resolve, list,
+//!   and import of signed records.
 //! - `GET /v1/status` — JSON status.
 //!
 //! Errors are JSON `{"error": {"kind": "...", "message": "..."}}`.

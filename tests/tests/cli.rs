@@ -199,3 +199,89 @@ fn manifest_set_embeds_a_manifest_for_any_language() {
     );
     assert!(!never.exists());
 }
+
+#[test]
+fn keys_and_aliases_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(BIN, &dir.path().join("n"), &["--offline"]);
+    let publish = |name: &str| {
+        let out = kith(
+            &node.url,
+            &["publish", guest_path(name).to_str().unwrap()],
+            None,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    };
+    let (h1, h2) = (publish("hello"), publish("json_transform"));
+    let out = kith(&node.url, &["key", "new", "me"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line = text(&out.stdout);
+    let ns = line.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(ns.len(), 64, "{line}");
+    let out = kith(&node.url, &["key", "list"], None);
+    assert_eq!(text(&out.stdout).trim(), format!("{ns}  me"));
+
+    let ok = |args: &[&str]| {
+        let out = kith(&node.url, args, None);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let set = ok(&["alias", "set", "me/app@staging", &h1]);
+    assert!(
+        set.contains(&format!("{ns}/app@staging  seq 1  {h1}=1")),
+        "{set}"
+    );
+    ok(&["alias", "promote", "me/app@staging", "me/app@prod"]);
+    let out = kith(
+        &node.url,
+        &["call", "me/app@prod", "--input", "Ada", "-v"],
+        None,
+    );
+    assert_eq!(text(&out.stdout), "hello, Ada!");
+    assert!(text(&out.stderr).contains(&format!("alias {ns}/app@prod (record 1)")));
+    let split = ok(&[
+        "alias",
+        "split",
+        "me/app@prod",
+        &format!("{h1}=90"),
+        &format!("{h2}=10"),
+    ]);
+    assert!(split.contains("seq 2"), "{split}");
+    ok(&["alias", "rollback", "me/app@prod"]);
+    let show = ok(&["alias", "show", &format!("{ns}/app@prod")]);
+    assert!(show.contains(&format!("seq 3  {h1}=1")), "{show}");
+    let history = ok(&["alias", "history", "me/app@prod"]);
+    assert_eq!(history.lines().count(), 3, "{history}");
+    let list = ok(&["alias", "list"]);
+    assert_eq!(list.lines().count(), 2, "{list}");
+
+    // Mistakes get clear errors and a failing exit.
+    let out = kith(&node.url, &["alias", "split", "me/app@prod", &h1], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("FUNCTION=WEIGHT"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = kith(&node.url, &["alias", "rollback", "me/app@staging"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no earlier record"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = kith(&node.url, &["call", "you/app@prod", "--input", "x"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unknown namespace"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = kith(&node.url, &["key", "new", "me"], None);
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+}
