@@ -18,6 +18,7 @@
 
 use std::collections::{BinaryHeap, VecDeque};
 
+use kith_protocol::alias::{self, Alias, Namespace, Target};
 use kith_protocol::capacity::{Advert, Cached};
 use kith_protocol::placement::{self, PeerView};
 
@@ -232,6 +233,13 @@ impl PeerState {
     }
 }
 
+/// What a workload calls: a function, or an alias resolved per call.
+#[derive(Debug, Clone, Copy)]
+enum Callee {
+    Function(u16),
+    Alias(usize),
+}
+
 struct WorkloadState {
     region: usize,
     rng: Rng,
@@ -239,7 +247,13 @@ struct WorkloadState {
     amplitude: f64,
     peak_h: f64,
     utc_offset_h: f64,
-    functions: Vec<(u16, f64)>,
+    functions: Vec<(Callee, f64)>,
+}
+
+/// An alias of the scenario, as protocol's types.
+struct AliasState {
+    alias: Alias,
+    targets: Vec<Target>,
 }
 
 /// Mean of a duration distribution, seconds.
@@ -297,6 +311,7 @@ pub struct Engine<'w> {
     churn: Vec<Rng>,
     jitter: Rng,
     workloads: Vec<WorkloadState>,
+    aliases: Vec<AliasState>,
     partitions: Vec<Vec<u8>>,
     active_partitions: Vec<usize>,
     partition_change_us: u64,
@@ -327,12 +342,25 @@ impl<'w> Engine<'w> {
             .map(|(i, w)| {
                 let w = w.get_ref();
                 let region = scenario.region_index(&w.region).unwrap_or(0);
-                let names: Vec<usize> = if w.functions.is_empty() {
-                    (0..world.functions.len()).collect()
+                let callees: Vec<(Callee, f64)> = if w.functions.is_empty() {
+                    (0..world.functions.len())
+                        .map(|f| (Callee::Function(f as u16), world.functions[f].spec.weight))
+                        .collect()
                 } else {
                     w.functions
                         .iter()
-                        .filter_map(|f| scenario.function_index(f))
+                        .filter_map(|name| {
+                            scenario
+                                .function_index(name)
+                                .map(|f| {
+                                    (Callee::Function(f as u16), world.functions[f].spec.weight)
+                                })
+                                .or_else(|| {
+                                    scenario.alias_index(name).map(|a| {
+                                        (Callee::Alias(a), scenario.aliases[a].get_ref().weight)
+                                    })
+                                })
+                        })
                         .collect()
                 };
                 WorkloadState {
@@ -343,10 +371,7 @@ impl<'w> Engine<'w> {
                     peak_h: w.peak_hour,
                     utc_offset_h: scenario.regions[region].get_ref().utc_offset_h
                         + scenario.sim.start_hour_utc,
-                    functions: names
-                        .into_iter()
-                        .map(|f| (f as u16, world.functions[f].spec.weight))
-                        .collect(),
+                    functions: callees,
                 }
             })
             .collect();
@@ -365,6 +390,27 @@ impl<'w> Engine<'w> {
                     }
                 }
                 group
+            })
+            .collect();
+        let aliases = scenario
+            .aliases
+            .iter()
+            .filter_map(|a| {
+                let a = a.get_ref();
+                let (name, channel) = a.name.split_once('@')?;
+                Some(AliasState {
+                    alias: Alias::new(Namespace([0; 32]), name, channel).ok()?,
+                    targets: a
+                        .targets
+                        .iter()
+                        .filter_map(|t| {
+                            scenario.function_index(&t.function).map(|f| Target {
+                                function: world.functions[f].id,
+                                weight: t.weight,
+                            })
+                        })
+                        .collect(),
+                })
             })
             .collect();
         let adverts = (0..n as u32)
@@ -388,6 +434,7 @@ impl<'w> Engine<'w> {
                 .collect(),
             jitter: Rng::stream(seed, Stream::Choice, u64::MAX),
             workloads,
+            aliases,
             partitions,
             active_partitions: Vec::new(),
             partition_change_us: 0,
@@ -769,14 +816,29 @@ impl Engine<'_> {
         let ws = &mut self.workloads[w];
         let total: f64 = ws.functions.iter().map(|f| f.1).sum();
         let mut pick = ws.rng.unit() * total;
-        let mut function = ws.functions.last().map_or(0, |f| f.0);
+        let mut callee = ws.functions.last().map_or(Callee::Function(0), |f| f.0);
         for &(f, weight) in &ws.functions {
             if pick < weight {
-                function = f;
+                callee = f;
                 break;
             }
             pick -= weight;
         }
+        let function = match callee {
+            Callee::Function(f) => f,
+            Callee::Alias(a) => {
+                // The node's rule: a random 16-byte routing key per call, resolved
+                // with protocol's split resolution.
+                let key: [u8; 16] = std::array::from_fn(|_| ws.rng.below(256) as u8);
+                let state = &self.aliases[a];
+                let id = alias::pick(&state.alias, &state.targets, &key);
+                self.world
+                    .functions
+                    .iter()
+                    .position(|f| Some(f.id) == id)
+                    .map_or(0, |f| f as u16)
+            }
+        };
         let region = ws.region;
         let members = &self.world.by_region[region];
         let mut entry = NONE;

@@ -55,6 +55,8 @@ pub struct StrategySummary {
     pub calls: u64,
     /// Calls answered.
     pub ok: u64,
+    /// Calls per function (after alias resolution), in the scenario's order.
+    pub calls_by_function: Vec<(String, u64)>,
     /// ok / calls.
     pub success_rate: f64,
     /// Latency of answered calls.
@@ -127,7 +129,13 @@ pub fn stretches(run: &Run) -> Vec<f64> {
 }
 
 /// Summarises one run.
-pub fn summarise(run: &Run) -> StrategySummary {
+pub fn summarise(world: &World, run: &Run) -> StrategySummary {
+    let mut by_function = vec![0u64; world.functions.len()];
+    for c in &run.calls {
+        if let Some(n) = by_function.get_mut(usize::from(c.function)) {
+            *n += 1;
+        }
+    }
     let calls = run.calls.len() as u64;
     let lat = latencies(run);
     let ok = lat.len() as u64;
@@ -153,6 +161,12 @@ pub fn summarise(run: &Run) -> StrategySummary {
         strategy: run.strategy.name().to_string(),
         calls,
         ok,
+        calls_by_function: world
+            .functions
+            .iter()
+            .zip(by_function)
+            .map(|(f, n)| (f.spec.name.clone(), n))
+            .collect(),
         success_rate: if calls == 0 {
             f64::NAN
         } else {
@@ -226,7 +240,7 @@ pub fn summary(scenario: &str, seed: u64, duration_s: f64, world: &World, runs: 
         baseline_servers: (world.peers.len() - world.population) as u64,
         duration_s,
         vivaldi_median_error: world.vivaldi_error,
-        strategies: runs.iter().map(summarise).collect(),
+        strategies: runs.iter().map(|r| summarise(world, r)).collect(),
         trace_hash: h.finalize().to_hex().to_string(),
     }
 }

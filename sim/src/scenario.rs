@@ -32,6 +32,10 @@ pub struct Scenario {
     /// The functions called.
     #[serde(default, rename = "function")]
     pub functions: Vec<Spanned<FunctionSpec>>,
+    /// Aliases (`NAME@CHANNEL`) splitting calls over functions by weight, resolved
+    /// per call with protocol's alias code.
+    #[serde(default, rename = "alias")]
+    pub aliases: Vec<Spanned<AliasSpec>>,
     /// Who calls, where, how often.
     #[serde(default, rename = "workload")]
     pub workloads: Vec<Spanned<WorkloadSpec>>,
@@ -283,6 +287,29 @@ fn one_f() -> f64 {
     1.0
 }
 
+/// `[[alias]]`: a deployless alias, e.g. a 90/10 canary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasSpec {
+    /// `NAME@CHANNEL` (workloads call it by this name).
+    pub name: String,
+    /// Functions and weights.
+    pub targets: Vec<AliasTarget>,
+    /// Share of a workload's calls, like a function's weight.
+    #[serde(default = "one_f")]
+    pub weight: f64,
+}
+
+/// One target of an alias.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasTarget {
+    /// A function name.
+    pub function: String,
+    /// Its weight (a whole number, 1 or more).
+    pub weight: u32,
+}
+
 /// `[[workload]]`: calls entering the network in one region.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -297,7 +324,7 @@ pub struct WorkloadSpec {
     /// Local hour of the daily peak.
     #[serde(default = "default_peak")]
     pub peak_hour: f64,
-    /// Functions called (default: all), by weight.
+    /// Functions or aliases called (default: all functions), by weight.
     #[serde(default)]
     pub functions: Vec<String>,
 }
@@ -624,6 +651,11 @@ impl Scenario {
         self.classes.iter().position(|r| r.get_ref().name == name)
     }
 
+    /// The index of the alias called `name`.
+    pub fn alias_index(&self, name: &str) -> Option<usize> {
+        self.aliases.iter().position(|a| a.get_ref().name == name)
+    }
+
     /// The index of the function called `name`.
     pub fn function_index(&self, name: &str) -> Option<usize> {
         self.functions.iter().position(|r| r.get_ref().name == name)
@@ -840,8 +872,11 @@ impl Scenario {
             );
             c.num(&sp, "workload.peak_hour", v.peak_hour, 0.0, 24.0);
             for f in &v.functions {
-                if self.function_index(f).is_none() {
-                    c.at(sp.clone(), format!("workload: no function called \"{f}\""));
+                if self.function_index(f).is_none() && self.alias_index(f).is_none() {
+                    c.at(
+                        sp.clone(),
+                        format!("workload: no function or alias called \"{f}\""),
+                    );
                 }
             }
             let names: Vec<&str> = if v.functions.is_empty() {
@@ -854,14 +889,66 @@ impl Scenario {
             };
             let weight: f64 = names
                 .iter()
-                .filter_map(|n| self.function_index(n))
-                .map(|i| self.functions[i].get_ref().weight)
+                .map(|n| {
+                    self.function_index(n)
+                        .map(|i| self.functions[i].get_ref().weight)
+                        .or_else(|| {
+                            self.alias_index(n)
+                                .map(|i| self.aliases[i].get_ref().weight)
+                        })
+                        .unwrap_or(0.0)
+                })
                 .sum();
             if weight.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
                 && !self.functions.is_empty()
             {
                 c.at(sp.clone(), "workload: its functions' weights add up to 0");
             }
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for a in &self.aliases {
+            let (sp, v) = (a.span(), a.get_ref());
+            if seen.contains(&v.name.as_str()) || self.function_index(&v.name).is_some() {
+                c.at(
+                    sp.clone(),
+                    format!(
+                        "alias \"{}\" is defined twice (or is also a function's name)",
+                        v.name
+                    ),
+                );
+            }
+            seen.push(&v.name);
+            let valid = v.name.split_once('@').is_some_and(|(n, ch)| {
+                kith_protocol::alias::Alias::new(kith_protocol::alias::Namespace([0; 32]), n, ch)
+                    .is_ok()
+            });
+            if !valid {
+                c.at(sp.clone(), format!("alias \"{}\": name must be NAME@CHANNEL, each 1 to 64 characters of a-z, 0-9, '-', '_', '.'", v.name));
+            }
+            if v.targets.is_empty() || v.targets.len() > kith_protocol::alias::MAX_TARGETS {
+                c.at(sp.clone(), format!("alias \"{}\": targets has {} entries; an alias points at 1 to 16 functions", v.name, v.targets.len()));
+            }
+            for t in &v.targets {
+                if self.function_index(&t.function).is_none() {
+                    c.at(
+                        sp.clone(),
+                        format!(
+                            "alias \"{}\": no function called \"{}\"",
+                            v.name, t.function
+                        ),
+                    );
+                }
+                if t.weight == 0 {
+                    c.at(
+                        sp.clone(),
+                        format!(
+                            "alias \"{}\": target \"{}\" has weight 0; weights are 1 or more",
+                            v.name, t.function
+                        ),
+                    );
+                }
+            }
+            c.num(&sp, "alias.weight", v.weight, 0.0, 1e9);
         }
         if self.workloads.is_empty() {
             c.at(

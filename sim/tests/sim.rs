@@ -467,6 +467,56 @@ fn coordinates_mode_ranks_by_vivaldi() {
         r.calls.iter().filter(|c| c.outcome == Outcome::Ok).count() as f64 / r.calls.len() as f64
     };
     assert!(ok(&coords) > 0.98, "{}", ok(&coords));
-    let s = report::summarise(&coords);
+    let s = report::summarise(&world, &coords);
     assert!(s.stretch.mean < 2.0, "{:?}", s.stretch);
+}
+
+#[test]
+fn aliases_split_calls_with_protocols_resolution() {
+    // North calls a 90/10 canary of "big" over a faster variant, by alias; south calls
+    // only "small". So every big and big-v2 call came through the alias.
+    let text = small()
+        .replace(
+            "[[workload]]\nregion = \"north\"\nrate_per_s = 20",
+            "[[function]]\nname = \"big-v2\"\nmodule_kib = 800\nfuel = 30000000\nmemory_mb = 128\n\n\
+             [[alias]]\nname = \"big@prod\"\ntargets = [{ function = \"big\", weight = 90 }, \
+             { function = \"big-v2\", weight = 10 }]\n\n\
+             [[workload]]\nregion = \"north\"\nrate_per_s = 20\nfunctions = [\"big@prod\"]",
+        )
+        .replace(
+            "region = \"south\"\nrate_per_s = 20",
+            "region = \"south\"\nrate_per_s = 20\nfunctions = [\"small\"]",
+        );
+    let (_, _, s) = simulate(&text, 7);
+    let kith = strategy(&s, "kith");
+    let count = |name: &str| {
+        kith.calls_by_function
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, c)| *c)
+    };
+    let (v1, v2) = (count("big"), count("big-v2"));
+    let share = v2 as f64 / (v1 + v2) as f64;
+    assert!(v1 + v2 > 2_000, "{v1} {v2}");
+    assert!((share - 0.10).abs() < 0.02, "canary share {share}");
+    // Every strategy sees the same resolutions (same arrivals, same routing keys).
+    for other in &s.strategies {
+        assert_eq!(
+            other.calls_by_function, kith.calls_by_function,
+            "{}",
+            other.strategy
+        );
+    }
+    let bad = small().replace(
+        "[[workload]]\nregion = \"north\"\nrate_per_s = 20",
+        "[[alias]]\nname = \"big\"\ntargets = [{ function = \"nope\", weight = 0 }]\n\n\
+         [[workload]]\nregion = \"north\"\nrate_per_s = 20",
+    );
+    let e = Scenario::parse("a.toml", &bad).unwrap_err().to_string();
+    assert!(
+        e.contains("NAME@CHANNEL")
+            && e.contains("no function called \"nope\"")
+            && e.contains("weight 0"),
+        "{e}"
+    );
 }
