@@ -492,3 +492,61 @@ fn aliases_survive_a_kill_and_a_torn_log() {
     let r = get(&format!("{}/v1/aliases/me/app@nothing", node.url));
     assert_eq!(r.status, 404);
 }
+
+#[test]
+fn a_peer_gossiping_a_forged_record_is_ignored_and_penalised() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(BIN, &dir.path().join("node"), &[]);
+    let (_, key) = post_json(
+        &format!("{}/v1/keys", node.url),
+        &serde_json::json!({"name": "me"}),
+    );
+    let ns_text = key["namespace"].as_str().unwrap().to_owned();
+    let ns: Namespace = ns_text.parse().unwrap();
+    let h1 = node.client().publish(guest("hello")).unwrap().id;
+    let h2 = node.client().publish(guest("json_transform")).unwrap().id;
+    let prod = format!("{ns_text}/app@prod");
+    put_json(
+        &format!("{}/v1/aliases/me/app@prod", node.url),
+        &targets(&[(&h1, 1)]),
+    );
+    // A real libp2p peer announces (gossip) and serves (sync) a record for our
+    // namespace, signed by its own key, pointing prod elsewhere with a higher number.
+    let forged = forge(ns, &ed25519::Keypair::generate(), "prod", 1_000, &h2);
+    let mut peer = std::process::Command::new(env!("CARGO_BIN_EXE_kith-test-peer"))
+        .args(["forge", &node.p2p_addr(), &hex::encode(&forged)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(peer.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let peer_id = line.trim().strip_prefix("ready ").unwrap().to_owned();
+    // Wait until the node has seen both the gossip and the sync answer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = node.log_text();
+        if log.contains("alias record refused") && log.contains("do not verify") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "forgery never reached the node:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(resolve(&node, &prod, "x"), Some((1, h1.clone())));
+    let h = get(&format!("{}/v1/aliases/{prod}/history", node.url)).json();
+    assert_eq!(h.as_array().unwrap().len(), 1);
+    let peers = get(&format!("{}/v1/peers", node.url)).json();
+    let liar = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer_id"] == peer_id.as_str())
+        .unwrap();
+    assert!(liar["penalties"].as_u64().unwrap() >= 2, "{liar}");
+    let _ = peer.kill();
+    let _ = peer.wait();
+}

@@ -467,7 +467,16 @@ fn a_chosen_peer_that_hangs_is_skipped_for_the_next_candidate() {
     unsafe { libc::kill(chosen.pid() as i32, libc::SIGCONT) };
     let out = out.unwrap();
     assert_eq!(out.output, b"hello, two!");
-    assert_eq!(out.executed_by, other.node_id);
+    assert_eq!(
+        out.executed_by,
+        other.node_id,
+        "call two ran on the frozen peer? entry {}, p1 {}, p2 {}, call one ran on {}; entry log:\n{}",
+        entry.node_id,
+        p1.node_id,
+        p2.node_id,
+        first.executed_by,
+        entry.log_text()
+    );
     assert_eq!(
         entry.status()["forwarded"].as_u64().unwrap() - forwarded,
         2,

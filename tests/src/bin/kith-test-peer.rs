@@ -6,6 +6,10 @@
 //!                                       of it with bytes that do not match; runs until killed
 //! kith-test-peer flood TARGET ID COUNT  send COUNT invoke requests for ID at once, print
 //!                                       {"ok": n, "rate_limited": n, "other": n}, exit
+//! kith-test-peer forge TARGET RECORD    RECORD is an alias record in hex: announce it on
+//!                                       the alias topic once the node subscribes, and
+//!                                       answer the node's alias sync with it; runs until
+//!                                       killed
 //! ```
 //!
 //! TARGET is the node's multiaddr ending in `/p2p/<peer id>`. It prints `ready <peer id>`
@@ -19,10 +23,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use kith_node::net::Frames;
 use kith_protocol::FunctionId;
+use kith_protocol::alias;
 use kith_protocol::wire::{self, FetchRequest, FetchResponse, InvokeRequest, InvokeResponse};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, StreamProtocol, identify, kad, noise, ping, tcp, yamux};
+use libp2p::{Multiaddr, StreamProtocol, gossipsub, identify, kad, noise, ping, tcp, yamux};
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -31,6 +36,8 @@ struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     fetch: request_response::Behaviour<Frames>,
     invoke: request_response::Behaviour<Frames>,
+    aliases: request_response::Behaviour<Frames>,
+    gossipsub: gossipsub::Behaviour,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -45,7 +52,16 @@ async fn main() {
             _ => None,
         })
         .expect("target ends in /p2p/<peer id>");
-    let id: FunctionId = id.parse().expect("function id");
+    let forged: Vec<u8> = if mode == "forge" {
+        hex::decode(id).expect("record hex")
+    } else {
+        Vec::new()
+    };
+    let id: FunctionId = if mode == "forge" {
+        FunctionId::of(b"unused")
+    } else {
+        id.parse().expect("function id")
+    };
     let frames = Frames {
         max_request: 64 << 20,
         max_response: 64 << 20,
@@ -91,8 +107,25 @@ async fn main() {
                         StreamProtocol::new(wire::INVOKE_PROTOCOL),
                         ProtocolSupport::Full,
                     )],
+                    rr.clone(),
+                ),
+                aliases: request_response::Behaviour::with_codec(
+                    frames,
+                    [(
+                        StreamProtocol::new(alias::SYNC_PROTOCOL),
+                        ProtocolSupport::Full,
+                    )],
                     rr,
                 ),
+                gossipsub: gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    gossipsub::ConfigBuilder::default()
+                        .heartbeat_interval(Duration::from_millis(500))
+                        .validation_mode(gossipsub::ValidationMode::Strict)
+                        .build()
+                        .unwrap(),
+                )
+                .unwrap(),
             }
         })
         .unwrap()
@@ -105,6 +138,12 @@ async fn main() {
         .kad
         .add_address(&target_peer, target.clone());
     swarm.dial(target).expect("dial");
+    let alias_topic = gossipsub::IdentTopic::new(alias::TOPIC);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&alias_topic)
+        .unwrap();
 
     let flood_count: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(0);
     let mut counts: HashMap<&'static str, u64> = HashMap::new();
@@ -112,7 +151,9 @@ async fn main() {
     loop {
         match swarm.select_next_some().await {
             SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == target_peer => {
-                if mode == "lie" {
+                if mode == "forge" {
+                    // Wait for the node's subscription before announcing.
+                } else if mode == "lie" {
                     swarm
                         .behaviour_mut()
                         .kad
@@ -132,6 +173,31 @@ async fn main() {
                             .send_request(&peer_id, request.encode());
                     }
                 }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
+                peer_id,
+                topic,
+            })) if mode == "forge" && peer_id == target_peer && topic == alias_topic.hash() => {
+                swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(alias_topic.clone(), forged.clone())
+                    .expect("publish the forged record");
+                println!("ready {}", swarm.local_peer_id());
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Aliases(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            })) => {
+                let answer = if mode == "forge" {
+                    alias::SyncResponse::Records(vec![forged.clone()])
+                } else {
+                    alias::SyncResponse::Same
+                };
+                let _ = swarm
+                    .behaviour_mut()
+                    .aliases
+                    .send_response(channel, answer.encode());
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 result: kad::QueryResult::StartProviding(result),
