@@ -346,3 +346,26 @@ pub fn padded(module: &[u8], total: usize, seed: u64) -> Vec<u8> {
     out.extend_from_slice(&payload);
     out
 }
+
+/// A child process killed (and reaped) when dropped, so a failing test never leaks it.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

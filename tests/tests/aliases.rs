@@ -514,11 +514,13 @@ fn a_peer_gossiping_a_forged_record_is_ignored_and_penalised() {
     // A real libp2p peer announces (gossip) and serves (sync) a record for our
     // namespace, signed by its own key, pointing prod elsewhere with a higher number.
     let forged = forge(ns, &ed25519::Keypair::generate(), "prod", 1_000, &h2);
-    let mut peer = std::process::Command::new(env!("CARGO_BIN_EXE_kith-test-peer"))
-        .args(["forge", &node.p2p_addr(), &hex::encode(&forged)])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut peer = kith_tests::KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kith-test-peer"))
+            .args(["forge", &node.p2p_addr(), &hex::encode(&forged)])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut out = std::io::BufReader::new(peer.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -547,6 +549,4 @@ fn a_peer_gossiping_a_forged_record_is_ignored_and_penalised() {
         .find(|p| p["peer_id"] == peer_id.as_str())
         .unwrap();
     assert!(liar["penalties"].as_u64().unwrap() >= 2, "{liar}");
-    let _ = peer.kill();
-    let _ = peer.wait();
 }

@@ -15,7 +15,7 @@ const PEER: &str = env!("CARGO_BIN_EXE_kith-test-peer");
 fn test_peer(
     args: &[&str],
 ) -> (
-    std::process::Child,
+    kith_tests::KillOnDrop,
     std::io::BufReader<std::process::ChildStdout>,
     String,
 ) {
@@ -33,7 +33,7 @@ fn test_peer(
         .strip_prefix("ready ")
         .unwrap_or_else(|| panic!("test peer did not start: {line:?}"))
         .to_owned();
-    (child, out, id)
+    (kith_tests::KillOnDrop(child), out, id)
 }
 
 /// Starts `n` nodes: the first alone, the rest bootstrapping from it; waits until every
