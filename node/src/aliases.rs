@@ -518,6 +518,11 @@ impl Aliases {
         })
     }
 
+    /// How many records the registry holds.
+    pub fn record_count(&self) -> usize {
+        self.registry().len()
+    }
+
     /// The digest of the registry, for sync.
     pub fn digest(&self) -> [u8; 32] {
         self.registry().digest()

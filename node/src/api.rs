@@ -159,6 +159,7 @@ pub fn router(node: Shared) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/v1/peers", get(peers))
         .route("/v1/functions", post(publish))
         .route("/v1/functions/{id}", get(function_info))
@@ -199,8 +200,28 @@ async fn not_found() -> ApiError {
     )
 }
 
-async fn root(State(node): State<Shared>) -> impl IntoResponse {
-    format!("kith node {}\nstatus: GET /v1/status\n", node.peer_id())
+/// The status page: plain HTML and JavaScript served by the binary; it polls
+/// `/v1/status` and `/v1/peers` every two seconds.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+async fn root() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        STATUS_PAGE,
+    )
+}
+
+async fn metrics(State(node): State<Shared>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render_node(&node),
+    )
 }
 
 async fn peers(State(node): State<Shared>) -> impl IntoResponse {

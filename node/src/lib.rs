@@ -14,6 +14,7 @@ pub mod config;
 mod executor;
 mod fsutil;
 pub mod identity;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod runtime;

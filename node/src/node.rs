@@ -214,6 +214,29 @@ pub struct Status {
     pub runtime: RuntimeStats,
     /// The engine tag of cached artifacts.
     pub engine_tag: String,
+    /// What this node offers the network.
+    pub capacity: Capacity,
+    /// The most called functions here.
+    pub top_functions: Vec<crate::metrics::TopFunction>,
+    /// The last errors, newest first.
+    pub recent_errors: Vec<crate::metrics::RecentError>,
+    /// Alias records known.
+    pub alias_records: usize,
+}
+
+/// What a node offers: its caps.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capacity {
+    /// Calls run at once (`max_concurrent_calls`).
+    pub slots: usize,
+    /// Calls queued beyond those (`max_queued_calls`).
+    pub queue: usize,
+    /// Share of the machine's CPU calls may use (`cpu_share`).
+    pub cpu_share: f64,
+    /// Guest memory granted to one call at most, bytes (`max_memory_bytes`).
+    pub memory_bytes_per_call: u64,
+    /// Store budget, bytes.
+    pub store_budget_bytes: u64,
 }
 
 /// A node.
@@ -236,6 +259,8 @@ pub struct Node {
     pub(crate) runtime: Arc<Runtime>,
     /// Publisher keys, the alias registry and the trust policy.
     pub(crate) aliases: crate::aliases::Aliases,
+    /// Call metrics (status page, `/metrics`).
+    pub(crate) metrics: crate::metrics::Metrics,
     executor: Executor,
     /// Fuel calls may still use under `cpu_share` (None when the share is 1).
     cpu_budget: Option<Mutex<TokenBucket>>,
@@ -308,6 +333,7 @@ impl Node {
             store: Arc::new(store),
             runtime: Arc::new(runtime),
             aliases,
+            metrics: crate::metrics::Metrics::default(),
             config,
             started: Instant::now(),
             served: AtomicU64::new(0),
@@ -375,7 +401,17 @@ impl Node {
     }
 
     /// Counts a finished call in the status counters.
-    pub(crate) fn count(&self, result: &Result<Receipt, CallError>) {
+    pub(crate) fn count(
+        &self,
+        function: &FunctionId,
+        result: &Result<Receipt, CallError>,
+        elapsed: Duration,
+    ) {
+        let (fuel, error) = match result {
+            Ok(r) => (r.fuel_used, None),
+            Err(e) => (0, Some((e.kind(), e.to_string()))),
+        };
+        self.metrics.record(function, elapsed, fuel, error);
         match result {
             Ok(_) => self.served.fetch_add(1, Ordering::Relaxed),
             Err(CallError::Busy { .. } | CallError::CpuShare { .. }) => {
@@ -515,6 +551,16 @@ impl Node {
             store,
             runtime: self.runtime.stats(),
             engine_tag: self.runtime.engine_tag().to_owned(),
+            capacity: Capacity {
+                slots: self.config.max_concurrent_calls,
+                queue: self.config.max_queued_calls,
+                cpu_share: self.config.cpu_share,
+                memory_bytes_per_call: self.config.caps.max_memory_bytes,
+                store_budget_bytes: self.config.store_budget_bytes,
+            },
+            top_functions: self.metrics.top_functions(10),
+            recent_errors: self.metrics.recent_errors(),
+            alias_records: self.aliases.record_count(),
         }
     }
 

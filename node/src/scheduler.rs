@@ -78,8 +78,9 @@ impl Node {
         hops: u8,
         from: Option<PeerId>,
     ) -> Result<Receipt, CallError> {
+        let started = std::time::Instant::now();
         let result = self.place_and_run(id, input, hops, from).await;
-        self.count(&result);
+        self.count(&id, &result, started.elapsed());
         result
     }
 

@@ -1,0 +1,338 @@
+//! Call metrics: what the status page and `GET /metrics` (Prometheus text format) show.
+//!
+//! Everything here is bounded: per-function counts keep at most [`MAX_FUNCTIONS`]
+//! functions (later ones are counted under `other`), recent errors keep the last
+//! [`RECENT_ERRORS`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use kith_protocol::FunctionId;
+use serde::Serialize;
+
+/// Functions tracked individually.
+pub const MAX_FUNCTIONS: usize = 1024;
+/// Recent errors kept.
+pub const RECENT_ERRORS: usize = 20;
+/// Upper bounds of the latency histogram buckets, seconds.
+pub const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// One recent error.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentError {
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The function.
+    pub function: String,
+    /// The error kind.
+    pub kind: String,
+    /// The message.
+    pub message: String,
+}
+
+/// Calls and errors of one function.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct FunctionCounts {
+    /// Calls handled.
+    pub calls: u64,
+    /// Of which failed or were refused.
+    pub errors: u64,
+}
+
+/// A function's counts, for the status page.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopFunction {
+    /// The function id (or `other`).
+    pub function: String,
+    /// Its counts.
+    #[serde(flatten)]
+    pub counts: FunctionCounts,
+}
+
+/// The node's call metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    errors_by_kind: Mutex<BTreeMap<String, u64>>,
+    functions: Mutex<BTreeMap<FunctionId, FunctionCounts>>,
+    other: Mutex<FunctionCounts>,
+    recent: Mutex<VecDeque<RecentError>>,
+    fuel: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Metrics {
+    /// Records one call: its function, how long it took end to end here, the fuel it
+    /// used, and its error kind and message if it failed.
+    pub fn record(
+        &self,
+        function: &FunctionId,
+        elapsed: Duration,
+        fuel: u64,
+        error: Option<(&str, String)>,
+    ) {
+        let failed = error.is_some();
+        {
+            let mut functions = lock(&self.functions);
+            let counts = if functions.len() < MAX_FUNCTIONS || functions.contains_key(function) {
+                functions.entry(*function).or_default()
+            } else {
+                drop(functions);
+                let mut other = lock(&self.other);
+                other.calls += 1;
+                other.errors += u64::from(failed);
+                return self.record_rest(elapsed, fuel, function, error);
+            };
+            counts.calls += 1;
+            counts.errors += u64::from(failed);
+        }
+        self.record_rest(elapsed, fuel, function, error);
+    }
+
+    fn record_rest(
+        &self,
+        elapsed: Duration,
+        fuel: u64,
+        function: &FunctionId,
+        error: Option<(&str, String)>,
+    ) {
+        self.fuel.fetch_add(fuel, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if let Some((kind, message)) = error {
+            *lock(&self.errors_by_kind)
+                .entry(kind.to_owned())
+                .or_default() += 1;
+            let mut recent = lock(&self.recent);
+            if recent.len() == RECENT_ERRORS {
+                recent.pop_front();
+            }
+            recent.push_back(RecentError {
+                at_ms: now_ms(),
+                function: function.to_hex(),
+                kind: kind.to_owned(),
+                message,
+            });
+        }
+    }
+
+    /// The most called functions, most first (at most `n`).
+    pub fn top_functions(&self, n: usize) -> Vec<TopFunction> {
+        let mut all: Vec<TopFunction> = lock(&self.functions)
+            .iter()
+            .map(|(id, c)| TopFunction {
+                function: id.to_hex(),
+                counts: *c,
+            })
+            .collect();
+        let other = *lock(&self.other);
+        if other.calls > 0 {
+            all.push(TopFunction {
+                function: "other".into(),
+                counts: other,
+            });
+        }
+        all.sort_by(|a, b| {
+            b.counts
+                .calls
+                .cmp(&a.counts.calls)
+                .then_with(|| a.function.cmp(&b.function))
+        });
+        all.truncate(n);
+        all
+    }
+
+    /// The last errors, newest first.
+    pub fn recent_errors(&self) -> Vec<RecentError> {
+        lock(&self.recent).iter().rev().cloned().collect()
+    }
+
+    /// Appends the call metrics in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let mut metric = |name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        metric(
+            "kith_call_errors_total",
+            "counter",
+            "Calls handled here that failed or were refused, by error kind.",
+        );
+        for (kind, n) in lock(&self.errors_by_kind).iter() {
+            let _ = writeln!(
+                out,
+                "kith_call_errors_total{{kind=\"{}\"}} {n}",
+                escape(kind)
+            );
+        }
+        let mut metric = |name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        metric(
+            "kith_fuel_used_total",
+            "counter",
+            "Fuel used by calls handled here.",
+        );
+        let _ = writeln!(
+            out,
+            "kith_fuel_used_total {}",
+            self.fuel.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP kith_call_duration_seconds End-to-end time of calls handled here (placement, fetch, run, answer).\n# TYPE kith_call_duration_seconds histogram"
+        );
+        let mut cumulative = 0;
+        for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "kith_call_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "kith_call_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "kith_call_duration_seconds_sum {}",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "kith_call_duration_seconds_count {count}");
+    }
+}
+
+/// Escapes a Prometheus label value.
+pub fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The whole `/metrics` document of a node: node gauges and counters, then the call
+/// metrics.
+pub fn render_node(node: &crate::node::Node) -> String {
+    let st = node.status();
+    let mut out = String::new();
+    let mut put = |name: &str, kind: &str, help: &str, lines: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in lines {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let plain = |v: f64| vec![(String::new(), v)];
+    put(
+        "kith_calls_total",
+        "counter",
+        "Calls handled by this node (as entry or for a peer), by result.",
+        &[
+            ("{result=\"ok\"}".into(), st.calls_served as f64),
+            ("{result=\"failed\"}".into(), st.calls_failed as f64),
+            ("{result=\"refused\"}".into(), st.calls_refused as f64),
+        ],
+    );
+    put(
+        "kith_calls_running",
+        "gauge",
+        "Calls running now.",
+        &plain(st.calls_running as f64),
+    );
+    put(
+        "kith_calls_queued",
+        "gauge",
+        "Calls waiting for a slot.",
+        &plain(st.calls_queued as f64),
+    );
+    put(
+        "kith_call_slots",
+        "gauge",
+        "Calls this node runs at once (max_concurrent_calls).",
+        &plain(st.capacity.slots as f64),
+    );
+    put(
+        "kith_forwarded_total",
+        "counter",
+        "Calls this node placed on a peer.",
+        &plain(st.forwarded as f64),
+    );
+    put(
+        "kith_remote_calls_served_total",
+        "counter",
+        "Calls peers placed on this node that it ran.",
+        &plain(st.remote_calls_served as f64),
+    );
+    put(
+        "kith_modules_fetched_total",
+        "counter",
+        "Modules fetched from peers.",
+        &plain(st.fetched as f64),
+    );
+    put(
+        "kith_modules_served_total",
+        "counter",
+        "Modules served to peers.",
+        &plain(st.fetches_served as f64),
+    );
+    put(
+        "kith_store_bytes",
+        "gauge",
+        "Bytes in the module store.",
+        &plain(st.store.bytes as f64),
+    );
+    put(
+        "kith_store_budget_bytes",
+        "gauge",
+        "The store's byte budget.",
+        &plain(st.store.budget as f64),
+    );
+    put(
+        "kith_store_functions",
+        "gauge",
+        "Functions stored.",
+        &plain(st.store.functions as f64),
+    );
+    put(
+        "kith_peers_connected",
+        "gauge",
+        "Connected peers.",
+        &plain(st.peers_connected as f64),
+    );
+    put(
+        "kith_alias_records",
+        "gauge",
+        "Alias records known.",
+        &plain(st.alias_records as f64),
+    );
+    put(
+        "kith_uptime_seconds",
+        "gauge",
+        "Seconds since the node started.",
+        &plain(st.uptime_secs as f64),
+    );
+    node.metrics.render(&mut out);
+    out
+}
