@@ -1,7 +1,7 @@
 //! The `kith` command line.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -84,12 +84,51 @@ pub enum Command {
     /// Work with the manifest section of a .wasm file (for any source language).
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// The node's configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Running the node as a system service.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Publisher keys: a key's public half is a namespace for aliases.
     #[command(subcommand)]
     Key(KeyCommand),
     /// Aliases NAMESPACE/NAME@CHANNEL: move, split, promote, roll back, inspect.
     #[command(subcommand)]
     Alias(AliasCommand),
+}
+
+/// `kith config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the configuration `kith up` would run with these flags, and where each
+    /// value comes from: default, profile, file or flag.
+    Show {
+        /// Print JSON: `[{"key", "value", "source"}]`.
+        #[arg(long)]
+        json: bool,
+        /// The same flags as `kith up`.
+        #[command(flatten)]
+        args: Box<UpArgs>,
+    },
+}
+
+/// `kith service …`
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Print a systemd unit that runs this binary as a service (save it as
+    /// /etc/systemd/system/kith.service, then `systemctl enable --now kith`).
+    Unit {
+        /// Settings file the service starts with.
+        #[arg(long, default_value = "/etc/kith.toml")]
+        config: PathBuf,
+        /// User (and group) to run as.
+        #[arg(long, default_value = "kith")]
+        user: String,
+        /// Data directory.
+        #[arg(long, default_value = "/var/lib/kith")]
+        data_dir: PathBuf,
+    },
 }
 
 /// `kith key …`
@@ -166,6 +205,10 @@ pub enum ManifestCommand {
 /// Flags of `kith up`.
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
+    /// Caps that suit a kind of device: pi, router or vm. The settings file and flags
+    /// override what it sets.
+    #[arg(long, value_enum)]
+    pub profile: Option<config::Profile>,
     /// A TOML file with settings; every flag below has a key of the same name with
     /// underscores (e.g. `bootstrap = ["/ip4/…/p2p/…"]`). Flags override it.
     #[arg(long, env = "KITH_CONFIG", value_name = "FILE")]
@@ -255,13 +298,54 @@ impl UpArgs {
     /// # Errors
     /// On values that cannot work (e.g. zero concurrent calls).
     pub fn config(&self) -> anyhow::Result<NodeConfig> {
-        match &self.config {
+        self.layered()?.effective()
+    }
+
+    /// These flags over the settings file over the profile.
+    fn layered(&self) -> anyhow::Result<Self> {
+        let mut args = match &self.config {
             Some(path) => {
                 let file = config::FileConfig::load(path)?;
-                self.clone().with_file(file, path)?.effective()
+                self.clone().with_file(file, path)?
             }
-            None => self.effective(),
+            None => self.clone(),
+        };
+        if let Some(profile) = args.profile {
+            args.apply_profile(profile)?;
         }
+        Ok(args)
+    }
+
+    /// Fills every setting not given by a flag or the file from `profile`.
+    fn apply_profile(&mut self, profile: config::Profile) -> anyhow::Result<()> {
+        for (key, value) in profile.settings() {
+            let int = || value.parse::<u64>().context("profile value");
+            match key {
+                "max_concurrent_calls" => {
+                    self.max_concurrent_calls = self.max_concurrent_calls.or(Some(int()? as usize));
+                }
+                "max_queued_calls" => {
+                    self.max_queued_calls = self.max_queued_calls.or(Some(int()? as usize));
+                }
+                "cpu_share" => {
+                    self.cpu_share = self.cpu_share.or(value.parse().ok());
+                }
+                "max_memory_bytes" => {
+                    self.max_memory_bytes = self.max_memory_bytes.or(Some(int()?))
+                }
+                "store_budget_bytes" => {
+                    self.store_budget_bytes = self.store_budget_bytes.or(Some(int()?));
+                }
+                "max_module_bytes" => {
+                    self.max_module_bytes = self.max_module_bytes.or(Some(int()?))
+                }
+                "device_class" => {
+                    self.device_class = self.device_class.or(parse_device(&value).ok());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Fills every setting not given as a flag from `file`.
@@ -275,6 +359,7 @@ impl UpArgs {
                 })
                 .collect()
         };
+        self.profile = self.profile.or(f.profile);
         self.data_dir = self.data_dir.or(f.data_dir);
         self.http = self.http.or(f.http);
         self.max_concurrent_calls = self.max_concurrent_calls.or(f.max_concurrent_calls);
@@ -528,6 +613,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Alias(command) => alias_command(&cli.api, command),
+        Command::Service(ServiceCommand::Unit {
+            config,
+            user,
+            data_dir,
+        }) => {
+            let exe = std::env::current_exe()
+                .ok()
+                .and_then(|p| p.canonicalize().ok())
+                .unwrap_or_else(|| PathBuf::from("/usr/local/bin/kith"));
+            print!("{}", service_unit(&exe, &config, &user, &data_dir));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Show { json, args }) => {
+            let rows = provenance(&args)?;
+            if json {
+                let v: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|(k, v, s)| serde_json::json!({"key": k, "value": v, "source": s}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).min(60);
+                for (k, v, s) in rows {
+                    println!("{k:<22} {v:<width$}  {s}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Info { reference } => {
             let v = client(&cli.api)?
                 .get_json(&format!("/v1/functions/{reference}"))
@@ -579,6 +692,291 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A systemd unit for `kith up`. SIGTERM makes the node stop taking calls and let
+/// running ones finish (at most `SHUTDOWN_GRACE`), so the stop timeout is above it.
+fn service_unit(exe: &Path, config: &Path, user: &str, data_dir: &Path) -> String {
+    let grace = crate::SHUTDOWN_GRACE.as_secs();
+    format!(
+        "# kith peer node: save as /etc/systemd/system/kith.service, then
+#   sudo useradd --system --home {data} {user}
+#   sudo systemctl daemon-reload && sudo systemctl enable --now kith
+[Unit]
+Description=kith peer node
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart={exe} up --config {config} --data-dir {data}
+User={user}
+Group={user}
+Restart=on-failure
+RestartSec=5
+# SIGTERM: stop taking calls, let running ones finish (at most {grace} s), exit.
+KillSignal=SIGTERM
+TimeoutStopSec={stop}
+StateDirectory={state}
+NoNewPrivileges=true
+ProtectSystem=strict
+ProtectHome=true
+PrivateTmp=true
+PrivateDevices=true
+ReadWritePaths={data}
+
+[Install]
+WantedBy=multi-user.target
+",
+        exe = exe.display(),
+        config = config.display(),
+        data = data_dir.display(),
+        stop = grace + 10,
+        state = data_dir
+            .strip_prefix("/var/lib")
+            .map_or_else(|_| "kith".into(), |p| p.display().to_string()),
+    )
+}
+
+/// Every setting `kith up` would use with `args`: key, effective value, source.
+fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String)>> {
+    let file = args
+        .config
+        .as_ref()
+        .map(|p| config::FileConfig::load(p))
+        .transpose()?;
+    let layered = args.layered()?;
+    let c = layered.effective()?;
+    let profile = layered.profile;
+    let profile_keys: Vec<&str> = profile
+        .map(|p| p.settings().into_iter().map(|(k, _)| k).collect())
+        .unwrap_or_default();
+    let file_name = args
+        .config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let f = file.as_ref();
+    let source = |key: &str, flag: bool, in_file: bool| -> String {
+        if flag {
+            "flag".to_owned()
+        } else if in_file {
+            format!("file {file_name}")
+        } else if let (Some(p), true) = (profile, profile_keys.contains(&key)) {
+            format!("profile {}", p.name())
+        } else {
+            "default".to_owned()
+        }
+    };
+    let list = |v: &[libp2p::Multiaddr]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let net = c.net.clone().unwrap_or_default();
+    let caps = &c.caps;
+    let device = serde_json::to_value(c.device)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let rows = vec![
+        (
+            "profile",
+            profile.map_or("none".to_owned(), |p| p.name().to_owned()),
+            source(
+                "",
+                args.profile.is_some(),
+                f.is_some_and(|f| f.profile.is_some()),
+            ),
+        ),
+        (
+            "data_dir",
+            c.data_dir.display().to_string(),
+            source(
+                "",
+                args.data_dir.is_some(),
+                f.is_some_and(|f| f.data_dir.is_some()),
+            ),
+        ),
+        (
+            "http",
+            c.http.to_string(),
+            source("", args.http.is_some(), f.is_some_and(|f| f.http.is_some())),
+        ),
+        (
+            "max_concurrent_calls",
+            c.max_concurrent_calls.to_string(),
+            source(
+                "max_concurrent_calls",
+                args.max_concurrent_calls.is_some(),
+                f.is_some_and(|f| f.max_concurrent_calls.is_some()),
+            ),
+        ),
+        (
+            "max_queued_calls",
+            c.max_queued_calls.to_string(),
+            source(
+                "max_queued_calls",
+                args.max_queued_calls.is_some(),
+                f.is_some_and(|f| f.max_queued_calls.is_some()),
+            ),
+        ),
+        (
+            "cpu_share",
+            c.cpu_share.to_string(),
+            source(
+                "cpu_share",
+                args.cpu_share.is_some(),
+                f.is_some_and(|f| f.cpu_share.is_some()),
+            ),
+        ),
+        (
+            "store_budget_bytes",
+            c.store_budget_bytes.to_string(),
+            source(
+                "store_budget_bytes",
+                args.store_budget_bytes.is_some(),
+                f.is_some_and(|f| f.store_budget_bytes.is_some()),
+            ),
+        ),
+        (
+            "device_class",
+            device,
+            source(
+                "device_class",
+                args.device_class.is_some(),
+                f.is_some_and(|f| f.device_class.is_some()),
+            ),
+        ),
+        (
+            "max_module_bytes",
+            caps.max_module_bytes.to_string(),
+            source(
+                "max_module_bytes",
+                args.max_module_bytes.is_some(),
+                f.is_some_and(|f| f.max_module_bytes.is_some()),
+            ),
+        ),
+        (
+            "max_memory_bytes",
+            caps.max_memory_bytes.to_string(),
+            source(
+                "max_memory_bytes",
+                args.max_memory_bytes.is_some(),
+                f.is_some_and(|f| f.max_memory_bytes.is_some()),
+            ),
+        ),
+        (
+            "max_fuel",
+            caps.max_fuel.to_string(),
+            source(
+                "",
+                args.max_fuel.is_some(),
+                f.is_some_and(|f| f.max_fuel.is_some()),
+            ),
+        ),
+        (
+            "max_timeout_ms",
+            caps.max_timeout_ms.to_string(),
+            source(
+                "",
+                args.max_timeout_ms.is_some(),
+                f.is_some_and(|f| f.max_timeout_ms.is_some()),
+            ),
+        ),
+        (
+            "max_input_bytes",
+            caps.max_input_bytes.to_string(),
+            source(
+                "",
+                args.max_input_bytes.is_some(),
+                f.is_some_and(|f| f.max_input_bytes.is_some()),
+            ),
+        ),
+        (
+            "max_output_bytes",
+            caps.max_output_bytes.to_string(),
+            source(
+                "",
+                args.max_output_bytes.is_some(),
+                f.is_some_and(|f| f.max_output_bytes.is_some()),
+            ),
+        ),
+        (
+            "offline",
+            c.net.is_none().to_string(),
+            source("", args.offline, f.is_some_and(|f| f.offline.is_some())),
+        ),
+        (
+            "listen",
+            list(&net.listen),
+            source(
+                "",
+                !args.listen.is_empty(),
+                f.is_some_and(|f| !f.listen.is_empty()),
+            ),
+        ),
+        (
+            "bootstrap",
+            list(&net.bootstrap),
+            source(
+                "",
+                !args.bootstrap.is_empty(),
+                f.is_some_and(|f| !f.bootstrap.is_empty()),
+            ),
+        ),
+        (
+            "external_address",
+            list(&net.external),
+            source(
+                "",
+                !args.external_address.is_empty(),
+                f.is_some_and(|f| !f.external_address.is_empty()),
+            ),
+        ),
+        (
+            "no_mdns",
+            (!net.mdns).to_string(),
+            source("", args.no_mdns, f.is_some_and(|f| f.no_mdns.is_some())),
+        ),
+        (
+            "advert_interval_ms",
+            net.advert_interval_ms.to_string(),
+            source(
+                "",
+                args.advert_interval_ms.is_some(),
+                f.is_some_and(|f| f.advert_interval_ms.is_some()),
+            ),
+        ),
+        (
+            "invoke_rate_per_peer",
+            net.invoke_rate_per_peer.to_string(),
+            source(
+                "",
+                args.invoke_rate_per_peer.is_some(),
+                f.is_some_and(|f| f.invoke_rate_per_peer.is_some()),
+            ),
+        ),
+        (
+            "trust",
+            c.trust.join(","),
+            source(
+                "",
+                !args.trust.is_empty(),
+                f.is_some_and(|f| !f.trust.is_empty()),
+            ),
+        ),
+        (
+            "trusted_only",
+            c.trusted_only.to_string(),
+            source(
+                "",
+                args.trusted_only,
+                f.is_some_and(|f| f.trusted_only.is_some()),
+            ),
+        ),
+    ];
+    Ok(rows)
 }
 
 fn print_record(v: &serde_json::Value) {

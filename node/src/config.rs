@@ -126,12 +126,56 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from("kith-data")
 }
 
+/// A device profile: caps that suit a kind of device, below the settings file and the
+/// flags (`kith up --profile pi`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// A Raspberry Pi: 2 calls at once, half the CPU, 128 MiB per call, 512 MiB store.
+    Pi,
+    /// A home router: 1 call at once, a quarter of the CPU, 32 MiB per call, 64 MiB store.
+    Router,
+    /// A cloud VM or server: every core, 1 GiB per call, 8 GiB store.
+    Vm,
+}
+
+impl Profile {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pi => "pi",
+            Self::Router => "router",
+            Self::Vm => "vm",
+        }
+    }
+
+    /// The settings it sets, as `(key, value)` with the keys of the settings file.
+    pub fn settings(self) -> Vec<(&'static str, String)> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let (calls, queue, share, memory, store, module, device) = match self {
+            Self::Pi => (2, 32, 0.5, 128u64 << 20, 512u64 << 20, 8u64 << 20, "pi"),
+            Self::Router => (1, 8, 0.25, 32 << 20, 64 << 20, 2 << 20, "router"),
+            Self::Vm => (cores, 1024, 1.0, 1 << 30, 8 << 30, 64 << 20, "server"),
+        };
+        vec![
+            ("max_concurrent_calls", calls.to_string()),
+            ("max_queued_calls", queue.to_string()),
+            ("cpu_share", share.to_string()),
+            ("max_memory_bytes", memory.to_string()),
+            ("store_budget_bytes", store.to_string()),
+            ("max_module_bytes", module.to_string()),
+            ("device_class", device.to_owned()),
+        ]
+    }
+}
+
 /// The settings file of `kith up --config FILE` (TOML). Keys are the flags' names with
 /// underscores; unknown keys are refused, so a typo never silently does nothing.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct FileConfig {
+    pub profile: Option<Profile>,
     pub data_dir: Option<PathBuf>,
     pub http: Option<SocketAddr>,
     pub max_concurrent_calls: Option<usize>,

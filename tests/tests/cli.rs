@@ -285,3 +285,110 @@ fn keys_and_aliases_through_the_cli() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn config_show_names_where_each_value_comes_from_and_profiles_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kith.toml");
+    std::fs::write(&file, "max_queued_calls = 5\ncpu_share = 0.3\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "config",
+            "show",
+            "--json",
+            "--profile",
+            "router",
+            "--config",
+        ])
+        .arg(&file)
+        .args(["--max-concurrent-calls", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |key: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("no {key}"))
+            .clone()
+    };
+    let check = |key: &str, value: &str, source: &str| {
+        let r = row(key);
+        assert_eq!(r["value"], value, "{key}: {r}");
+        assert!(
+            r["source"].as_str().unwrap().starts_with(source),
+            "{key}: {r}"
+        );
+    };
+    check("profile", "router", "flag");
+    check("max_concurrent_calls", "3", "flag");
+    check("max_queued_calls", "5", "file");
+    check("cpu_share", "0.3", "file");
+    check(
+        "max_memory_bytes",
+        &(32u64 << 20).to_string(),
+        "profile router",
+    );
+    check("device_class", "router", "profile router");
+    check("max_fuel", "10000000000", "default");
+
+    // The node really runs with the profile's caps (file and flags over it).
+    let node = NodeProcess::start(
+        BIN,
+        &dir.path().join("n"),
+        &["--offline", "--profile", "pi"],
+    );
+    let cap = node.status()["capacity"].clone();
+    assert_eq!(cap["slots"], 2, "{cap}");
+    assert_eq!(cap["cpu_share"], 0.5, "{cap}");
+    assert_eq!(cap["memory_bytes_per_call"], 128u64 << 20, "{cap}");
+    assert_eq!(cap["store_budget_bytes"], 512u64 << 20, "{cap}");
+
+    let out = Command::new(BIN)
+        .args(["config", "show", "--profile", "toaster"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("pi, router, vm"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn service_unit_runs_this_binary_and_lets_calls_drain_on_sigterm() {
+    let out = Command::new(BIN)
+        .args([
+            "service",
+            "unit",
+            "--config",
+            "/etc/kith/node.toml",
+            "--user",
+            "kithd",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let unit = text(&out.stdout);
+    let exe = std::fs::canonicalize(BIN).unwrap();
+    assert!(
+        unit.contains(&format!(
+            "ExecStart={} up --config /etc/kith/node.toml --data-dir /var/lib/kith",
+            exe.display()
+        )),
+        "{unit}"
+    );
+    for line in [
+        "User=kithd",
+        "KillSignal=SIGTERM",
+        "TimeoutStopSec=20",
+        "StateDirectory=kith",
+        "Restart=on-failure",
+        "[Install]",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "missing {line}:\n{unit}");
+    }
+}
