@@ -284,6 +284,10 @@ pub struct UpArgs {
     /// (default: run any function by hash).
     #[arg(long)]
     pub trusted_only: bool,
+    /// Local hours FROM-TO when this node offers capacity (e.g. 8-23, or 22-7 across
+    /// midnight); outside them it advertises itself full and refuses calls as busy.
+    #[arg(long, value_name = "FROM-TO")]
+    pub offer_hours: Option<config::OfferHours>,
 }
 
 fn parse_device(s: &str) -> Result<kith_protocol::capacity::DeviceClass, String> {
@@ -390,6 +394,14 @@ impl UpArgs {
             self.trust = f.trust;
         }
         self.trusted_only |= f.trusted_only.unwrap_or(false);
+        if self.offer_hours.is_none()
+            && let Some(h) = f.offer_hours
+        {
+            self.offer_hours =
+                Some(h.parse().map_err(|e: String| {
+                    anyhow::anyhow!("{}: offer_hours: {e}", path.display())
+                })?);
+        }
         Ok(self)
     }
 
@@ -433,6 +445,7 @@ impl UpArgs {
         }
         c.trust.clone_from(&self.trust);
         c.trusted_only = self.trusted_only;
+        c.offer_hours = self.offer_hours;
         if self.offline {
             c.net = None;
         } else if let Some(net) = c.net.as_mut() {
@@ -973,6 +986,15 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
                 "",
                 args.trusted_only,
                 f.is_some_and(|f| f.trusted_only.is_some()),
+            ),
+        ),
+        (
+            "offer_hours",
+            c.offer_hours.map_or("always".to_owned(), |h| h.to_string()),
+            source(
+                "",
+                args.offer_hours.is_some(),
+                f.is_some_and(|f| f.offer_hours.is_some()),
             ),
         ),
     ];

@@ -38,6 +38,66 @@ pub struct NodeConfig {
     pub trust: Vec<String>,
     /// Run only functions that a trusted namespace's aliases currently point at.
     pub trusted_only: bool,
+    /// Local hours when this node offers capacity to calls (`None`: always).
+    pub offer_hours: Option<OfferHours>,
+}
+
+/// Local hours `[from, to)` when a node offers capacity; wraps midnight when
+/// `from > to` (e.g. `22-7`). Outside them the node advertises itself full and refuses
+/// calls as busy, so they are placed elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfferHours {
+    /// First hour offered, 0..=23.
+    pub from: u8,
+    /// Hour at which offering stops, 0..=24.
+    pub to: u8,
+}
+
+impl OfferHours {
+    /// True if and only if local hour `hour` (0..=23) is offered.
+    pub fn contains(&self, hour: u8) -> bool {
+        if self.from <= self.to {
+            hour >= self.from && hour < self.to
+        } else {
+            hour >= self.from || hour < self.to
+        }
+    }
+}
+
+impl std::fmt::Display for OfferHours {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.from, self.to)
+    }
+}
+
+impl std::str::FromStr for OfferHours {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("offer hours {s:?} must be FROM-TO in local hours, e.g. 8-23 or 22-7");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let from: u8 = a.trim().parse().map_err(|_| bad())?;
+        let to: u8 = b.trim().parse().map_err(|_| bad())?;
+        if from > 23 || to > 24 || from == to {
+            return Err(bad());
+        }
+        Ok(Self { from, to })
+    }
+}
+
+/// The local hour of day now (0..=23), from the system's time zone.
+pub fn local_hour() -> u8 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let t = libc::time_t::try_from(now).unwrap_or(0);
+    // SAFETY: localtime_r writes only into the tm we pass; both pointers are valid.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if ok {
+        u8::try_from(tm.tm_hour.clamp(0, 23)).unwrap_or(0)
+    } else {
+        u8::try_from((now / 3600) % 24).unwrap_or(0)
+    }
 }
 
 /// The default peer-network port (QUIC on UDP and TCP).
@@ -107,6 +167,7 @@ impl NodeConfig {
             net: Some(NetSettings::default()),
             trust: Vec::new(),
             trusted_only: false,
+            offer_hours: None,
         }
     }
 }
@@ -202,6 +263,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub trust: Vec<String>,
     pub trusted_only: Option<bool>,
+    pub offer_hours: Option<String>,
 }
 
 /// Why a settings file could not be used.

@@ -94,6 +94,14 @@ pub enum CallError {
     /// The call itself failed.
     #[error(transparent)]
     Invoke(#[from] InvokeError),
+    /// Outside the operator's offered hours.
+    #[error(
+        "busy: this node offers capacity only during local hours {hours} (offer_hours); try another peer"
+    )]
+    OffHours {
+        /// The configured hours.
+        hours: crate::config::OfferHours,
+    },
     /// The node runs only functions its trusted publishers' aliases point at.
     #[error(
         "untrusted: function {function} is not the current target of any alias of a publisher this node trusts (trusted_only)"
@@ -118,7 +126,7 @@ impl CallError {
     /// The error kind, as in the HTTP API (`docs/http-api.md`).
     pub fn kind(&self) -> &str {
         match self {
-            Self::Busy { .. } | Self::CpuShare { .. } => "busy",
+            Self::Busy { .. } | Self::CpuShare { .. } | Self::OffHours { .. } => "busy",
             Self::Untrusted { .. } => "untrusted",
             Self::Remote { kind, .. } => kind,
             Self::Invoke(e) => e.kind(),
@@ -235,6 +243,10 @@ pub struct Capacity {
     pub cpu_share: f64,
     /// Guest memory granted to one call at most, bytes (`max_memory_bytes`).
     pub memory_bytes_per_call: u64,
+    /// Local hours when capacity is offered (`offer_hours`), or `always`.
+    pub offer_hours: String,
+    /// False outside those hours.
+    pub offering_now: bool,
     /// Store budget, bytes.
     pub store_budget_bytes: u64,
 }
@@ -414,11 +426,18 @@ impl Node {
         self.metrics.record(function, elapsed, fuel, error);
         match result {
             Ok(_) => self.served.fetch_add(1, Ordering::Relaxed),
-            Err(CallError::Busy { .. } | CallError::CpuShare { .. }) => {
-                self.refused.fetch_add(1, Ordering::Relaxed)
-            }
+            Err(
+                CallError::Busy { .. } | CallError::CpuShare { .. } | CallError::OffHours { .. },
+            ) => self.refused.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
         };
+    }
+
+    /// True when the node offers capacity now (inside its offered hours, if any).
+    pub(crate) fn offering(&self) -> bool {
+        self.config
+            .offer_hours
+            .is_none_or(|h| h.contains(crate::config::local_hour()))
     }
 
     /// True when calls have used up the operator's CPU share for now.
@@ -465,6 +484,13 @@ impl Node {
     ) -> Result<Receipt, CallError> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(InvokeError::Internal("the node is shutting down".into()).into());
+        }
+        if let Some(hours) = self
+            .config
+            .offer_hours
+            .filter(|h| !h.contains(crate::config::local_hour()))
+        {
+            return Err(CallError::OffHours { hours });
         }
         if !self.aliases.may_run(&id) {
             return Err(CallError::Untrusted { function: id });
@@ -556,6 +582,11 @@ impl Node {
                 queue: self.config.max_queued_calls,
                 cpu_share: self.config.cpu_share,
                 memory_bytes_per_call: self.config.caps.max_memory_bytes,
+                offer_hours: self
+                    .config
+                    .offer_hours
+                    .map_or("always".to_owned(), |h| h.to_string()),
+                offering_now: self.offering(),
                 store_budget_bytes: self.config.store_budget_bytes,
             },
             top_functions: self.metrics.top_functions(10),

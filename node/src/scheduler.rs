@@ -357,8 +357,8 @@ impl Node {
         let clamp = |v: usize| u16::try_from(v).unwrap_or(u16::MAX);
         let max_concurrent = clamp(self.config.max_concurrent_calls);
         let max_queued = clamp(self.config.max_queued_calls);
-        // A spent CPU share reads as "full" until it refills.
-        let (running, queued) = if self.cpu_share_spent() {
+        // A spent CPU share, or hours when nothing is offered, read as "full".
+        let (running, queued) = if self.cpu_share_spent() || !self.offering() {
             (max_concurrent, max_queued)
         } else {
             (
@@ -519,7 +519,10 @@ fn serve_chunk(store: &crate::store::Store, request: &FetchRequest) -> FetchResp
 
 fn retryable(e: &CallError) -> bool {
     match e {
-        CallError::Busy { .. } | CallError::CpuShare { .. } | CallError::Untrusted { .. } => true,
+        CallError::Busy { .. }
+        | CallError::CpuShare { .. }
+        | CallError::OffHours { .. }
+        | CallError::Untrusted { .. } => true,
         CallError::Remote { kind, .. } => {
             kind == "unreachable" || RETRYABLE.contains(&kind.as_str())
         }

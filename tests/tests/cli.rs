@@ -392,3 +392,71 @@ fn service_unit_runs_this_binary_and_lets_calls_drain_on_sigterm() {
         assert!(unit.lines().any(|l| l == line), "missing {line}:\n{unit}");
     }
 }
+
+#[test]
+fn outside_its_offered_hours_a_node_refuses_calls_as_busy() {
+    // Windows are built around the current local hour; if the hour turns while the
+    // check runs, it runs again.
+    for _ in 0..2 {
+        let h = kith_node::config::local_hour();
+        check_offer_hours(h);
+        if kith_node::config::local_hour() == h {
+            return;
+        }
+    }
+    panic!("the local hour kept changing");
+}
+
+fn check_offer_hours(h: u8) {
+    let dir = tempfile::tempdir().unwrap();
+    let off = format!("{}-{h}", (h + 1) % 24); // every hour but this one
+    let on = format!("{h}-{}", h + 1); // only this hour
+    let node = NodeProcess::start(
+        BIN,
+        &dir.path().join("off"),
+        &["--offline", "--offer-hours", &off],
+    );
+    let id = node
+        .client()
+        .publish(kith_tests::guest("hello"))
+        .unwrap()
+        .id;
+    let r = kith_tests::post(&format!("{}/v1/call/{id}", node.url), b"x".to_vec());
+    if kith_node::config::local_hour() != h {
+        return; // the hour turned: the caller runs the check again
+    }
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.kind(), "busy");
+    assert!(r.message().contains("offer_hours"), "{}", r.message());
+    let cap = node.status()["capacity"].clone();
+    assert_eq!(cap["offering_now"], false, "{cap}");
+    assert_eq!(cap["offer_hours"], off.as_str());
+
+    let node = NodeProcess::start(
+        BIN,
+        &dir.path().join("on"),
+        &["--offline", "--offer-hours", &on],
+    );
+    let id = node
+        .client()
+        .publish(kith_tests::guest("hello"))
+        .unwrap()
+        .id;
+    let r = kith_tests::post(&format!("{}/v1/call/{id}", node.url), b"x".to_vec());
+    if kith_node::config::local_hour() != h {
+        return;
+    }
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(node.status()["capacity"]["offering_now"], true);
+
+    let out = Command::new(BIN)
+        .args(["config", "show", "--offer-hours", "25-3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("FROM-TO"),
+        "{}",
+        text(&out.stderr)
+    );
+}
