@@ -11,6 +11,7 @@
 //!   the node runs only functions that are a current target of an alias in a trusted
 //!   namespace.
 
+use crate::clock::{lock, now_ms};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -152,16 +153,6 @@ pub struct Aliases {
     trusted_only: bool,
     route_seed: [u8; 32],
     route_counter: AtomicU64,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Key names: the same rule as alias names.

@@ -307,12 +307,19 @@ impl UpArgs {
 
     /// These flags over the settings file over the profile.
     fn layered(&self) -> anyhow::Result<Self> {
-        let mut args = match &self.config {
-            Some(path) => {
-                let file = config::FileConfig::load(path)?;
-                self.clone().with_file(file, path)?
-            }
-            None => self.clone(),
+        let file = self
+            .config
+            .as_ref()
+            .map(|p| config::FileConfig::load(p))
+            .transpose()?;
+        self.layered_with(file)
+    }
+
+    /// [`Self::layered`] with the settings file already read.
+    fn layered_with(&self, file: Option<config::FileConfig>) -> anyhow::Result<Self> {
+        let mut args = match (&self.config, file) {
+            (Some(path), Some(file)) => self.clone().with_file(file, path)?,
+            _ => self.clone(),
         };
         if let Some(profile) = args.profile {
             args.apply_profile(profile)?;
@@ -757,7 +764,7 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
         .as_ref()
         .map(|p| config::FileConfig::load(p))
         .transpose()?;
-    let layered = args.layered()?;
+    let layered = args.layered_with(file.clone())?;
     let c = layered.effective()?;
     let profile = layered.profile;
     let profile_keys: Vec<&str> = profile
@@ -797,7 +804,7 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
             "profile",
             profile.map_or("none".to_owned(), |p| p.name().to_owned()),
             source(
-                "",
+                "profile",
                 args.profile.is_some(),
                 f.is_some_and(|f| f.profile.is_some()),
             ),
@@ -806,7 +813,7 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
             "data_dir",
             c.data_dir.display().to_string(),
             source(
-                "",
+                "data_dir",
                 args.data_dir.is_some(),
                 f.is_some_and(|f| f.data_dir.is_some()),
             ),
@@ -814,7 +821,11 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
         (
             "http",
             c.http.to_string(),
-            source("", args.http.is_some(), f.is_some_and(|f| f.http.is_some())),
+            source(
+                "http",
+                args.http.is_some(),
+                f.is_some_and(|f| f.http.is_some()),
+            ),
         ),
         (
             "max_concurrent_calls",
@@ -883,7 +894,7 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
             "max_fuel",
             caps.max_fuel.to_string(),
             source(
-                "",
+                "max_fuel",
                 args.max_fuel.is_some(),
                 f.is_some_and(|f| f.max_fuel.is_some()),
             ),
@@ -892,7 +903,7 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
             "max_timeout_ms",
             caps.max_timeout_ms.to_string(),
             source(
-                "",
+                "max_timeout_ms",
                 args.max_timeout_ms.is_some(),
                 f.is_some_and(|f| f.max_timeout_ms.is_some()),
             ),
@@ -901,7 +912,7 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
             "max_input_bytes",
             caps.max_input_bytes.to_string(),
             source(
-                "",
+                "max_input_bytes",
                 args.max_input_bytes.is_some(),
                 f.is_some_and(|f| f.max_input_bytes.is_some()),
             ),
@@ -910,7 +921,7 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
             "max_output_bytes",
             caps.max_output_bytes.to_string(),
             source(
-                "",
+                "max_output_bytes",
                 args.max_output_bytes.is_some(),
                 f.is_some_and(|f| f.max_output_bytes.is_some()),
             ),
@@ -918,13 +929,17 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
         (
             "offline",
             c.net.is_none().to_string(),
-            source("", args.offline, f.is_some_and(|f| f.offline.is_some())),
+            source(
+                "offline",
+                args.offline,
+                f.is_some_and(|f| f.offline.is_some()),
+            ),
         ),
         (
             "listen",
             list(&net.listen),
             source(
-                "",
+                "listen",
                 !args.listen.is_empty(),
                 f.is_some_and(|f| !f.listen.is_empty()),
             ),
@@ -933,7 +948,7 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
             "bootstrap",
             list(&net.bootstrap),
             source(
-                "",
+                "bootstrap",
                 !args.bootstrap.is_empty(),
                 f.is_some_and(|f| !f.bootstrap.is_empty()),
             ),
@@ -942,7 +957,7 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
             "external_address",
             list(&net.external),
             source(
-                "",
+                "external_address",
                 !args.external_address.is_empty(),
                 f.is_some_and(|f| !f.external_address.is_empty()),
             ),
@@ -950,13 +965,17 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
         (
             "no_mdns",
             (!net.mdns).to_string(),
-            source("", args.no_mdns, f.is_some_and(|f| f.no_mdns.is_some())),
+            source(
+                "no_mdns",
+                args.no_mdns,
+                f.is_some_and(|f| f.no_mdns.is_some()),
+            ),
         ),
         (
             "advert_interval_ms",
             net.advert_interval_ms.to_string(),
             source(
-                "",
+                "advert_interval_ms",
                 args.advert_interval_ms.is_some(),
                 f.is_some_and(|f| f.advert_interval_ms.is_some()),
             ),
@@ -965,7 +984,7 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
             "invoke_rate_per_peer",
             net.invoke_rate_per_peer.to_string(),
             source(
-                "",
+                "invoke_rate_per_peer",
                 args.invoke_rate_per_peer.is_some(),
                 f.is_some_and(|f| f.invoke_rate_per_peer.is_some()),
             ),
@@ -974,7 +993,7 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
             "trust",
             c.trust.join(","),
             source(
-                "",
+                "trust",
                 !args.trust.is_empty(),
                 f.is_some_and(|f| !f.trust.is_empty()),
             ),
@@ -983,7 +1002,7 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
             "trusted_only",
             c.trusted_only.to_string(),
             source(
-                "",
+                "trusted_only",
                 args.trusted_only,
                 f.is_some_and(|f| f.trusted_only.is_some()),
             ),
@@ -992,7 +1011,7 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
             "offer_hours",
             c.offer_hours.map_or("always".to_owned(), |h| h.to_string()),
             source(
-                "",
+                "offer_hours",
                 args.offer_hours.is_some(),
                 f.is_some_and(|f| f.offer_hours.is_some()),
             ),

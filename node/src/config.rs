@@ -232,7 +232,7 @@ impl Profile {
 
 /// The settings file of `kith up --config FILE` (TOML). Keys are the flags' names with
 /// underscores; unknown keys are refused, so a typo never silently does nothing.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct FileConfig {

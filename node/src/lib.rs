@@ -10,6 +10,7 @@
 pub mod aliases;
 pub mod api;
 pub mod cli;
+mod clock;
 pub mod config;
 mod executor;
 mod fsutil;

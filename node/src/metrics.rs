@@ -4,10 +4,11 @@
 //! functions (later ones are counted under `other`), recent errors keep the last
 //! [`RECENT_ERRORS`].
 
+use crate::clock::{lock, now_ms};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use kith_protocol::FunctionId;
@@ -67,16 +68,6 @@ pub struct Metrics {
     sum_us: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Metrics {
     /// Records one call: its function, how long it took end to end here, the fuel it
     /// used, and its error kind and message if it failed.
@@ -87,31 +78,20 @@ impl Metrics {
         fuel: u64,
         error: Option<(&str, String)>,
     ) {
-        let failed = error.is_some();
+        let failed = u64::from(error.is_some());
         {
             let mut functions = lock(&self.functions);
-            let counts = if functions.len() < MAX_FUNCTIONS || functions.contains_key(function) {
+            let tracked = functions.len() < MAX_FUNCTIONS || functions.contains_key(function);
+            let mut other;
+            let counts = if tracked {
                 functions.entry(*function).or_default()
             } else {
-                drop(functions);
-                let mut other = lock(&self.other);
-                other.calls += 1;
-                other.errors += u64::from(failed);
-                return self.record_rest(elapsed, fuel, function, error);
+                other = lock(&self.other);
+                &mut *other
             };
             counts.calls += 1;
-            counts.errors += u64::from(failed);
+            counts.errors += failed;
         }
-        self.record_rest(elapsed, fuel, function, error);
-    }
-
-    fn record_rest(
-        &self,
-        elapsed: Duration,
-        fuel: u64,
-        function: &FunctionId,
-        error: Option<(&str, String)>,
-    ) {
         self.fuel.fetch_add(fuel, Ordering::Relaxed);
         let secs = elapsed.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
@@ -172,10 +152,8 @@ impl Metrics {
 
     /// Appends the call metrics in Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let mut metric = |name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        metric(
+        header(
+            out,
             "kith_call_errors_total",
             "counter",
             "Calls handled here that failed or were refused, by error kind.",
@@ -187,10 +165,8 @@ impl Metrics {
                 escape(kind)
             );
         }
-        let mut metric = |name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        metric(
+        header(
+            out,
             "kith_fuel_used_total",
             "counter",
             "Fuel used by calls handled here.",
@@ -200,9 +176,11 @@ impl Metrics {
             "kith_fuel_used_total {}",
             self.fuel.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
+        header(
             out,
-            "# HELP kith_call_duration_seconds End-to-end time of calls handled here (placement, fetch, run, answer).\n# TYPE kith_call_duration_seconds histogram"
+            "kith_call_duration_seconds",
+            "histogram",
+            "End-to-end time of calls handled here (placement, fetch, run, answer).",
         );
         let mut cumulative = 0;
         for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
@@ -226,6 +204,11 @@ impl Metrics {
     }
 }
 
+/// Writes a metric family's `# HELP` and `# TYPE` lines.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 /// Escapes a Prometheus label value.
 pub fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -238,101 +221,103 @@ pub fn escape(v: &str) -> String {
 pub fn render_node(node: &crate::node::Node) -> String {
     let st = node.status();
     let mut out = String::new();
-    let mut put = |name: &str, kind: &str, help: &str, lines: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in lines {
-            let _ = writeln!(out, "{name}{labels} {v}");
-        }
-    };
-    let plain = |v: f64| vec![(String::new(), v)];
-    put(
+    header(
+        &mut out,
         "kith_calls_total",
         "counter",
         "Calls handled by this node (as entry or for a peer), by result.",
-        &[
-            ("{result=\"ok\"}".into(), st.calls_served as f64),
-            ("{result=\"failed\"}".into(), st.calls_failed as f64),
-            ("{result=\"refused\"}".into(), st.calls_refused as f64),
-        ],
     );
-    put(
-        "kith_calls_running",
-        "gauge",
-        "Calls running now.",
-        &plain(st.calls_running as f64),
-    );
-    put(
-        "kith_calls_queued",
-        "gauge",
-        "Calls waiting for a slot.",
-        &plain(st.calls_queued as f64),
-    );
-    put(
-        "kith_call_slots",
-        "gauge",
-        "Calls this node runs at once (max_concurrent_calls).",
-        &plain(st.capacity.slots as f64),
-    );
-    put(
-        "kith_forwarded_total",
-        "counter",
-        "Calls this node placed on a peer.",
-        &plain(st.forwarded as f64),
-    );
-    put(
-        "kith_remote_calls_served_total",
-        "counter",
-        "Calls peers placed on this node that it ran.",
-        &plain(st.remote_calls_served as f64),
-    );
-    put(
-        "kith_modules_fetched_total",
-        "counter",
-        "Modules fetched from peers.",
-        &plain(st.fetched as f64),
-    );
-    put(
-        "kith_modules_served_total",
-        "counter",
-        "Modules served to peers.",
-        &plain(st.fetches_served as f64),
-    );
-    put(
-        "kith_store_bytes",
-        "gauge",
-        "Bytes in the module store.",
-        &plain(st.store.bytes as f64),
-    );
-    put(
-        "kith_store_budget_bytes",
-        "gauge",
-        "The store's byte budget.",
-        &plain(st.store.budget as f64),
-    );
-    put(
-        "kith_store_functions",
-        "gauge",
-        "Functions stored.",
-        &plain(st.store.functions as f64),
-    );
-    put(
-        "kith_peers_connected",
-        "gauge",
-        "Connected peers.",
-        &plain(st.peers_connected as f64),
-    );
-    put(
-        "kith_alias_records",
-        "gauge",
-        "Alias records known.",
-        &plain(st.alias_records as f64),
-    );
-    put(
-        "kith_uptime_seconds",
-        "gauge",
-        "Seconds since the node started.",
-        &plain(st.uptime_secs as f64),
-    );
+    for (result, n) in [
+        ("ok", st.calls_served),
+        ("failed", st.calls_failed),
+        ("refused", st.calls_refused),
+    ] {
+        let _ = writeln!(out, "kith_calls_total{{result=\"{result}\"}} {n}");
+    }
+    let series: [(&str, &str, &str, f64); 13] = [
+        (
+            "kith_calls_running",
+            "gauge",
+            "Calls running now.",
+            st.calls_running as f64,
+        ),
+        (
+            "kith_calls_queued",
+            "gauge",
+            "Calls waiting for a slot.",
+            st.calls_queued as f64,
+        ),
+        (
+            "kith_call_slots",
+            "gauge",
+            "Calls this node runs at once (max_concurrent_calls).",
+            st.capacity.slots as f64,
+        ),
+        (
+            "kith_forwarded_total",
+            "counter",
+            "Calls this node placed on a peer.",
+            st.forwarded as f64,
+        ),
+        (
+            "kith_remote_calls_served_total",
+            "counter",
+            "Calls peers placed on this node that it ran.",
+            st.remote_calls_served as f64,
+        ),
+        (
+            "kith_modules_fetched_total",
+            "counter",
+            "Modules fetched from peers.",
+            st.fetched as f64,
+        ),
+        (
+            "kith_modules_served_total",
+            "counter",
+            "Modules served to peers.",
+            st.fetches_served as f64,
+        ),
+        (
+            "kith_store_bytes",
+            "gauge",
+            "Bytes in the module store.",
+            st.store.bytes as f64,
+        ),
+        (
+            "kith_store_budget_bytes",
+            "gauge",
+            "The store's byte budget.",
+            st.store.budget as f64,
+        ),
+        (
+            "kith_store_functions",
+            "gauge",
+            "Functions stored.",
+            st.store.functions as f64,
+        ),
+        (
+            "kith_peers_connected",
+            "gauge",
+            "Connected peers.",
+            st.peers_connected as f64,
+        ),
+        (
+            "kith_alias_records",
+            "gauge",
+            "Alias records known.",
+            st.alias_records as f64,
+        ),
+        (
+            "kith_uptime_seconds",
+            "gauge",
+            "Seconds since the node started.",
+            st.uptime_secs as f64,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        header(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
     node.metrics.render(&mut out);
     out
 }

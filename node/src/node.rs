@@ -3,6 +3,7 @@
 //! The HTTP gateway (`api`) and the peer network (`net`) drive this; `scheduler`
 //! decides where a call runs.
 
+use crate::clock::now_ms;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -289,12 +290,6 @@ pub struct Node {
 fn fuel_per_sec(cpu_score: u32, share: f64) -> f64 {
     let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
     f64::from(cpu_score) * 1000.0 * cores * share
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Node {

@@ -131,22 +131,22 @@ impl Latency {
         Ok(())
     }
 
+    /// The measured path RTT between two different regions, if the matrix has one.
+    fn measured(&self, ra: usize, rb: usize) -> Option<f64> {
+        (ra != rb)
+            .then(|| self.matrix[ra * self.regions + rb])
+            .filter(|v| !v.is_nan())
+    }
+
     /// The RTT between two devices without jitter, ms.
     pub fn base_rtt_ms(
         &self,
         (ra, pa, access_a): (usize, &Point, f64),
         (rb, pb, access_b): (usize, &Point, f64),
     ) -> f64 {
-        let measured = if ra == rb {
-            f64::NAN
-        } else {
-            self.matrix[ra * self.regions + rb]
-        };
-        let path = if measured.is_nan() {
-            2.0 * distance_km(pa, pb) * self.inflation / self.km_per_ms
-        } else {
-            measured
-        };
+        let path = self
+            .measured(ra, rb)
+            .unwrap_or_else(|| 2.0 * distance_km(pa, pb) * self.inflation / self.km_per_ms);
         2.0 * (access_a + access_b) + path
     }
 
@@ -157,17 +157,10 @@ impl Latency {
         (ra, pa, access_a): (usize, &Point, f64),
         (rb, centre, radius_km, min_access): (usize, &Point, f64, f64),
     ) -> f64 {
-        let measured = if ra == rb {
-            f64::NAN
-        } else {
-            self.matrix[ra * self.regions + rb]
-        };
-        let path = if measured.is_nan() {
+        let path = self.measured(ra, rb).unwrap_or_else(|| {
             2.0 * (distance_km(pa, centre) - radius_km - 1.0).max(0.0) * self.inflation
                 / self.km_per_ms
-        } else {
-            measured
-        };
+        });
         2.0 * (access_a + min_access) + path
     }
 }

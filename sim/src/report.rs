@@ -144,7 +144,7 @@ pub fn summarise(world: &World, run: &Run) -> StrategySummary {
         .iter()
         .filter(|c| c.outcome == Outcome::Ok)
         .collect();
-    let frac = |n: usize| {
+    let per_answered = |n: usize| {
         if answered.is_empty() {
             f64::NAN
         } else {
@@ -178,9 +178,9 @@ pub fn summarise(world: &World, run: &Run) -> StrategySummary {
             p99: percentile(&lat, 0.99),
             mean: mean(&lat),
         },
-        cold_fraction: frac(answered.iter().filter(|c| c.cold).count()),
-        local_fraction: frac(answered.iter().filter(|c| c.executor == c.entry).count()),
-        mean_attempts: frac(answered.iter().map(|c| usize::from(c.attempts)).sum()),
+        cold_fraction: per_answered(answered.iter().filter(|c| c.cold).count()),
+        local_fraction: per_answered(answered.iter().filter(|c| c.executor == c.entry).count()),
+        mean_attempts: per_answered(answered.iter().map(|c| usize::from(c.attempts)).sum()),
         stretch: Stretch {
             samples: st.len() as u64,
             mean: mean(&st),

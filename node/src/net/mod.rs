@@ -15,9 +15,10 @@ mod table;
 
 pub use codec::Frames;
 
+use crate::clock::now_ms;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -219,12 +220,6 @@ struct Behaviour {
     fetch: request_response::Behaviour<codec::Frames>,
     invoke: request_response::Behaviour<codec::Frames>,
     aliases: request_response::Behaviour<codec::Frames>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The Kademlia key under which providers of `id` are announced: the raw 32 bytes of
@@ -982,23 +977,17 @@ impl Task {
                         return;
                     };
                     let (respond, rx) = oneshot::channel();
-                    if self
-                        .inbound
-                        .try_send(Inbound::Fetch {
-                            peer,
-                            request,
-                            respond,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                    self.answers.push(Box::pin(async move {
-                        (
-                            AnswerChannel::Fetch(channel),
-                            rx.await.ok().map(|r| r.encode()),
-                        )
-                    }));
+                    let request = Inbound::Fetch {
+                        peer,
+                        request,
+                        respond,
+                    };
+                    self.ask_node(
+                        request,
+                        rx,
+                        AnswerChannel::Fetch(channel),
+                        FetchResponse::encode,
+                    );
                 }
                 request_response::Message::Response {
                     request_id,
@@ -1046,6 +1035,24 @@ impl Task {
         }
     }
 
+    /// Hands a peer's request to the node and queues the node's answer for `channel`.
+    /// When the node's inbound queue is full the request is dropped: the peer sees the
+    /// stream close, as with any overloaded peer.
+    fn ask_node<T: Send + 'static>(
+        &mut self,
+        request: Inbound,
+        answer: oneshot::Receiver<T>,
+        channel: AnswerChannel,
+        encode: fn(&T) -> Vec<u8>,
+    ) {
+        if self.inbound.try_send(request).is_err() {
+            return;
+        }
+        self.answers.push(Box::pin(async move {
+            (channel, answer.await.ok().map(|r| encode(&r)))
+        }));
+    }
+
     fn aliases_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
@@ -1057,23 +1064,17 @@ impl Task {
                         return;
                     };
                     let (respond, rx) = oneshot::channel();
-                    if self
-                        .inbound
-                        .try_send(Inbound::Alias(AliasInbound::Sync {
-                            peer,
-                            request,
-                            respond,
-                        }))
-                        .is_err()
-                    {
-                        return;
-                    }
-                    self.answers.push(Box::pin(async move {
-                        (
-                            AnswerChannel::Aliases(channel),
-                            rx.await.ok().map(|r| r.encode()),
-                        )
-                    }));
+                    let request = Inbound::Alias(AliasInbound::Sync {
+                        peer,
+                        request,
+                        respond,
+                    });
+                    self.ask_node(
+                        request,
+                        rx,
+                        AnswerChannel::Aliases(channel),
+                        alias::SyncResponse::encode,
+                    );
                 }
                 request_response::Message::Response { response, .. } => {
                     match alias::SyncResponse::decode(&response) {
