@@ -257,6 +257,13 @@ pub struct UpArgs {
     /// Extra address to announce to peers, e.g. a port forward (repeatable).
     #[arg(long, value_name = "MULTIADDR")]
     pub external_address: Vec<libp2p::Multiaddr>,
+    /// Keep a reservation on this relay (`…/p2p/<relay id>`), so peers reach this node
+    /// through it even before AutoNAT has found it is behind a NAT (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub relay: Vec<libp2p::Multiaddr>,
+    /// Relay circuits for peers behind NATs (for well-connected nodes; off by default).
+    #[arg(long)]
+    pub relay_server: bool,
     /// Do not discover peers on the LAN with mDNS.
     #[arg(long)]
     pub no_mdns: bool,
@@ -395,6 +402,10 @@ impl UpArgs {
         if self.external_address.is_empty() {
             self.external_address = addrs("external_address", f.external_address)?;
         }
+        if self.relay.is_empty() {
+            self.relay = addrs("relay", f.relay)?;
+        }
+        self.relay_server |= f.relay_server.unwrap_or(false);
         self.no_mdns |= f.no_mdns.unwrap_or(false);
         self.offline |= f.offline.unwrap_or(false);
         if self.trust.is_empty() {
@@ -461,6 +472,17 @@ impl UpArgs {
             }
             net.bootstrap.clone_from(&self.bootstrap);
             net.external.clone_from(&self.external_address);
+            for relay in &self.relay {
+                let ends_with_id = matches!(
+                    relay.iter().last(),
+                    Some(libp2p::multiaddr::Protocol::P2p(_))
+                );
+                if !ends_with_id {
+                    bail!("--relay {relay}: a relay address must end with /p2p/<relay id>");
+                }
+            }
+            net.relays.clone_from(&self.relay);
+            net.relay_server = self.relay_server;
             net.mdns = !self.no_mdns;
             if let Some(ms) = self.advert_interval_ms {
                 if ms < 100 {
@@ -963,6 +985,24 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
             ),
         ),
         (
+            "relay",
+            list(&net.relays),
+            source(
+                "relay",
+                !args.relay.is_empty(),
+                f.is_some_and(|f| !f.relay.is_empty()),
+            ),
+        ),
+        (
+            "relay_server",
+            net.relay_server.to_string(),
+            source(
+                "relay_server",
+                args.relay_server,
+                f.is_some_and(|f| f.relay_server.is_some()),
+            ),
+        ),
+        (
             "no_mdns",
             (!net.mdns).to_string(),
             source(
@@ -1195,6 +1235,20 @@ fn print_status(v: &serde_json::Value) {
         v["runtime"]["compiled"], v["runtime"]["artifact_cache_hits"]
     );
     println!("peers       {} connected", s("peers_connected"));
+    let nat = &v["nat"];
+    if nat.is_object() {
+        println!(
+            "reachable   {} (relayed connections made direct: {}, hole punches failed: {}; relaying for others: {})",
+            nat["status"].as_str().unwrap_or("?"),
+            nat["direct_upgrades"],
+            nat["hole_punches_failed"],
+            if nat["relay_server"] == true {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+    }
     if let Some(addrs) = v["listen_addrs"].as_array() {
         for a in addrs {
             println!(

@@ -118,6 +118,10 @@ pub struct NetSettings {
     pub advert_interval_ms: u64,
     /// Invoke requests accepted from one peer per second.
     pub invoke_rate_per_peer: f64,
+    /// Relay circuits for peers behind NATs (for well-connected nodes that opt in).
+    pub relay_server: bool,
+    /// Relays to keep a reservation on (`…/p2p/<relay id>`), whatever AutoNAT says.
+    pub relays: Vec<Multiaddr>,
 }
 
 impl Default for NetSettings {
@@ -136,6 +140,8 @@ impl Default for NetSettings {
             mdns: true,
             advert_interval_ms: 2_000,
             invoke_rate_per_peer: 10_000.0,
+            relay_server: false,
+            relays: Vec::new(),
         }
     }
 }
@@ -256,6 +262,9 @@ pub struct FileConfig {
     pub bootstrap: Vec<String>,
     #[serde(default)]
     pub external_address: Vec<String>,
+    #[serde(default)]
+    pub relay: Vec<String>,
+    pub relay_server: Option<bool>,
     pub no_mdns: Option<bool>,
     pub offline: Option<bool>,
     pub advert_interval_ms: Option<u64>,

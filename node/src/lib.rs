@@ -102,6 +102,9 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
         fetch_timeout: Duration::from_secs(10),
         invoke_rate_per_peer: settings.invoke_rate_per_peer,
         advert_rate_per_peer: 5.0,
+        relay_server: settings.relay_server,
+        relays: settings.relays,
+        autonat_delay: Duration::from_secs(5),
     };
     let (net, mut inbound) = net::Net::start(node.key.clone(), net_config)?;
     let _ = node.net.set(net.clone());

@@ -234,7 +234,32 @@ pub fn render_node(node: &crate::node::Node) -> String {
     ] {
         let _ = writeln!(out, "kith_calls_total{{result=\"{result}\"}} {n}");
     }
-    let series: [(&str, &str, &str, f64); 13] = [
+    let nat = st.nat.clone().unwrap_or_default();
+    let series: [(&str, &str, &str, f64); 17] = [
+        (
+            "kith_nat_private",
+            "gauge",
+            "1 when AutoNAT found this node unreachable from outside (behind a NAT).",
+            f64::from(u8::from(nat.status == "private")),
+        ),
+        (
+            "kith_relay_reservations",
+            "gauge",
+            "Relays holding a reservation for this node.",
+            nat.relayed_addresses.len() as f64,
+        ),
+        (
+            "kith_relayed_connections",
+            "gauge",
+            "Connections through a relay, open now.",
+            nat.relayed_connections as f64,
+        ),
+        (
+            "kith_direct_upgrades_total",
+            "counter",
+            "Relayed connections replaced by direct ones (dial-back or DCUtR hole punch).",
+            nat.direct_upgrades as f64,
+        ),
         (
             "kith_calls_running",
             "gauge",

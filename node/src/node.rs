@@ -231,6 +231,9 @@ pub struct Status {
     pub recent_errors: Vec<crate::metrics::RecentError>,
     /// Alias records known.
     pub alias_records: usize,
+    /// Reachability: AutoNAT's verdict, relayed addresses, hole punches (absent when
+    /// offline).
+    pub nat: Option<crate::net::Reachability>,
 }
 
 /// What a node offers: its caps.
@@ -587,6 +590,7 @@ impl Node {
             top_functions: self.metrics.top_functions(10),
             recent_errors: self.metrics.recent_errors(),
             alias_records: self.aliases.record_count(),
+            nat: self.reachability(),
         }
     }
 

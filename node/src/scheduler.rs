@@ -452,6 +452,17 @@ impl Node {
         })
     }
 
+    /// What the network task knows about this node's reachability.
+    pub fn reachability(&self) -> Option<crate::net::Reachability> {
+        self.net.get().map(|net| {
+            net.table
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .nat
+                .clone()
+        })
+    }
+
     /// Number of peers connected now.
     pub fn peers_connected(&self) -> usize {
         self.net.get().map_or(0, |net| {

@@ -2,6 +2,7 @@
 //! processes on 127.0.0.1.
 
 pub mod load;
+pub mod netns;
 pub mod relay;
 
 use std::io::{BufRead, BufReader};
@@ -56,6 +57,26 @@ impl NodeProcess {
     /// # Panics
     /// If the node does not start within 30 s.
     pub fn start(bin: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn(None, bin, data_dir, extra)
+    }
+
+    /// Starts `kith up` inside network namespace `netns`, its HTTP API on
+    /// `http_ip:7070` (an address the test can reach, or 127.0.0.1 when it need not).
+    /// The node listens where `extra` says (`--listen`).
+    ///
+    /// # Panics
+    /// If the node does not start within 30 s.
+    pub fn start_in_netns(
+        netns: &str,
+        http_ip: &str,
+        bin: &str,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Self {
+        Self::spawn(Some((netns, http_ip)), bin, data_dir, extra)
+    }
+
+    fn spawn(netns: Option<(&str, &str)>, bin: &str, data_dir: &Path, extra: &[&str]) -> Self {
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let log = data_dir.with_extension("log");
         let log_file = std::fs::File::create(&log).expect("create log file");
@@ -68,14 +89,26 @@ impl NodeProcess {
         if !extra.contains(&"--offline") {
             net.push("--no-mdns");
         }
-        let mut child = Command::new(bin)
+        let mut command = match netns {
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin]);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let http = netns.map_or("127.0.0.1:0".to_owned(), |(_, ip)| format!("{ip}:7070"));
+        let mut child = command
             .arg("up")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--http", "127.0.0.1:0"])
+            .args(["--http", &http])
             .args(&net)
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("KITH_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)

@@ -1,10 +1,19 @@
 //! The peer network: a libp2p swarm driven by one task.
 //!
-//! Transports: QUIC and TCP (noise + yamux). Behaviours: identify and ping (so any
-//! libp2p implementation can connect and see what we speak), Kademlia (provider records
-//! for function ids), gossipsub (signed capacity adverts), mDNS (optional), and kith's
-//! own request-response protocols `/kith/fetch/1` and `/kith/invoke/1`
+//! Transports: QUIC and TCP (noise + yamux), and circuits through a relay. Behaviours:
+//! identify and ping (so any libp2p implementation can connect and see what we speak),
+//! Kademlia (provider records for function ids, and addresses of peers we hear of),
+//! gossipsub (signed capacity adverts), mDNS (optional), AutoNAT (are we reachable?),
+//! circuit relay v2 (a client always; a server when `relay_server` is on), DCUtR (hole
+//! punching a relayed connection into a direct one), and kith's own request-response
+//! protocols `/kith/fetch/1`, `/kith/invoke/1` and `/kith/aliases/1`
 //! (`docs/wire-format.md`).
+//!
+//! Behind a NAT: AutoNAT finds out the node is private, the node reserves a slot on up
+//! to [`MAX_AUTO_RELAYS`] connected relays, and its relayed addresses reach peers through
+//! identify and Kademlia. A peer that hears the node's advert but is not connected to it
+//! looks its addresses up and dials, through the relay; DCUtR then punches a direct
+//! connection and the relayed one is closed (`docs/node.md`, "Behind a NAT").
 //!
 //! The rest of the node talks to this task through [`Net`]: commands go in over a
 //! bounded channel, inbound requests come out over another, and what the task learns
@@ -30,17 +39,35 @@ use kith_protocol::vivaldi;
 use kith_protocol::wire::{
     self, FetchRequest, FetchResponse, InvokeRequest, InvokeResponse, WireError,
 };
+use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::ListenerId;
 use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, gossipsub, identify, kad, mdns, noise, ping, tcp,
-    yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, gossipsub, identify, kad, mdns,
+    noise, ping, relay, tcp, yamux,
 };
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
-pub use table::{PeerInfo, PeerTable};
+pub use table::{PeerInfo, PeerTable, Reachability};
+
+/// Relays a private node reserves a slot on, chosen among connected relay servers.
+pub const MAX_AUTO_RELAYS: usize = 2;
+/// Peers heard of through adverts are dialled only while fewer than this many are
+/// connected.
+pub const MAX_DIALLED_PEERS: usize = 48;
+/// A peer that could not be dialled is not tried again for this long.
+const REDIAL_AFTER: Duration = Duration::from_secs(30);
+/// How often reservations, pinned relays and relayed connections are checked.
+const MAINTENANCE: Duration = Duration::from_secs(1);
+/// A relayed connection is closed only once a direct one has existed this long, so
+/// requests the peer sent over the relay just before have arrived (and are waited for).
+const RELAYED_GRACE: Duration = Duration::from_secs(1);
 
 /// Gossipsub topic of capacity adverts.
 pub const ADVERT_TOPIC: &str = "kith/adverts/1";
@@ -72,6 +99,12 @@ pub struct NetConfig {
     pub invoke_rate_per_peer: f64,
     /// Adverts accepted from one peer per second (burst: 3).
     pub advert_rate_per_peer: f64,
+    /// Relay circuits for other peers (circuit relay v2 server).
+    pub relay_server: bool,
+    /// Relays to hold a reservation on whatever AutoNAT says (`…/p2p/<relay id>`).
+    pub relays: Vec<Multiaddr>,
+    /// Delay before the first AutoNAT probe.
+    pub autonat_delay: Duration,
 }
 
 /// Why a fetch failed.
@@ -220,6 +253,10 @@ struct Behaviour {
     fetch: request_response::Behaviour<codec::Frames>,
     invoke: request_response::Behaviour<codec::Frames>,
     aliases: request_response::Behaviour<codec::Frames>,
+    autonat: autonat::Behaviour,
+    relay_client: relay::client::Behaviour,
+    relay_server: Toggle<relay::Behaviour>,
+    dcutr: dcutr::Behaviour,
 }
 
 /// The Kademlia key under which providers of `id` are announced: the raw 32 bytes of
@@ -240,22 +277,34 @@ impl Net {
     ) -> anyhow::Result<(Self, mpsc::Receiver<Inbound>)> {
         let local_peer_id = key.public().to_peer_id();
         let mut swarm = build_swarm(&key, &config)?;
+        let mut listeners = HashSet::new();
         for addr in &config.listen {
-            swarm
+            let id = swarm
                 .listen_on(addr.clone())
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            listeners.insert(id);
         }
         for addr in &config.external {
             swarm.add_external_address(addr.clone());
+        }
+        let bootstrap = config.bootstrap.clone();
+        let mut pinned_relays = Vec::new();
+        for addr in &config.relays {
+            let Some(relay) = peer_of(addr) else {
+                anyhow::bail!("relay address {addr} must end with /p2p/<peer id>");
+            };
+            swarm.behaviour_mut().kad.add_address(&relay, addr.clone());
+            pinned_relays.push(PinnedRelay {
+                circuit: addr.clone().with(Protocol::P2pCircuit),
+                listener: None,
+                retry_at: Instant::now(),
+            });
         }
         for addr in &config.bootstrap {
             let Some(peer) = peer_of(addr) else {
                 anyhow::bail!("bootstrap address {addr} must end with /p2p/<peer id>");
             };
             swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-            if let Err(e) = swarm.dial(addr.clone()) {
-                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
-            }
         }
         let topic = gossipsub::IdentTopic::new(ADVERT_TOPIC);
         swarm
@@ -269,7 +318,10 @@ impl Net {
             .gossipsub
             .subscribe(&alias_topic)
             .map_err(|e| anyhow::anyhow!("cannot subscribe to aliases: {e:?}"))?;
-        let table = Arc::new(RwLock::new(PeerTable::default()));
+        let mut table = PeerTable::default();
+        table.nat.status = "unknown";
+        table.nat.relay_server = config.relay_server;
+        let table = Arc::new(RwLock::new(table));
         let (commands, command_rx) = mpsc::channel(1024);
         let (inbound_tx, inbound) = mpsc::channel(1024);
         let task = Task {
@@ -291,6 +343,21 @@ impl Net {
             answers: FuturesUnordered::new(),
             invoke_buckets: HashMap::new(),
             advert_buckets: HashMap::new(),
+            nat_private: false,
+            bootstrap: Some((bootstrap, listeners, Instant::now())),
+            relay_candidates: HashMap::new(),
+            auto_relays: HashMap::new(),
+            relay_tried: HashMap::new(),
+            pinned_relays,
+            relayed: HashMap::new(),
+            direct: HashMap::new(),
+            alias_requests: HashMap::new(),
+            serving: HashMap::new(),
+            reversals: HashMap::new(),
+            reversal_tried: HashMap::new(),
+            dialled: HashMap::new(),
+            dialled_addrs: HashMap::new(),
+            lookups: HashMap::new(),
         };
         tokio::spawn(task.run());
         Ok((
@@ -374,11 +441,35 @@ impl Net {
     }
 }
 
+/// The last `/p2p/<id>` of an address (for a relayed address, the destination).
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-        _ => None,
+    addr.iter()
+        .filter_map(|p| match p {
+            Protocol::P2p(id) => Some(id),
+            _ => None,
+        })
+        .last()
+}
+
+/// Whether an address goes through a relay.
+fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+/// Whether an address is a loopback one (useless to tell a peer elsewhere).
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
     })
+}
+
+/// `addr` without any `/p2p/<id>` part.
+fn without_peer(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
 }
 
 fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<Swarm<Behaviour>> {
@@ -395,6 +486,16 @@ fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<Swarm<Behavi
         config.max_output_bytes + wire::OVERHEAD,
     );
     let mdns_enabled = config.mdns;
+    let relay_server = config.relay_server;
+    let autonat_config = autonat::Config {
+        boot_delay: config.autonat_delay,
+        retry_interval: Duration::from_secs(30),
+        throttle_server_period: Duration::from_secs(15),
+        // Home networks and test beds use private ranges; what counts is whether a
+        // peer can dial us back, not the kind of address.
+        only_global_ips: false,
+        ..autonat::Config::default()
+    };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
         .with_tcp(
@@ -404,7 +505,8 @@ fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<Swarm<Behavi
         )?
         .with_quic()
         .with_dns()?
-        .with_behaviour(|key| {
+        .with_relay_client(noise::Config::new, yamux::Config::default)?
+        .with_behaviour(|key, relay_client| {
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .heartbeat_interval(Duration::from_millis(500))
                 .validation_mode(gossipsub::ValidationMode::Strict)
@@ -432,11 +534,27 @@ fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<Swarm<Behavi
             } else {
                 None
             };
+            // Generous circuits: a relayed connection carries calls and module fetches
+            // until hole punching replaces it (and for good when it cannot).
+            let relay_server = relay_server.then(|| {
+                relay::Behaviour::new(
+                    peer_id,
+                    relay::Config {
+                        max_reservations: 256,
+                        max_circuits: 64,
+                        max_circuits_per_peer: 8,
+                        max_circuit_duration: Duration::from_secs(10 * 60),
+                        max_circuit_bytes: 64 << 20,
+                        ..relay::Config::default()
+                    },
+                )
+            });
             Ok(Behaviour {
-                identify: identify::Behaviour::new(identify::Config::new(
-                    PROTOCOL_VERSION.into(),
-                    key.public(),
-                )),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(PROTOCOL_VERSION.into(), key.public())
+                        // A relayed address must reach peers as soon as it exists.
+                        .with_push_listen_addr_updates(true),
+                ),
                 ping: ping::Behaviour::new(
                     ping::Config::new().with_interval(Duration::from_secs(2)),
                 ),
@@ -471,6 +589,10 @@ fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<Swarm<Behavi
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(20)),
                 ),
+                autonat: autonat::Behaviour::new(peer_id, autonat_config),
+                relay_client,
+                relay_server: Toggle::from(relay_server),
+                dcutr: dcutr::Behaviour::new(peer_id),
             })
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
@@ -496,7 +618,7 @@ struct Fetch {
     bad: usize,
 }
 
-type Answer = (AnswerChannel, Option<Vec<u8>>);
+type Answer = (PeerId, AnswerChannel, Option<Vec<u8>>);
 
 enum AnswerChannel {
     Fetch(ResponseChannel<Vec<u8>>),
@@ -529,18 +651,73 @@ struct Task {
     answers: FuturesUnordered<futures::future::BoxFuture<'static, Answer>>,
     invoke_buckets: HashMap<PeerId, TokenBucket>,
     advert_buckets: HashMap<PeerId, TokenBucket>,
+    /// Bootstrap peers not dialled yet, the listeners still starting, and since when:
+    /// dials wait for the listeners so they leave from the listening port, which is
+    /// then the port a NAT maps and peers observe (what hole punching needs).
+    bootstrap: Option<(Vec<Multiaddr>, HashSet<ListenerId>, Instant)>,
+    /// AutoNAT's verdict: peers cannot dial us.
+    nat_private: bool,
+    /// Connected relay servers, with an address to reach each.
+    relay_candidates: HashMap<PeerId, Multiaddr>,
+    /// Reservations made because we are private: listener → relay.
+    auto_relays: HashMap<ListenerId, PeerId>,
+    /// When a reservation on a relay was last attempted.
+    relay_tried: HashMap<PeerId, Instant>,
+    /// Relays configured by the operator.
+    pinned_relays: Vec<PinnedRelay>,
+    /// Open relayed connections per peer (closed once a direct one exists and no
+    /// request is in flight with the peer).
+    relayed: HashMap<PeerId, Vec<ConnectionId>>,
+    /// Open direct connections per peer, and since when the peer has had one.
+    direct: HashMap<PeerId, (usize, Instant)>,
+    /// Alias sync requests in flight, by peer.
+    alias_requests: HashMap<OutboundRequestId, PeerId>,
+    /// Requests from each peer that the node is still answering.
+    serving: HashMap<PeerId, usize>,
+    /// Direct dials to peers that reached us through a relay, and when each peer was
+    /// last tried.
+    reversals: HashMap<ConnectionId, PeerId>,
+    reversal_tried: HashMap<PeerId, Instant>,
+    /// Where we dialled each connected peer (direct connections).
+    dialled_addrs: HashMap<PeerId, Multiaddr>,
+    /// Peers heard of and dialled, and when.
+    dialled: HashMap<PeerId, Instant>,
+    /// Address lookups (Kademlia) for peers to dial.
+    lookups: HashMap<kad::QueryId, PeerId>,
+}
+
+/// A relay the operator configured (`relays`): a reservation is kept on it.
+struct PinnedRelay {
+    /// `…/p2p/<relay>/p2p-circuit`.
+    circuit: Multiaddr,
+    listener: Option<ListenerId>,
+    retry_at: Instant,
 }
 
 impl Task {
     async fn run(mut self) {
+        let mut maintenance = tokio::time::interval(MAINTENANCE);
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = maintenance.tick() => {
+                    self.dial_bootstrap(true);
+                    self.maintain_relays();
+                    let peers: Vec<PeerId> = self.relayed.keys().copied().collect();
+                    for peer in peers {
+                        self.drop_relayed(peer);
+                    }
+                }
                 command = self.commands.recv() => match command {
                     Some(c) => self.command(c),
                     None => return,
                 },
-                Some((channel, body)) = self.answers.next(), if !self.answers.is_empty() => {
+                Some((peer, channel, body)) = self.answers.next(), if !self.answers.is_empty() => {
                     self.answer(channel, body);
+                    if let Some(n) = self.serving.get_mut(&peer) {
+                        *n = n.saturating_sub(1);
+                    }
+                    self.drop_relayed(peer);
                 }
                 event = self.swarm.select_next_some() => self.event(event),
             }
@@ -615,10 +792,12 @@ impl Task {
             }
             Command::SyncAliases { peer, digest } => {
                 let request = alias::SyncRequest { digest }.encode();
-                self.swarm
+                let id = self
+                    .swarm
                     .behaviour_mut()
                     .aliases
                     .send_request(&peer, request);
+                self.alias_requests.insert(id, peer);
             }
             Command::Advertise(mut advert) => {
                 self.seq += 1;
@@ -815,17 +994,65 @@ impl Task {
 
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                tracing::info!(%address, "listening");
-                self.table().listen_addrs.push(address);
+            SwarmEvent::NewListenAddr {
+                address,
+                listener_id,
+            } => {
+                if let Some((_, waiting, _)) = &mut self.bootstrap {
+                    waiting.remove(&listener_id);
+                }
+                self.dial_bootstrap(false);
+                let mut table = self.table();
+                if is_relayed(&address) {
+                    tracing::info!(%address, "reachable through a relay");
+                    table.nat.relayed_addresses.push(address.to_string());
+                } else {
+                    tracing::info!(%address, "listening");
+                }
+                table.listen_addrs.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.forget_listen_addr(&address),
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => {
+                for address in &addresses {
+                    self.forget_listen_addr(address);
+                }
+                if let Some(relay) = self.auto_relays.remove(&listener_id) {
+                    tracing::info!(%relay, ?reason, "relay reservation ended");
+                }
+                for pinned in &mut self.pinned_relays {
+                    if pinned.listener == Some(listener_id) {
+                        tracing::warn!(relay = %pinned.circuit, ?reason, "reservation on a configured relay ended; retrying in 30 s");
+                        pinned.listener = None;
+                        pinned.retry_at = Instant::now() + REDIAL_AFTER;
+                    }
+                }
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
+                if endpoint.is_relayed() {
+                    self.relayed.entry(peer_id).or_default().push(connection_id);
+                    self.count_relayed();
+                } else {
+                    if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                        self.dialled_addrs.insert(peer_id, address.clone());
+                    }
+                    self.direct.entry(peer_id).or_insert((0, Instant::now())).0 += 1;
+                    if self.reversals.remove(&connection_id).is_some() {
+                        tracing::info!(peer = %peer_id, "dialled back a peer that came through a relay: direct connection");
+                        self.table().nat.direct_upgrades += 1;
+                    }
+                    self.drop_relayed(peer_id);
+                }
                 self.table().on_connected(peer_id, addr);
                 if num_established.get() == 1 {
                     let _ = self
@@ -835,9 +1062,50 @@ impl Task {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                endpoint,
+                num_established,
                 ..
-            } => self.table().on_disconnected(&peer_id),
+            } => {
+                if let Some(ids) = self.relayed.get_mut(&peer_id) {
+                    ids.retain(|c| *c != connection_id);
+                    if ids.is_empty() {
+                        self.relayed.remove(&peer_id);
+                    }
+                    self.count_relayed();
+                }
+                if !endpoint.is_relayed()
+                    && let Some((n, _)) = self.direct.get_mut(&peer_id)
+                {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.direct.remove(&peer_id);
+                    }
+                }
+                if num_established == 0 {
+                    self.relay_candidates.remove(&peer_id);
+                    self.dialled_addrs.remove(&peer_id);
+                    self.table().on_disconnected(&peer_id);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                connection_id,
+                error,
+            } => {
+                if self.reversals.remove(&connection_id).is_some() {
+                    tracing::debug!(%peer, %error, "cannot dial back a peer that came through a relay");
+                    return;
+                }
+                // A peer heard of whose addresses we lack: look them up.
+                if self.dialled.contains_key(&peer)
+                    && matches!(error, libp2p::swarm::DialError::NoAddresses)
+                {
+                    self.look_up(peer);
+                } else {
+                    tracing::debug!(%peer, %error, "dial failed");
+                }
+            }
             SwarmEvent::Behaviour(event) => self.behaviour(event),
             _ => {}
         }
@@ -845,11 +1113,68 @@ impl Task {
 
     fn behaviour(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+            BehaviourEvent::Identify(
+                identify::Event::Received { peer_id, info, .. }
+                | identify::Event::Pushed { peer_id, info, .. },
+            ) => {
+                if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+                    self.relay_candidate(peer_id, &info.listen_addrs);
+                }
+                self.dial_back(peer_id, &info.listen_addrs);
+                // A peer's loopback addresses are only any use if it is on this host.
+                let local = self
+                    .table
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .peers
+                    .get(&peer_id)
+                    .and_then(|i| i.addr.as_ref())
+                    .is_some_and(is_loopback);
                 for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    if local || !is_loopback(&addr) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
                 }
             }
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { old, new }) => {
+                tracing::info!(?old, ?new, "reachability (AutoNAT)");
+                self.nat_private = matches!(new, autonat::NatStatus::Private);
+                {
+                    let mut table = self.table();
+                    table.nat.status = match &new {
+                        autonat::NatStatus::Public(_) => "public",
+                        autonat::NatStatus::Private => "private",
+                        autonat::NatStatus::Unknown => "unknown",
+                    };
+                    table.nat.public_address = match &new {
+                        autonat::NatStatus::Public(a) => Some(a.to_string()),
+                        _ => None,
+                    };
+                }
+                self.maintain_relays();
+            }
+            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal: false,
+                ..
+            }) => {
+                tracing::info!(relay = %relay_peer_id, "relay accepted our reservation");
+            }
+            BehaviourEvent::RelayServer(relay::Event::ReservationReqAccepted {
+                src_peer_id,
+                renewed: false,
+            }) => {
+                tracing::info!(peer = %src_peer_id, "relaying for a peer");
+            }
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => self.hole_punched(remote_peer_id, result),
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetClosestPeers(result),
+                ..
+            }) => self.looked_up(id, result),
             BehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Ok(rtt),
@@ -959,10 +1284,272 @@ impl Task {
                     return;
                 }
                 self.table().advert(source, advert);
+                self.dial_heard_of(source);
             }
             Err(e) => {
                 tracing::debug!(%source, error = %e, "advert dropped");
             }
+        }
+    }
+
+    /// Dials the bootstrap peers once every listener is up (or, with `tick`, once
+    /// [`MAINTENANCE`] has passed without them all starting).
+    fn dial_bootstrap(&mut self, tick: bool) {
+        let ready = match &self.bootstrap {
+            Some((_, waiting, since)) => {
+                waiting.is_empty() || (tick && since.elapsed() >= MAINTENANCE)
+            }
+            None => false,
+        };
+        if !ready {
+            return;
+        }
+        let Some((addrs, _, _)) = self.bootstrap.take() else {
+            return;
+        };
+        for addr in addrs {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+    }
+
+    fn forget_listen_addr(&mut self, address: &Multiaddr) {
+        let mut table = self.table();
+        table.listen_addrs.retain(|a| a != address);
+        let text = address.to_string();
+        table.nat.relayed_addresses.retain(|a| *a != text);
+    }
+
+    fn count_relayed(&mut self) {
+        let open = self.relayed.values().map(Vec::len).sum();
+        self.table().nat.relayed_connections = open;
+    }
+
+    /// A connected peer offers relay circuits: remember how to reach it.
+    fn relay_candidate(&mut self, peer: PeerId, listen: &[Multiaddr]) {
+        // The address we reached it at, if we dialled it; else one it listens on that
+        // is neither relayed nor loopback.
+        let addr = self.dialled_addrs.get(&peer).cloned().or_else(|| {
+            listen
+                .iter()
+                .find(|a| !is_relayed(a) && !is_loopback(a))
+                .cloned()
+        });
+        if let Some(addr) = addr {
+            self.relay_candidates.insert(peer, without_peer(&addr));
+            self.maintain_relays();
+        }
+    }
+
+    /// Keeps reservations where they are needed: on every configured relay, and, while
+    /// AutoNAT says we are private, on up to [`MAX_AUTO_RELAYS`] connected relays.
+    fn maintain_relays(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.pinned_relays.len() {
+            let pinned = &self.pinned_relays[i];
+            if pinned.listener.is_some() || pinned.retry_at > now {
+                continue;
+            }
+            let circuit = pinned.circuit.clone();
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => self.pinned_relays[i].listener = Some(id),
+                Err(e) => {
+                    tracing::warn!(relay = %circuit, error = %e, "cannot reserve on the relay");
+                    self.pinned_relays[i].retry_at = now + REDIAL_AFTER;
+                }
+            }
+        }
+        if !self.nat_private {
+            // Reachable directly: give automatic reservations back.
+            for (listener, relay) in self.auto_relays.drain() {
+                tracing::info!(%relay, "reachable directly; releasing the relay reservation");
+                self.swarm.remove_listener(listener);
+            }
+            return;
+        }
+        let mut candidates: Vec<(PeerId, Multiaddr)> = self
+            .relay_candidates
+            .iter()
+            .filter(|(p, _)| {
+                !self.auto_relays.values().any(|r| r == *p)
+                    && self
+                        .relay_tried
+                        .get(p)
+                        .is_none_or(|t| now.duration_since(*t) >= REDIAL_AFTER)
+            })
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        // Nearest relays first.
+        {
+            let table = self
+                .table
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            candidates.sort_by(|a, b| {
+                let rtt = |p: &PeerId| table.rtt_ms(p).unwrap_or(f64::MAX);
+                rtt(&a.0).total_cmp(&rtt(&b.0)).then(a.0.cmp(&b.0))
+            });
+        }
+        for (relay, addr) in candidates {
+            if self.auto_relays.len() >= MAX_AUTO_RELAYS {
+                break;
+            }
+            self.relay_tried.insert(relay, now);
+            let circuit = addr.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(listener) => {
+                    tracing::info!(%relay, "behind a NAT: reserving a slot on a relay");
+                    self.auto_relays.insert(listener, relay);
+                }
+                Err(e) => tracing::warn!(%circuit, error = %e, "cannot reserve on the relay"),
+            }
+        }
+    }
+
+    /// A hole punch ended: on success, close the relayed connections to the peer so
+    /// requests go direct.
+    fn hole_punched(&mut self, peer: PeerId, result: Result<ConnectionId, dcutr::Error>) {
+        match result {
+            Ok(_) => {
+                tracing::info!(%peer, "hole punched: direct connection");
+                self.table().nat.direct_upgrades += 1;
+                self.drop_relayed(peer);
+            }
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "hole punch failed; staying on the relay");
+                self.table().nat.hole_punches_failed += 1;
+            }
+        }
+    }
+
+    /// `peer` reached us through a relay and we have no direct connection: dial it
+    /// back directly. When it is publicly reachable (the usual case: the caller is a
+    /// well-connected node and we sit behind a home NAT) this works at once, through the
+    /// NAT's outbound mapping; when it is not, DCUtR's hole punch is the way.
+    fn dial_back(&mut self, peer: PeerId, listen: &[Multiaddr]) {
+        if !self.relayed.contains_key(&peer) || self.direct.contains_key(&peer) {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .reversal_tried
+            .get(&peer)
+            .is_some_and(|t| now.duration_since(*t) < REDIAL_AFTER)
+        {
+            return;
+        }
+        let addrs: Vec<Multiaddr> = listen
+            .iter()
+            .filter(|a| !is_relayed(a) && !is_loopback(a))
+            .cloned()
+            .collect();
+        if addrs.is_empty() {
+            return;
+        }
+        self.reversal_tried.insert(peer, now);
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::Always)
+            .build();
+        let id = opts.connection_id();
+        if self.swarm.dial(opts).is_ok() {
+            self.reversals.insert(id, peer);
+        }
+    }
+
+    /// Closes the relayed connections to `peer` once a direct one exists and nothing
+    /// is in flight with it (requests go round-robin over a peer's connections, so a
+    /// relayed one left open would carry half of them; one closed under a request would
+    /// fail it).
+    fn drop_relayed(&mut self, peer: PeerId) {
+        let direct_for_a_while = self
+            .direct
+            .get(&peer)
+            .is_some_and(|(_, since)| since.elapsed() >= RELAYED_GRACE);
+        if !direct_for_a_while || !self.relayed.contains_key(&peer) {
+            return;
+        }
+        let busy = self.serving.get(&peer).is_some_and(|n| *n > 0)
+            || self.invoke_requests.values().any(|(p, _)| *p == peer)
+            || self.fetch_requests.values().any(|(_, p)| *p == peer)
+            || self.alias_requests.values().any(|p| *p == peer);
+        if busy {
+            return;
+        }
+        for relayed in self.relayed.get(&peer).cloned().unwrap_or_default() {
+            tracing::debug!(%peer, "closing the relayed connection: a direct one exists");
+            self.swarm.close_connection(relayed);
+        }
+    }
+
+    /// We heard of `peer` (its advert reached us through others) but are not connected:
+    /// dial it, at most once per [`REDIAL_AFTER`], while few peers are connected.
+    fn dial_heard_of(&mut self, peer: PeerId) {
+        if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .dialled
+            .get(&peer)
+            .is_some_and(|t| now.duration_since(*t) < REDIAL_AFTER)
+        {
+            return;
+        }
+        if self.swarm.connected_peers().count() >= MAX_DIALLED_PEERS {
+            return;
+        }
+        self.dialled.insert(peer, now);
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) => {}
+            // Not in the routing table: ask the DHT where it is.
+            Err(libp2p::swarm::DialError::NoAddresses) => self.look_up(peer),
+            Err(e) => tracing::debug!(%peer, error = %e, "cannot dial a peer heard of"),
+        }
+    }
+
+    fn look_up(&mut self, peer: PeerId) {
+        if !self.lookups.values().any(|p| *p == peer) {
+            let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+            self.lookups.insert(query, peer);
+        }
+    }
+
+    /// A Kademlia lookup for a peer heard of ended: dial the addresses it found.
+    fn looked_up(&mut self, query: kad::QueryId, result: kad::GetClosestPeersResult) {
+        let Some(peer) = self.lookups.remove(&query) else {
+            return;
+        };
+        let peers = match result {
+            Ok(ok) => ok.peers,
+            Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+        };
+        let Some(found) = peers.into_iter().find(|p| p.peer_id == peer) else {
+            tracing::debug!(%peer, "no addresses found for a peer heard of");
+            return;
+        };
+        // A remote peer's loopback addresses lead back to us unless every node is on
+        // this host (then we listen on loopback only).
+        let all_local = self.swarm.listeners().all(is_loopback);
+        let addrs: Vec<Multiaddr> = found
+            .addrs
+            .into_iter()
+            .filter(|a| all_local || !is_loopback(a))
+            .collect();
+        if self.swarm.is_connected(&peer) || addrs.is_empty() {
+            return;
+        }
+        tracing::debug!(%peer, ?addrs, "dialling a peer heard of");
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "cannot dial a peer heard of");
         }
     }
 
@@ -983,6 +1570,7 @@ impl Task {
                         respond,
                     };
                     self.ask_node(
+                        peer,
                         request,
                         rx,
                         AnswerChannel::Fetch(channel),
@@ -1018,6 +1606,7 @@ impl Task {
                         let decoded = InvokeResponse::decode(&response)
                             .map_err(|error| InvokeFailure::Malformed { peer, error });
                         let _ = reply.send(decoded);
+                        self.drop_relayed(peer);
                     }
                 }
             },
@@ -1040,6 +1629,7 @@ impl Task {
     /// stream close, as with any overloaded peer.
     fn ask_node<T: Send + 'static>(
         &mut self,
+        peer: PeerId,
         request: Inbound,
         answer: oneshot::Receiver<T>,
         channel: AnswerChannel,
@@ -1048,8 +1638,9 @@ impl Task {
         if self.inbound.try_send(request).is_err() {
             return;
         }
+        *self.serving.entry(peer).or_default() += 1;
         self.answers.push(Box::pin(async move {
-            (channel, answer.await.ok().map(|r| encode(&r)))
+            (peer, channel, answer.await.ok().map(|r| encode(&r)))
         }));
     }
 
@@ -1070,13 +1661,18 @@ impl Task {
                         respond,
                     });
                     self.ask_node(
+                        peer,
                         request,
                         rx,
                         AnswerChannel::Aliases(channel),
                         alias::SyncResponse::encode,
                     );
                 }
-                request_response::Message::Response { response, .. } => {
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    self.alias_requests.remove(&request_id);
                     match alias::SyncResponse::decode(&response) {
                         Ok(alias::SyncResponse::Same) => {}
                         Ok(alias::SyncResponse::Records(records)) => {
@@ -1091,7 +1687,13 @@ impl Task {
                     }
                 }
             },
-            request_response::Event::OutboundFailure { peer, error, .. } => {
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.alias_requests.remove(&request_id);
                 tracing::debug!(%peer, error = %error, "alias sync request failed");
             }
             _ => {}
@@ -1100,12 +1702,16 @@ impl Task {
 
     fn invoke_request(&mut self, peer: PeerId, body: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
         match self.admit_invoke(peer, &body) {
-            Ok(rx) => self.answers.push(Box::pin(async move {
-                (
-                    AnswerChannel::Invoke(channel),
-                    rx.await.ok().map(|r| r.encode()),
-                )
-            })),
+            Ok(rx) => {
+                *self.serving.entry(peer).or_default() += 1;
+                self.answers.push(Box::pin(async move {
+                    (
+                        peer,
+                        AnswerChannel::Invoke(channel),
+                        rx.await.ok().map(|r| r.encode()),
+                    )
+                }));
+            }
             Err(refusal) => {
                 let _ = self
                     .swarm

@@ -33,8 +33,31 @@ pub struct PeerTable {
     pub peers: BTreeMap<PeerId, PeerInfo>,
     /// This node's latest advert.
     pub local: Option<Advert>,
-    /// Addresses this node listens on.
+    /// Addresses this node listens on (relayed ones included).
     pub listen_addrs: Vec<Multiaddr>,
+    /// Whether peers can reach this node directly.
+    pub nat: Reachability,
+}
+
+/// What this node knows about its own reachability (AutoNAT, relays, hole punches).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Reachability {
+    /// `unknown` until AutoNAT has probed, then `public` (a peer dialled us back) or
+    /// `private` (behind a NAT or firewall: reachable only through a relay).
+    pub status: &'static str,
+    /// The address a peer reached us at, when public.
+    pub public_address: Option<String>,
+    /// Relays holding a reservation for us, as the addresses peers dial us at.
+    pub relayed_addresses: Vec<String>,
+    /// This node relays for others (`relay_server`).
+    pub relay_server: bool,
+    /// Relayed connections replaced by direct ones: by dialling back a peer that came
+    /// through a relay, or by hole punching (DCUtR).
+    pub direct_upgrades: u64,
+    /// Hole punches that failed (the relayed connection is kept).
+    pub hole_punches_failed: u64,
+    /// Connections through a relay, open now.
+    pub relayed_connections: usize,
 }
 
 impl PeerTable {
