@@ -61,6 +61,9 @@ pub const MAX_AUTO_RELAYS: usize = 2;
 /// Peers heard of through adverts are dialled only while fewer than this many are
 /// connected.
 pub const MAX_DIALLED_PEERS: usize = 48;
+/// Address lookups for peers heard of that may run at once (a flood of adverts from
+/// made-up peers costs at most this many DHT queries at a time).
+const MAX_LOOKUPS: usize = 8;
 /// A peer that could not be dialled is not tried again for this long.
 const REDIAL_AFTER: Duration = Duration::from_secs(30);
 /// How often reservations, pinned relays and relayed connections are checked.
@@ -1497,8 +1500,14 @@ impl Task {
         {
             return;
         }
-        if self.swarm.connected_peers().count() >= MAX_DIALLED_PEERS {
+        if self.swarm.connected_peers().count() >= MAX_DIALLED_PEERS
+            || self.lookups.len() >= MAX_LOOKUPS
+        {
             return;
+        }
+        if self.dialled.len() >= 4 * MAX_DIALLED_PEERS {
+            self.dialled
+                .retain(|_, t| now.duration_since(*t) < REDIAL_AFTER);
         }
         self.dialled.insert(peer, now);
         let opts = DialOpts::peer_id(peer)
@@ -1513,7 +1522,7 @@ impl Task {
     }
 
     fn look_up(&mut self, peer: PeerId) {
-        if !self.lookups.values().any(|p| *p == peer) {
+        if self.lookups.len() < MAX_LOOKUPS && !self.lookups.values().any(|p| *p == peer) {
             let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
             self.lookups.insert(query, peer);
         }
