@@ -41,7 +41,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             kind,
@@ -96,7 +96,7 @@ pub fn status_of(kind: &str) -> StatusCode {
         "untrusted" | "forbidden" => S::FORBIDDEN,
         "conflict" => S::CONFLICT,
         "bad_record" => S::BAD_REQUEST,
-        "input_too_large" | "module_too_large" => S::PAYLOAD_TOO_LARGE,
+        "input_too_large" | "module_too_large" | "too_large" => S::PAYLOAD_TOO_LARGE,
         "busy" | "rate_limited" => S::TOO_MANY_REQUESTS,
         "timeout" => S::GATEWAY_TIMEOUT,
         "store_full" => S::INSUFFICIENT_STORAGE,
@@ -188,6 +188,7 @@ pub fn router(node: Shared) -> Router {
             "/v1/aliases/{namespace}/{alias}/rollback",
             post(alias_rollback),
         )
+        .merge(crate::state_api::routes())
         .fallback(not_found)
         .with_state(node)
 }
@@ -232,7 +233,7 @@ async fn status(State(node): State<Shared>) -> impl IntoResponse {
     axum::Json(node.status())
 }
 
-async fn read_body(
+pub(crate) async fn read_body(
     body: Body,
     limit: u64,
     what: &'static str,
@@ -384,6 +385,13 @@ async fn run_call(
         HeaderValue::from_static("application/octet-stream"),
     );
     Ok((StatusCode::OK, headers, receipt.output).into_response())
+}
+
+impl From<crate::state::StateOpError> for ApiError {
+    fn from(e: crate::state::StateOpError) -> Self {
+        let kind = e.kind();
+        Self::new(status_of(kind), kind, e.to_string())
+    }
 }
 
 impl From<crate::aliases::AliasOpError> for ApiError {

@@ -96,6 +96,81 @@ pub enum Command {
     /// Aliases NAMESPACE/NAME@CHANNEL: move, split, promote, roll back, inspect.
     #[command(subcommand)]
     Alias(AliasCommand),
+    /// Application state: Automerge documents NAMESPACE/NAME that peers sync.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+/// `kith state …` (NAMESPACE: a namespace id, or the name of a key on the node;
+/// PATH: keys separated by `/`, e.g. `/cart/items/0`).
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print the value at PATH (the whole document without PATH) as JSON.
+    Get {
+        /// The document, NAMESPACE/NAME.
+        doc: String,
+        /// A key path.
+        path: Option<String>,
+    },
+    /// Put a JSON value at PATH (maps on the way are created).
+    Put {
+        /// The document, NAMESPACE/NAME.
+        doc: String,
+        /// A key path.
+        path: String,
+        /// The value, as JSON (a string needs its quotes: '"tea"').
+        value: String,
+    },
+    /// Delete the value at PATH.
+    Delete {
+        /// The document.
+        doc: String,
+        /// A key path.
+        path: String,
+    },
+    /// Add N (default 1) to the counter at PATH; concurrent increments add up.
+    Increment {
+        /// The document.
+        doc: String,
+        /// A key path.
+        path: String,
+        /// How much to add (may be negative).
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+        by: i64,
+    },
+    /// Append a JSON value to the list at PATH.
+    Append {
+        /// The document.
+        doc: String,
+        /// A key path.
+        path: String,
+        /// The value, as JSON.
+        value: String,
+    },
+    /// Write the document as a standard Automerge binary to stdout.
+    Export {
+        /// The document.
+        doc: String,
+    },
+    /// Merge a standard Automerge binary into the document.
+    Import {
+        /// The document.
+        doc: String,
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print the document's heads (Automerge change hashes).
+    Heads {
+        /// The document.
+        doc: String,
+    },
+    /// Hold the document on this node, and fetch it from peers that have it.
+    Pin {
+        /// The document.
+        doc: String,
+    },
+    /// List the documents this node holds.
+    List,
 }
 
 /// `kith config …`
@@ -229,6 +304,16 @@ pub struct UpArgs {
     /// Disk budget for modules and compiled code, in bytes.
     #[arg(long)]
     pub store_budget_bytes: Option<u64>,
+    /// Disk budget for application state (all documents together), in bytes.
+    #[arg(long)]
+    pub state_budget_bytes: Option<u64>,
+    /// Largest state document, in bytes.
+    #[arg(long)]
+    pub max_doc_bytes: Option<u64>,
+    /// Host only documents of this publisher namespace (a namespace id; repeatable;
+    /// default: any).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub state_namespace: Vec<String>,
     /// Largest module accepted, in bytes.
     #[arg(long)]
     pub max_module_bytes: Option<u64>,
@@ -357,6 +442,9 @@ impl UpArgs {
                 "max_module_bytes" => {
                     self.max_module_bytes = self.max_module_bytes.or(Some(int()?))
                 }
+                "state_budget_bytes" => {
+                    self.state_budget_bytes = self.state_budget_bytes.or(Some(int()?));
+                }
                 "device_class" => {
                     self.device_class = self.device_class.or(parse_device(&value).ok());
                 }
@@ -383,6 +471,11 @@ impl UpArgs {
         self.max_concurrent_calls = self.max_concurrent_calls.or(f.max_concurrent_calls);
         self.max_queued_calls = self.max_queued_calls.or(f.max_queued_calls);
         self.store_budget_bytes = self.store_budget_bytes.or(f.store_budget_bytes);
+        self.state_budget_bytes = self.state_budget_bytes.or(f.state_budget_bytes);
+        self.max_doc_bytes = self.max_doc_bytes.or(f.max_doc_bytes);
+        if self.state_namespace.is_empty() {
+            self.state_namespace = f.state_namespace;
+        }
         self.max_module_bytes = self.max_module_bytes.or(f.max_module_bytes);
         self.max_memory_bytes = self.max_memory_bytes.or(f.max_memory_bytes);
         self.max_fuel = self.max_fuel.or(f.max_fuel);
@@ -449,6 +542,21 @@ impl UpArgs {
         }
         if let Some(v) = self.max_queued_calls {
             c.max_queued_calls = v;
+        }
+        if let Some(v) = self.state_budget_bytes {
+            c.state.budget_bytes = v;
+        }
+        if let Some(v) = self.max_doc_bytes {
+            if v < 4096 {
+                bail!("--max-doc-bytes must be at least 4096 (got {v})");
+            }
+            c.state.max_doc_bytes = v;
+        }
+        for ns in &self.state_namespace {
+            let ns: kith_protocol::alias::Namespace = ns.parse().map_err(|_| {
+                anyhow::anyhow!("--state-namespace {ns}: a namespace id is 64 hex digits")
+            })?;
+            c.state.namespaces.push(ns);
         }
         if let Some(v) = self.store_budget_bytes {
             c.store_budget_bytes = v;
@@ -655,6 +763,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Alias(command) => alias_command(&cli.api, command),
+        Command::State(command) => state_command(&cli.api, command),
         Command::Service(ServiceCommand::Unit {
             config,
             user,
@@ -886,6 +995,38 @@ fn provenance(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String, String
             ),
         ),
         (
+            "state_budget_bytes",
+            c.state.budget_bytes.to_string(),
+            source(
+                "state_budget_bytes",
+                args.state_budget_bytes.is_some(),
+                f.is_some_and(|f| f.state_budget_bytes.is_some()),
+            ),
+        ),
+        (
+            "max_doc_bytes",
+            c.state.max_doc_bytes.to_string(),
+            source(
+                "max_doc_bytes",
+                args.max_doc_bytes.is_some(),
+                f.is_some_and(|f| f.max_doc_bytes.is_some()),
+            ),
+        ),
+        (
+            "state_namespace",
+            c.state
+                .namespaces
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            source(
+                "state_namespace",
+                !args.state_namespace.is_empty(),
+                f.is_some_and(|f| !f.state_namespace.is_empty()),
+            ),
+        ),
+        (
             "device_class",
             device,
             source(
@@ -1079,6 +1220,125 @@ fn print_record(v: &serde_json::Value) {
         v["seq"],
         targets.join(" ")
     );
+}
+
+/// `/v1/state/NS/NAME` for a document reference, checked locally first.
+fn state_url(doc: &str) -> anyhow::Result<String> {
+    let r: kith_protocol::state::DocRef = doc.parse()?;
+    Ok(format!("/v1/state/{}/{}", r.namespace, r.name))
+}
+
+fn path_query(path: &str) -> anyhow::Result<String> {
+    kith_protocol::state::parse_path(path)?;
+    let mut q = String::from("?path=");
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            q.push(char::from(b));
+        } else {
+            q.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(q)
+}
+
+fn json_arg(value: &str) -> anyhow::Result<Vec<u8>> {
+    let v: serde_json::Value = serde_json::from_str(value).with_context(|| {
+        format!("{value:?} is not a JSON value (a string needs quotes: '\"{value}\"')")
+    })?;
+    Ok(serde_json::to_vec(&v)?)
+}
+
+fn state_command(api: &str, command: StateCommand) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    let c = client(api)?;
+    let heads = |v: &serde_json::Value| {
+        for h in v["heads"].as_array().into_iter().flatten() {
+            println!("{}", h.as_str().unwrap_or_default());
+        }
+    };
+    match command {
+        StateCommand::Get { doc, path } => {
+            let q = path
+                .as_deref()
+                .map(path_query)
+                .transpose()?
+                .unwrap_or_default();
+            let v = c
+                .get_json(&format!("{}{q}", state_url(&doc)?))
+                .map_err(explain)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        StateCommand::Put { doc, path, value } => {
+            let url = format!("{}{}", state_url(&doc)?, path_query(&path)?);
+            heads(
+                &c.send_bytes(Method::PUT, &url, json_arg(&value)?)
+                    .map_err(explain)?,
+            );
+        }
+        StateCommand::Delete { doc, path } => {
+            let url = format!("{}{}", state_url(&doc)?, path_query(&path)?);
+            heads(
+                &c.send_bytes(Method::DELETE, &url, Vec::new())
+                    .map_err(explain)?,
+            );
+        }
+        StateCommand::Increment { doc, path, by } => {
+            let url = format!(
+                "{}/increment{}&by={by}",
+                state_url(&doc)?,
+                path_query(&path)?
+            );
+            let v = c
+                .send_bytes(Method::POST, &url, Vec::new())
+                .map_err(explain)?;
+            println!("{}", v["value"]);
+        }
+        StateCommand::Append { doc, path, value } => {
+            let url = format!("{}/append{}", state_url(&doc)?, path_query(&path)?);
+            heads(
+                &c.send_bytes(Method::POST, &url, json_arg(&value)?)
+                    .map_err(explain)?,
+            );
+        }
+        StateCommand::Export { doc } => {
+            let bytes = c
+                .get_bytes(&format!("{}/export", state_url(&doc)?))
+                .map_err(explain)?;
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &bytes)?;
+        }
+        StateCommand::Import { doc, file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let url = format!("{}/import", state_url(&doc)?);
+            heads(&c.send_bytes(Method::POST, &url, bytes).map_err(explain)?);
+        }
+        StateCommand::Heads { doc } => {
+            heads(
+                &c.get_json(&format!("{}/heads", state_url(&doc)?))
+                    .map_err(explain)?,
+            );
+        }
+        StateCommand::Pin { doc } => {
+            let url = format!("{}/pin", state_url(&doc)?);
+            heads(
+                &c.send_bytes(Method::POST, &url, Vec::new())
+                    .map_err(explain)?,
+            );
+        }
+        StateCommand::List => {
+            let v = c.get_json("/v1/state").map_err(explain)?;
+            for d in v.as_array().into_iter().flatten() {
+                println!(
+                    "{}  {} bytes  {} heads{}",
+                    d["doc"].as_str().unwrap_or_default(),
+                    d["bytes"],
+                    d["heads"].as_array().map_or(0, Vec::len),
+                    if d["pinned"] == true { "  pinned" } else { "" }
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn alias_command(api: &str, command: AliasCommand) -> anyhow::Result<ExitCode> {

@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub trusted_only: bool,
     /// Local hours when this node offers capacity to calls (`None`: always).
     pub offer_hours: Option<OfferHours>,
+    /// Application state: disk budget, document cap, hosted namespaces.
+    pub state: crate::state::StateLimits,
 }
 
 /// Local hours `[from, to)` when a node offers capacity; wraps midnight when
@@ -174,6 +176,7 @@ impl NodeConfig {
             trust: Vec::new(),
             trusted_only: false,
             offer_hours: None,
+            state: crate::state::StateLimits::default(),
         }
     }
 }
@@ -224,6 +227,11 @@ impl Profile {
             Self::Router => (1, 8, 0.25, 32 << 20, 64 << 20, 2 << 20, "router"),
             Self::Vm => (cores, 1024, 1.0, 1 << 30, 8 << 30, 64 << 20, "server"),
         };
+        let state: u64 = match self {
+            Self::Pi => 128 << 20,
+            Self::Router => 16 << 20,
+            Self::Vm => 4 << 30,
+        };
         vec![
             ("max_concurrent_calls", calls.to_string()),
             ("max_queued_calls", queue.to_string()),
@@ -231,6 +239,7 @@ impl Profile {
             ("max_memory_bytes", memory.to_string()),
             ("store_budget_bytes", store.to_string()),
             ("max_module_bytes", module.to_string()),
+            ("state_budget_bytes", state.to_string()),
             ("device_class", device.to_owned()),
         ]
     }
@@ -248,6 +257,10 @@ pub struct FileConfig {
     pub max_concurrent_calls: Option<usize>,
     pub max_queued_calls: Option<usize>,
     pub store_budget_bytes: Option<u64>,
+    pub state_budget_bytes: Option<u64>,
+    pub max_doc_bytes: Option<u64>,
+    #[serde(default)]
+    pub state_namespace: Vec<String>,
     pub max_module_bytes: Option<u64>,
     pub max_memory_bytes: Option<u64>,
     pub max_fuel: Option<u64>,

@@ -20,6 +20,9 @@ pub mod net;
 pub mod node;
 pub mod runtime;
 pub mod scheduler;
+pub mod state;
+mod state_api;
+mod statesync;
 pub mod store;
 
 use std::future::Future;
@@ -142,7 +145,13 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
                 .connected();
             if !peers.is_empty() {
                 turn = turn.wrapping_add(1);
-                sync_net.sync_aliases(peers[turn % peers.len()], node.aliases().digest());
+                let peer = peers[turn % peers.len()];
+                sync_net.sync_aliases(peer, node.aliases().digest());
+                // State documents too: a missed heads announcement costs at most
+                // this long.
+                for doc in node.state().names() {
+                    tokio::spawn(Arc::clone(&node).sync_doc(peer, doc));
+                }
             }
         }
     });

@@ -50,6 +50,9 @@ pub enum OpenError {
     /// Publisher keys or the alias registry.
     #[error(transparent)]
     Aliases(#[from] crate::aliases::AliasOpError),
+    /// The state directory cannot be opened.
+    #[error("state: {0}")]
+    State(#[from] crate::state::StateOpError),
 }
 
 /// Why a publish was refused.
@@ -277,6 +280,11 @@ pub struct Node {
     pub(crate) aliases: crate::aliases::Aliases,
     /// Call metrics (status page, `/metrics`).
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Application state documents held here.
+    pub(crate) state: crate::state::StateStore,
+    /// Document syncs running, per peer and document (a second request while one
+    /// runs sets the flag, and the running one goes round once more).
+    pub(crate) state_syncing: Mutex<HashMap<(PeerId, kith_protocol::state::DocName), bool>>,
     executor: Executor,
     /// Fuel calls may still use under `cpu_share` (None when the share is 1).
     cpu_budget: Option<Mutex<TokenBucket>>,
@@ -313,6 +321,7 @@ impl Node {
             crate::aliases::Aliases::open(&config.data_dir, &config.trust, config.trusted_only)?;
         let executor = Executor::start(config.max_concurrent_calls, config.max_queued_calls)
             .map_err(OpenError::Runtime)?;
+        let state = crate::state::StateStore::open(&config.data_dir, config.state.clone())?;
         let cpu_score = runtime.measure_cpu_score();
         tracing::info!(cpu_score, "measured CPU speed (fuel per ms)");
         let cpu_budget = (config.cpu_share < 1.0).then(|| {
@@ -344,6 +353,8 @@ impl Node {
             runtime: Arc::new(runtime),
             aliases,
             metrics: crate::metrics::Metrics::default(),
+            state,
+            state_syncing: Mutex::new(HashMap::new()),
             config,
             started: Instant::now(),
             served: AtomicU64::new(0),

@@ -389,9 +389,10 @@ impl Node {
     }
 
     /// Answers one request from a peer.
-    pub(crate) async fn handle_inbound(&self, request: Inbound) {
+    pub(crate) async fn handle_inbound(self: &std::sync::Arc<Self>, request: Inbound) {
         match request {
             Inbound::Alias(message) => self.handle_alias(message),
+            Inbound::State(message) => self.handle_state(message),
             Inbound::Fetch {
                 peer,
                 request,

@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod module;
 pub mod placement;
 pub mod ratelimit;
+pub mod state;
 pub mod vivaldi;
 pub mod wire;
 

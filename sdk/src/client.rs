@@ -308,6 +308,39 @@ impl Client {
         )
     }
 
+    /// Sends raw bytes with `method` to `path` and returns the JSON answer.
+    ///
+    /// # Errors
+    /// Fails with the node's error or when unreachable.
+    pub fn send_bytes(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .body(body)
+            .send()
+            .map_err(|e| self.transport(e))?;
+        self.check(resp)?.json().map_err(|e| self.transport(e))
+    }
+
+    /// `GET` raw bytes from the API (e.g. a document export).
+    ///
+    /// # Errors
+    /// Fails with the node's error or when unreachable.
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .map_err(|e| self.transport(e))?;
+        let bytes = self.check(resp)?.bytes().map_err(|e| self.transport(e))?;
+        Ok(bytes.to_vec())
+    }
+
     /// `GET` a JSON document from the API, e.g. `/v1/status`.
     ///
     /// # Errors

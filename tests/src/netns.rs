@@ -369,3 +369,129 @@ impl Drop for HomeNat {
         self.remove();
     }
 }
+
+/// `n` hosts on one bridged network (W.10, W.11, …), each in its own namespace, and
+/// the test at W.254; [`Lan::partition`] cuts one host off from the others (iptables
+/// in its namespace; the test can still reach it) and [`Lan::heal`] undoes it.
+pub struct Lan {
+    prefix: String,
+    /// The hosts' namespaces.
+    pub hosts: Vec<String>,
+    wan: String,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Lan {
+    /// Builds the network.
+    ///
+    /// # Errors
+    /// When a step fails.
+    pub fn create(n: usize) -> Result<Self, String> {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        let prefix = format!("l{}", std::process::id() % 100_000);
+        let lan = Self {
+            hosts: (0..n).map(|i| format!("{prefix}h{i}")).collect(),
+            wan: free_wan()?,
+            prefix,
+            _turn: turn,
+        };
+        lan.build().inspect_err(|_| lan.remove())?;
+        Ok(lan)
+    }
+
+    fn build(&self) -> Result<(), String> {
+        let w = format!("{}W", self.prefix);
+        run(&["ip", "netns", "add", &w])?;
+        run(&["ip", "-n", &w, "link", "add", "br0", "type", "bridge"])?;
+        run(&["ip", "-n", &w, "link", "set", "br0", "up"])?;
+        let mut ends: Vec<(String, Option<String>, String)> = self
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| (format!("{}{i}", self.prefix), Some(ns.clone()), self.ip(i)))
+            .collect();
+        ends.push((
+            format!("{}T", self.prefix),
+            None,
+            format!("{}.254", self.wan),
+        ));
+        for (tag, ns, ip) in ends {
+            if let Some(ns) = &ns {
+                run(&["ip", "netns", "add", ns])?;
+                run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+            }
+            let (outer, inner) = (format!("{tag}a"), format!("{tag}b"));
+            HomeNat::link(&outer, Some(&w), &inner, ns.as_deref(), &format!("{ip}/24"))?;
+            run(&["ip", "-n", &w, "link", "set", &outer, "master", "br0", "up"])?;
+        }
+        Ok(())
+    }
+
+    /// Host `i`'s address.
+    pub fn ip(&self, i: usize) -> String {
+        format!("{}.{}", self.wan, 10 + i)
+    }
+
+    /// Cuts host `i` off from every other host (both directions); the test's own
+    /// address still reaches it.
+    ///
+    /// # Errors
+    /// When iptables fails.
+    pub fn partition(&self, i: usize) -> Result<(), String> {
+        for j in 0..self.hosts.len() {
+            if j == i {
+                continue;
+            }
+            let other = self.ip(j);
+            for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+                run(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &self.hosts[i],
+                    "iptables",
+                    "-A",
+                    chain,
+                    dir,
+                    &other,
+                    "-j",
+                    "DROP",
+                ])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Self::partition`].
+    ///
+    /// # Errors
+    /// When iptables fails.
+    pub fn heal(&self, i: usize) -> Result<(), String> {
+        for chain in ["INPUT", "OUTPUT"] {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &self.hosts[i],
+                "iptables",
+                "-F",
+                chain,
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self) {
+        for ns in &self.hosts {
+            let _ = run(&["ip", "netns", "del", ns]);
+        }
+        let _ = run(&["ip", "netns", "del", &format!("{}W", self.prefix)]);
+        let _ = run(&["ip", "link", "del", &format!("{}Tb", self.prefix)]);
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}

@@ -460,3 +460,49 @@ fn check_offer_hours(h: u8) {
         text(&out.stderr)
     );
 }
+
+/// `kith state`: put, get, increment, append, heads, export to a file, import on
+/// another node, and clear errors for bad input.
+#[test]
+fn state_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(BIN, &dir.path().join("n"), &["--offline"]);
+    let ok = |node: &NodeProcess, args: &[&str]| {
+        let out = kith(&node.url, args, None);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        out.stdout
+    };
+    ok(&node, &["key", "new", "me"]);
+    ok(&node, &["state", "put", "me/cart", "/items", r#"["tea"]"#]);
+    ok(&node, &["state", "append", "me/cart", "/items", r#""milk""#]);
+    let value = text(&ok(&node, &["state", "increment", "me/cart", "/visits", "--by", "5"]));
+    assert_eq!(value.trim(), "5");
+    let got: serde_json::Value =
+        serde_json::from_slice(&ok(&node, &["state", "get", "me/cart"])).unwrap();
+    assert_eq!(got, serde_json::json!({"items": ["tea", "milk"], "visits": 5}));
+    let item = text(&ok(&node, &["state", "get", "me/cart", "/items/1"]));
+    assert_eq!(item.trim(), r#""milk""#);
+    let heads = text(&ok(&node, &["state", "heads", "me/cart"]));
+    assert_eq!(heads.lines().count(), 1);
+    assert_eq!(heads.trim().len(), 64);
+
+    let export = dir.path().join("cart.automerge");
+    std::fs::write(&export, ok(&node, &["state", "export", "me/cart"])).unwrap();
+    let other = NodeProcess::start(BIN, &dir.path().join("o"), &["--offline"]);
+    let ns = text(&ok(&node, &["key", "list"]));
+    let ns = ns.split_whitespace().next().unwrap();
+    let doc = format!("{ns}/cart");
+    ok(&other, &["state", "import", &doc, export.to_str().unwrap()]);
+    assert_eq!(text(&ok(&other, &["state", "heads", &doc])), heads);
+
+    for (args, says) in [
+        (vec!["state", "put", "me/cart", "/x", "not json"], "not a JSON value"),
+        (vec!["state", "get", "cart"], "NAMESPACE/NAME"),
+        (vec!["state", "increment", "me/cart", "/items"], "not a counter"),
+        (vec!["state", "get", "me/nothing"], "not held"),
+    ] {
+        let out = kith(&node.url, &args, None);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(text(&out.stderr).contains(says), "{args:?}: {}", text(&out.stderr));
+    }
+}

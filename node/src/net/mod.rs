@@ -35,6 +35,7 @@ use kith_protocol::FunctionId;
 use kith_protocol::alias;
 use kith_protocol::capacity::Advert;
 use kith_protocol::ratelimit::TokenBucket;
+use kith_protocol::state;
 use kith_protocol::vivaldi;
 use kith_protocol::wire::{
     self, FetchRequest, FetchResponse, InvokeRequest, InvokeResponse, WireError,
@@ -66,6 +67,8 @@ pub const MAX_DIALLED_PEERS: usize = 48;
 const MAX_LOOKUPS: usize = 8;
 /// A peer that could not be dialled is not tried again for this long.
 const REDIAL_AFTER: Duration = Duration::from_secs(30);
+/// How often a disconnected bootstrap peer is dialled again.
+const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(10);
 /// How often reservations, pinned relays and relayed connections are checked.
 const MAINTENANCE: Duration = Duration::from_secs(1);
 /// A relayed connection is closed only once a direct one has existed this long, so
@@ -167,6 +170,8 @@ pub enum Inbound {
     },
     /// Alias-registry traffic.
     Alias(AliasInbound),
+    /// Document-sync traffic.
+    State(StateInbound),
     /// A peer wants a call run here.
     Invoke {
         /// Who asks.
@@ -207,6 +212,28 @@ pub enum AliasInbound {
     Connected(PeerId),
 }
 
+/// Document-sync traffic the node must handle.
+pub enum StateInbound {
+    /// A peer sent its sync message for a document.
+    Sync {
+        /// Who asks.
+        peer: PeerId,
+        /// Its request.
+        request: state::SyncRequest,
+        /// Where to send the answer.
+        respond: oneshot::Sender<state::SyncResponse>,
+    },
+    /// A heads announcement (not yet decoded), from `source` (its author).
+    Heads {
+        /// The peer that wrote the change.
+        source: PeerId,
+        /// The encoded announcement.
+        bytes: Vec<u8>,
+    },
+    /// A peer connected for the first time since it was last disconnected.
+    Connected(PeerId),
+}
+
 /// What the local node offers, for its next advert.
 #[derive(Debug, Clone)]
 pub struct LocalOffer {
@@ -230,6 +257,12 @@ enum Command {
     },
     Advertise(Box<Advert>),
     PublishAlias(Vec<u8>),
+    PublishHeads(Vec<u8>),
+    StateSync {
+        peer: PeerId,
+        request: state::SyncRequest,
+        reply: oneshot::Sender<Result<state::SyncResponse, String>>,
+    },
     SyncAliases {
         peer: PeerId,
         digest: [u8; 32],
@@ -256,6 +289,7 @@ struct Behaviour {
     fetch: request_response::Behaviour<codec::Frames>,
     invoke: request_response::Behaviour<codec::Frames>,
     aliases: request_response::Behaviour<codec::Frames>,
+    state: request_response::Behaviour<codec::Frames>,
     autonat: autonat::Behaviour,
     relay_client: relay::client::Behaviour,
     relay_server: Toggle<relay::Behaviour>,
@@ -321,6 +355,12 @@ impl Net {
             .gossipsub
             .subscribe(&alias_topic)
             .map_err(|e| anyhow::anyhow!("cannot subscribe to aliases: {e:?}"))?;
+        let state_topic = gossipsub::IdentTopic::new(state::TOPIC);
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&state_topic)
+            .map_err(|e| anyhow::anyhow!("cannot subscribe to state heads: {e:?}"))?;
         let mut table = PeerTable::default();
         table.nat.status = "unknown";
         table.nat.relay_server = config.relay_server;
@@ -336,6 +376,8 @@ impl Net {
             inbound: inbound_tx,
             topic,
             alias_topic,
+            state_topic,
+            state_requests: HashMap::new(),
             seq: 0,
             coord: vivaldi::Coord::default(),
             fetches: HashMap::new(),
@@ -347,7 +389,9 @@ impl Net {
             invoke_buckets: HashMap::new(),
             advert_buckets: HashMap::new(),
             nat_private: false,
-            bootstrap: Some((bootstrap, listeners, Instant::now())),
+            bootstrap: Some((bootstrap.clone(), listeners, Instant::now())),
+            bootstrap_peers: bootstrap,
+            bootstrap_redial_at: Instant::now() + BOOTSTRAP_REDIAL,
             relay_candidates: HashMap::new(),
             auto_relays: HashMap::new(),
             relay_tried: HashMap::new(),
@@ -425,6 +469,33 @@ impl Net {
     /// Announces a new alias record on the alias topic.
     pub async fn publish_alias(&self, bytes: Vec<u8>) {
         let _ = self.commands.send(Command::PublishAlias(bytes)).await;
+    }
+
+    /// Announces a document's new heads on the state topic.
+    pub fn publish_heads(&self, bytes: Vec<u8>) {
+        let _ = self.commands.try_send(Command::PublishHeads(bytes));
+    }
+
+    /// Sends one round of document sync to `peer`.
+    ///
+    /// # Errors
+    /// When the peer cannot be reached or answers garbage (the reason).
+    pub async fn state_sync(
+        &self,
+        peer: PeerId,
+        request: state::SyncRequest,
+    ) -> Result<state::SyncResponse, String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::StateSync {
+                peer,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| "the network is shut down".to_owned())?;
+        rx.await
+            .map_err(|_| "the network is shut down".to_owned())?
     }
 
     /// Asks `peer` for the alias records we lack (we send our registry digest).
@@ -580,6 +651,18 @@ fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<Swarm<Behavi
                     )],
                     rr_config,
                 ),
+                state: request_response::Behaviour::with_codec(
+                    codec::Frames {
+                        max_request: state::MAX_ENCODED as u64,
+                        max_response: state::MAX_ENCODED as u64,
+                    },
+                    [(
+                        StreamProtocol::new(state::SYNC_PROTOCOL),
+                        ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(30)),
+                ),
                 aliases: request_response::Behaviour::with_codec(
                     codec::Frames {
                         max_request: alias::SyncRequest::LEN as u64,
@@ -627,6 +710,7 @@ enum AnswerChannel {
     Fetch(ResponseChannel<Vec<u8>>),
     Invoke(ResponseChannel<Vec<u8>>),
     Aliases(ResponseChannel<Vec<u8>>),
+    State(ResponseChannel<Vec<u8>>),
 }
 
 struct Task {
@@ -638,6 +722,10 @@ struct Task {
     inbound: mpsc::Sender<Inbound>,
     topic: gossipsub::IdentTopic,
     alias_topic: gossipsub::IdentTopic,
+    state_topic: gossipsub::IdentTopic,
+    /// Document-sync requests in flight: who, and where the answer goes.
+    state_requests:
+        HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<state::SyncResponse, String>>)>,
     seq: u64,
     coord: vivaldi::Coord,
     fetches: HashMap<u64, Fetch>,
@@ -658,6 +746,10 @@ struct Task {
     /// dials wait for the listeners so they leave from the listening port, which is
     /// then the port a NAT maps and peers observe (what hole punching needs).
     bootstrap: Option<(Vec<Multiaddr>, HashSet<ListenerId>, Instant)>,
+    /// The bootstrap peers, redialled while disconnected (after a partition, a
+    /// restart of theirs, a network change).
+    bootstrap_peers: Vec<Multiaddr>,
+    bootstrap_redial_at: Instant,
     /// AutoNAT's verdict: peers cannot dial us.
     nat_private: bool,
     /// Connected relay servers, with an address to reach each.
@@ -705,6 +797,7 @@ impl Task {
             tokio::select! {
                 _ = maintenance.tick() => {
                     self.dial_bootstrap(true);
+                    self.redial_bootstrap();
                     self.maintain_relays();
                     let peers: Vec<PeerId> = self.relayed.keys().copied().collect();
                     for peer in peers {
@@ -793,6 +886,28 @@ impl Task {
                     tracing::debug!(error = ?e, "alias record not announced (no peers yet?); peers get it at their next sync");
                 }
             }
+            Command::PublishHeads(bytes) => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.state_topic.clone(), bytes)
+                {
+                    tracing::debug!(error = ?e, "heads not announced (no peers yet?); peers sync on connect");
+                }
+            }
+            Command::StateSync {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .state
+                    .send_request(&peer, request.encode());
+                self.state_requests.insert(id, (peer, reply));
+            }
             Command::SyncAliases { peer, digest } => {
                 let request = alias::SyncRequest { digest }.encode();
                 let id = self
@@ -835,6 +950,7 @@ impl Task {
             AnswerChannel::Fetch(c) => self.swarm.behaviour_mut().fetch.send_response(c, body),
             AnswerChannel::Invoke(c) => self.swarm.behaviour_mut().invoke.send_response(c, body),
             AnswerChannel::Aliases(c) => self.swarm.behaviour_mut().aliases.send_response(c, body),
+            AnswerChannel::State(c) => self.swarm.behaviour_mut().state.send_response(c, body),
         };
         if result.is_err() {
             tracing::debug!("a peer went away before its answer was ready");
@@ -1061,6 +1177,9 @@ impl Task {
                     let _ = self
                         .inbound
                         .try_send(Inbound::Alias(AliasInbound::Connected(peer_id)));
+                    let _ = self
+                        .inbound
+                        .try_send(Inbound::State(StateInbound::Connected(peer_id)));
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -1216,6 +1335,11 @@ impl Task {
                         peer: propagation_source,
                         bytes: message.data,
                     }));
+                } else if message.topic == self.state_topic.hash() {
+                    let _ = self.inbound.try_send(Inbound::State(StateInbound::Heads {
+                        source: message.source.unwrap_or(propagation_source),
+                        bytes: message.data,
+                    }));
                 } else {
                     self.advert(propagation_source, message);
                 }
@@ -1229,6 +1353,7 @@ impl Task {
             BehaviourEvent::Fetch(event) => self.fetch_event(event),
             BehaviourEvent::Invoke(event) => self.invoke_event(event),
             BehaviourEvent::Aliases(event) => self.aliases_event(event),
+            BehaviourEvent::State(event) => self.state_event(event),
             _ => {}
         }
     }
@@ -1314,6 +1439,27 @@ impl Task {
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
             }
+        }
+    }
+
+    /// Dials bootstrap peers that are not connected, every [`BOOTSTRAP_REDIAL`].
+    fn redial_bootstrap(&mut self) {
+        let now = Instant::now();
+        if self.bootstrap.is_some() || now < self.bootstrap_redial_at {
+            return;
+        }
+        self.bootstrap_redial_at = now + BOOTSTRAP_REDIAL;
+        for addr in self.bootstrap_peers.clone() {
+            let Some(peer) = peer_of(&addr) else { continue };
+            if self.swarm.is_connected(&peer) {
+                continue;
+            }
+            tracing::debug!(%addr, "redialling a bootstrap peer");
+            let opts = DialOpts::peer_id(peer)
+                .addresses(vec![addr])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            let _ = self.swarm.dial(opts);
         }
     }
 
@@ -1476,7 +1622,8 @@ impl Task {
         let busy = self.serving.get(&peer).is_some_and(|n| *n > 0)
             || self.invoke_requests.values().any(|(p, _)| *p == peer)
             || self.fetch_requests.values().any(|(_, p)| *p == peer)
-            || self.alias_requests.values().any(|p| *p == peer);
+            || self.alias_requests.values().any(|p| *p == peer)
+            || self.state_requests.values().any(|(p, _)| *p == peer);
         if busy {
             return;
         }
@@ -1651,6 +1798,65 @@ impl Task {
         self.answers.push(Box::pin(async move {
             (peer, channel, answer.await.ok().map(|r| encode(&r)))
         }));
+    }
+
+    fn state_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let request = match state::SyncRequest::decode(&request) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "malformed state sync request");
+                            self.table().penalise(&peer);
+                            let refusal = state::SyncResponse::Refused(e.to_string()).encode();
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .state
+                                .send_response(channel, refusal);
+                            return;
+                        }
+                    };
+                    let (respond, rx) = oneshot::channel();
+                    let request = Inbound::State(StateInbound::Sync {
+                        peer,
+                        request,
+                        respond,
+                    });
+                    self.ask_node(
+                        peer,
+                        request,
+                        rx,
+                        AnswerChannel::State(channel),
+                        state::SyncResponse::encode,
+                    );
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some((peer, reply)) = self.state_requests.remove(&request_id) {
+                        let decoded = state::SyncResponse::decode(&response).map_err(|e| {
+                            self.table().penalise(&peer);
+                            format!("malformed answer from {peer}: {e}")
+                        });
+                        let _ = reply.send(decoded);
+                        self.drop_relayed(peer);
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some((peer, reply)) = self.state_requests.remove(&request_id) {
+                    let _ = reply.send(Err(format!("{peer}: {error}")));
+                }
+            }
+            _ => {}
+        }
     }
 
     fn aliases_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
