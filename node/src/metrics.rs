@@ -235,7 +235,31 @@ pub fn render_node(node: &crate::node::Node) -> String {
         let _ = writeln!(out, "kith_calls_total{{result=\"{result}\"}} {n}");
     }
     let nat = st.nat.clone().unwrap_or_default();
-    let series: [(&str, &str, &str, f64); 17] = [
+    let series: [(&str, &str, &str, f64); 21] = [
+        (
+            "kith_state_documents",
+            "gauge",
+            "State documents held.",
+            st.state.documents as f64,
+        ),
+        (
+            "kith_state_bytes",
+            "gauge",
+            "Bytes of state documents on disk.",
+            st.state.bytes as f64,
+        ),
+        (
+            "kith_state_sync_sent_bytes_total",
+            "counter",
+            "Bytes of Automerge sync messages sent to peers.",
+            st.state.sync_sent_bytes as f64,
+        ),
+        (
+            "kith_state_sync_received_bytes_total",
+            "counter",
+            "Bytes of Automerge sync messages received from peers.",
+            st.state.sync_received_bytes as f64,
+        ),
         (
             "kith_nat_private",
             "gauge",

@@ -234,9 +234,26 @@ pub struct Status {
     pub recent_errors: Vec<crate::metrics::RecentError>,
     /// Alias records known.
     pub alias_records: usize,
+    /// Application state held here.
+    pub state: StateStatus,
     /// Reachability: AutoNAT's verdict, relayed addresses, hole punches (absent when
     /// offline).
     pub nat: Option<crate::net::Reachability>,
+}
+
+/// Application state in the status.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateStatus {
+    /// Documents held.
+    pub documents: usize,
+    /// Their bytes on disk.
+    pub bytes: u64,
+    /// `state_budget_bytes`.
+    pub budget_bytes: u64,
+    /// Bytes of Automerge sync messages sent to peers.
+    pub sync_sent_bytes: u64,
+    /// Bytes of Automerge sync messages received from peers.
+    pub sync_received_bytes: u64,
 }
 
 /// What a node offers: its caps.
@@ -285,6 +302,9 @@ pub struct Node {
     /// Document syncs running, per peer and document (a second request while one
     /// runs sets the flag, and the running one goes round once more).
     pub(crate) state_syncing: Mutex<HashMap<(PeerId, kith_protocol::state::DocName), bool>>,
+    /// Bytes of Automerge sync messages sent to and received from peers.
+    pub(crate) sync_sent: AtomicU64,
+    pub(crate) sync_received: AtomicU64,
     executor: Executor,
     /// Fuel calls may still use under `cpu_share` (None when the share is 1).
     cpu_budget: Option<Mutex<TokenBucket>>,
@@ -355,6 +375,8 @@ impl Node {
             metrics: crate::metrics::Metrics::default(),
             state,
             state_syncing: Mutex::new(HashMap::new()),
+            sync_sent: AtomicU64::new(0),
+            sync_received: AtomicU64::new(0),
             config,
             started: Instant::now(),
             served: AtomicU64::new(0),
@@ -602,6 +624,13 @@ impl Node {
             recent_errors: self.metrics.recent_errors(),
             alias_records: self.aliases.record_count(),
             nat: self.reachability(),
+            state: StateStatus {
+                documents: self.state.names().len(),
+                bytes: self.state.total_bytes(),
+                budget_bytes: self.state.limits().budget_bytes,
+                sync_sent_bytes: self.sync_sent.load(Ordering::Relaxed),
+                sync_received_bytes: self.sync_received.load(Ordering::Relaxed),
+            },
         }
     }
 

@@ -317,6 +317,11 @@ impl StateStore {
         lock(&self.docs).get(doc).cloned()
     }
 
+    /// Bytes of all document files together.
+    pub fn total_bytes(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
     /// Sets `entry`'s size, keeping the total in step.
     fn set_bytes(&self, entry: &mut Entry, bytes: u64) {
         if bytes >= entry.bytes {

@@ -3,6 +3,7 @@
 //! `/kith/sync/1` (`docs/state.md`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use kith_protocol::state::{DocName, Heads, SyncRequest, SyncResponse};
 use libp2p::PeerId;
@@ -81,14 +82,16 @@ impl Node {
                 let node = Arc::clone(self);
                 // Applying and persisting changes touches the disk: off the async
                 // threads.
+                node.sync_received
+                    .fetch_add(request.message.len() as u64, Ordering::Relaxed);
                 tokio::task::spawn_blocking(move || {
                     let answer = node.state.answer_sync(
                         &request.doc,
                         &format!("in:{peer}"),
                         &request.message,
                     );
-                    if matches!(answer, SyncResponse::Message(_) | SyncResponse::Done) {
-                        tracing::debug!(%peer, doc = %request.doc, "answered a sync request");
+                    if let SyncResponse::Message(m) = &answer {
+                        node.sync_sent.fetch_add(m.len() as u64, Ordering::Relaxed);
                     }
                     let _ = respond.send(answer);
                 });
@@ -139,12 +142,16 @@ impl Node {
                 let Some(message) = self.state.sync_message(&doc, &session) else {
                     break;
                 };
+                self.sync_sent
+                    .fetch_add(message.len() as u64, Ordering::Relaxed);
                 let request = SyncRequest {
                     doc: doc.clone(),
                     message,
                 };
                 match net.state_sync(peer, request).await {
                     Ok(SyncResponse::Message(reply)) => {
+                        self.sync_received
+                            .fetch_add(reply.len() as u64, Ordering::Relaxed);
                         let node = Arc::clone(&self);
                         let (d, s) = (doc.clone(), session.clone());
                         let applied = tokio::task::spawn_blocking(move || {

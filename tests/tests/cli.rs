@@ -474,12 +474,21 @@ fn state_through_the_cli() {
     };
     ok(&node, &["key", "new", "me"]);
     ok(&node, &["state", "put", "me/cart", "/items", r#"["tea"]"#]);
-    ok(&node, &["state", "append", "me/cart", "/items", r#""milk""#]);
-    let value = text(&ok(&node, &["state", "increment", "me/cart", "/visits", "--by", "5"]));
+    ok(
+        &node,
+        &["state", "append", "me/cart", "/items", r#""milk""#],
+    );
+    let value = text(&ok(
+        &node,
+        &["state", "increment", "me/cart", "/visits", "--by", "5"],
+    ));
     assert_eq!(value.trim(), "5");
     let got: serde_json::Value =
         serde_json::from_slice(&ok(&node, &["state", "get", "me/cart"])).unwrap();
-    assert_eq!(got, serde_json::json!({"items": ["tea", "milk"], "visits": 5}));
+    assert_eq!(
+        got,
+        serde_json::json!({"items": ["tea", "milk"], "visits": 5})
+    );
     let item = text(&ok(&node, &["state", "get", "me/cart", "/items/1"]));
     assert_eq!(item.trim(), r#""milk""#);
     let heads = text(&ok(&node, &["state", "heads", "me/cart"]));
@@ -496,13 +505,23 @@ fn state_through_the_cli() {
     assert_eq!(text(&ok(&other, &["state", "heads", &doc])), heads);
 
     for (args, says) in [
-        (vec!["state", "put", "me/cart", "/x", "not json"], "not a JSON value"),
+        (
+            vec!["state", "put", "me/cart", "/x", "not json"],
+            "not a JSON value",
+        ),
         (vec!["state", "get", "cart"], "NAMESPACE/NAME"),
-        (vec!["state", "increment", "me/cart", "/items"], "not a counter"),
+        (
+            vec!["state", "increment", "me/cart", "/items"],
+            "not a counter",
+        ),
         (vec!["state", "get", "me/nothing"], "not held"),
     ] {
         let out = kith(&node.url, &args, None);
         assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(text(&out.stderr).contains(says), "{args:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
     }
 }
