@@ -661,7 +661,7 @@ impl StateStore {
     /// # Errors
     /// When the bytes are not an Automerge document (nothing is changed), or over a cap.
     pub fn import(&self, doc: &DocName, bytes: &[u8]) -> Result<Vec<String>, StateOpError> {
-        if bytes.len() as u64 > self.limits.max_change_bytes.max(self.limits.max_doc_bytes) {
+        if bytes.len() as u64 > self.limits.max_doc_bytes {
             return Err(StateOpError::TooLarge {
                 what: "the import",
                 size: bytes.len() as u64,
@@ -873,21 +873,36 @@ fn put_json(
         return insert_json(d, obj, i, value);
     }
     match value {
-        J::Object(map) => {
-            let child = d.put_object(obj, prop, ObjType::Map).map_err(conflict)?;
-            for (k, v) in map {
-                put_json(d, &child, k, v)?;
-            }
+        J::Object(_) | J::Array(_) => {
+            let child = d
+                .put_object(obj, prop, container_type(value))
+                .map_err(conflict)?;
+            fill(d, &child, value)
         }
-        J::Array(items) => {
-            let child = d.put_object(obj, prop, ObjType::List).map_err(conflict)?;
-            for (i, v) in items.iter().enumerate() {
-                insert_json(d, &child, i, v)?;
-            }
-        }
-        scalar => d.put(obj, prop, scalar_of(scalar)).map_err(conflict)?,
+        scalar => d.put(obj, prop, scalar_of(scalar)).map_err(conflict),
     }
-    Ok(())
+}
+
+/// The Automerge object type a JSON object or array becomes.
+fn container_type(value: &serde_json::Value) -> ObjType {
+    if value.is_array() {
+        ObjType::List
+    } else {
+        ObjType::Map
+    }
+}
+
+/// Fills `child`, just created with [`container_type`], with `value`'s contents.
+fn fill(d: &mut AutoCommit, child: &ObjId, value: &serde_json::Value) -> Result<(), StateOpError> {
+    use serde_json::Value as J;
+    match value {
+        J::Object(map) => map.iter().try_for_each(|(k, v)| put_json(d, child, k, v)),
+        J::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| insert_json(d, child, i, v)),
+        _ => Ok(()),
+    }
 }
 
 fn insert_json(
@@ -898,21 +913,14 @@ fn insert_json(
 ) -> Result<(), StateOpError> {
     use serde_json::Value as J;
     match value {
-        J::Object(map) => {
-            let child = d.insert_object(list, at, ObjType::Map).map_err(conflict)?;
-            for (k, v) in map {
-                put_json(d, &child, k, v)?;
-            }
+        J::Object(_) | J::Array(_) => {
+            let child = d
+                .insert_object(list, at, container_type(value))
+                .map_err(conflict)?;
+            fill(d, &child, value)
         }
-        J::Array(items) => {
-            let child = d.insert_object(list, at, ObjType::List).map_err(conflict)?;
-            for (i, v) in items.iter().enumerate() {
-                insert_json(d, &child, i, v)?;
-            }
-        }
-        scalar => d.insert(list, at, scalar_of(scalar)).map_err(conflict)?,
+        scalar => d.insert(list, at, scalar_of(scalar)).map_err(conflict),
     }
-    Ok(())
 }
 
 fn scalar_of(value: &serde_json::Value) -> ScalarValue {
@@ -947,11 +955,9 @@ fn value_at(d: &AutoCommit, path: &[String]) -> Result<Option<serde_json::Value>
     let Ok(prop) = prop_for(d, &obj, last, false) else {
         return Ok(None);
     };
-    Ok(match d.get(&obj, prop).map_err(conflict)? {
-        Some((Value::Object(_), id)) => Some(object_json(d, &id)),
-        Some((Value::Scalar(s), _)) => Some(scalar_json(&s)),
-        None => None,
-    })
+    Ok(d.get(&obj, prop)
+        .map_err(conflict)?
+        .map(|found| value_json(d, found)))
 }
 
 fn object_json(d: &AutoCommit, obj: &ObjId) -> serde_json::Value {
@@ -960,26 +966,26 @@ fn object_json(d: &AutoCommit, obj: &ObjId) -> serde_json::Value {
         Ok(ObjType::Map | ObjType::Table) => J::Object(
             d.keys(obj)
                 .filter_map(|k| {
-                    let v = match d.get(obj, k.as_str()).ok()?? {
-                        (Value::Object(_), id) => object_json(d, &id),
-                        (Value::Scalar(s), _) => scalar_json(&s),
-                    };
+                    let v = value_json(d, d.get(obj, k.as_str()).ok()??);
                     Some((k, v))
                 })
                 .collect(),
         ),
         Ok(ObjType::List) => J::Array(
             (0..d.length(obj))
-                .filter_map(|i| {
-                    Some(match d.get(obj, i).ok()?? {
-                        (Value::Object(_), id) => object_json(d, &id),
-                        (Value::Scalar(s), _) => scalar_json(&s),
-                    })
-                })
+                .filter_map(|i| Some(value_json(d, d.get(obj, i).ok()??)))
                 .collect(),
         ),
         Ok(ObjType::Text) => J::String(d.text(obj).unwrap_or_default()),
         Err(_) => J::Null,
+    }
+}
+
+/// A value read from `d` (an object, recursively, or a scalar) as JSON.
+fn value_json(d: &AutoCommit, (value, id): (Value<'_>, ObjId)) -> serde_json::Value {
+    match value {
+        Value::Object(_) => object_json(d, &id),
+        Value::Scalar(s) => scalar_json(&s),
     }
 }
 

@@ -194,7 +194,6 @@ fn acknowledged_writes_survive_sigkill() {
     node.kill();
 
     let node = NodeProcess::start(BIN, &data, &["--offline"]);
-    let url = doc_url(&node, &doc);
     assert_eq!(heads(&node, &doc), before);
     let v = whole(&node, &doc);
     assert_eq!(v["n"], 200);
@@ -207,7 +206,6 @@ fn acknowledged_writes_survive_sigkill() {
     let r = request("POST", &format!("{}/import", doc_url(&other, &doc)), export);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(heads(&other, &doc), before);
-    let _ = url;
 }
 
 /// Bad input gets a clear error naming the problem, and the document is untouched.
