@@ -27,15 +27,7 @@ const NODES: usize = 5;
 const CHANGES_PER_NODE: usize = 200;
 
 fn request(method: &str, url: &str, body: Vec<u8>) -> u16 {
-    let client = reqwest::blocking::Client::new();
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    client
-        .request(method, url)
-        .body(body)
-        .send()
-        .unwrap()
-        .status()
-        .as_u16()
+    kith_tests::send(method, url, body).status
 }
 
 fn status(n: &NodeProcess) -> Value {

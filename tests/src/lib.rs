@@ -338,6 +338,21 @@ pub fn post(url: &str, body: Vec<u8>) -> Raw {
     Raw::read(resp)
 }
 
+/// `METHOD url` with `body` (e.g. `PUT`, `DELETE`), returning the raw response.
+///
+/// # Panics
+/// On an unknown method or if the request cannot be sent.
+pub fn send(method: &str, url: &str, body: Vec<u8>) -> Raw {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let resp = reqwest::blocking::Client::new()
+        .request(method.clone(), url)
+        .body(body)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    Raw::read(resp)
+}
+
 /// `GET url`, returning the raw response.
 ///
 /// # Panics

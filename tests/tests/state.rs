@@ -6,28 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use kith_tests::{NodeProcess, Raw, get, post};
+use kith_tests::{NodeProcess, get, post, send as request};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
-
-fn request(method: &str, url: &str, body: Vec<u8>) -> Raw {
-    let client = reqwest::blocking::Client::new();
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let resp = client
-        .request(method, url)
-        .body(body)
-        .send()
-        .expect("request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.bytes().expect("body").to_vec();
-    Raw {
-        status,
-        headers,
-        body,
-    }
-}
 
 /// A namespace: a publisher key created on `node`.
 fn namespace(node: &NodeProcess) -> String {
