@@ -5,7 +5,14 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const FUNCTIONS: &[&str] = &["hello", "json_transform", "cpu_heavy", "hostile"];
+const FUNCTIONS: &[&str] = &[
+    "hello",
+    "json_transform",
+    "cpu_heavy",
+    "hostile",
+    "visit_counter",
+    "visit_report",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));

@@ -235,7 +235,7 @@ pub fn render_node(node: &crate::node::Node) -> String {
         let _ = writeln!(out, "kith_calls_total{{result=\"{result}\"}} {n}");
     }
     let nat = st.nat.clone().unwrap_or_default();
-    let series: [(&str, &str, &str, f64); 21] = [
+    let series: [(&str, &str, &str, f64); 22] = [
         (
             "kith_state_documents",
             "gauge",
@@ -259,6 +259,12 @@ pub fn render_node(node: &crate::node::Node) -> String {
             "counter",
             "Bytes of Automerge sync messages received from peers.",
             st.state.sync_received_bytes as f64,
+        ),
+        (
+            "kith_state_fetches_total",
+            "counter",
+            "State documents fetched from peers before a call that names them could run.",
+            st.state.fetches as f64,
         ),
         (
             "kith_nat_private",

@@ -254,6 +254,10 @@ pub struct StateStatus {
     pub sync_sent_bytes: u64,
     /// Bytes of Automerge sync messages received from peers.
     pub sync_received_bytes: u64,
+    /// Documents fetched from peers before a function that names them could run.
+    pub fetches: u64,
+    /// Milliseconds calls waited for those fetches, in total.
+    pub fetch_ms: u64,
 }
 
 /// What a node offers: its caps.
@@ -298,7 +302,13 @@ pub struct Node {
     /// Call metrics (status page, `/metrics`).
     pub(crate) metrics: crate::metrics::Metrics,
     /// Application state documents held here.
-    pub(crate) state: crate::state::StateStore,
+    pub(crate) state: Arc<crate::state::StateStore>,
+    /// Peers known to hold each document (from their heads announcements and syncs),
+    /// asked first when a function's documents must be fetched.
+    pub(crate) state_holders: Mutex<HashMap<kith_protocol::state::DocName, Vec<PeerId>>>,
+    /// Documents fetched before a call could run, and the time spent doing it.
+    pub(crate) state_fetches: AtomicU64,
+    pub(crate) state_fetch_ms: AtomicU64,
     /// Document syncs running, per peer and document (a second request while one
     /// runs sets the flag, and the running one goes round once more).
     pub(crate) state_syncing: Mutex<HashMap<(PeerId, kith_protocol::state::DocName), bool>>,
@@ -373,7 +383,10 @@ impl Node {
             runtime: Arc::new(runtime),
             aliases,
             metrics: crate::metrics::Metrics::default(),
-            state,
+            state: Arc::new(state),
+            state_holders: Mutex::new(HashMap::new()),
+            state_fetches: AtomicU64::new(0),
+            state_fetch_ms: AtomicU64::new(0),
             state_syncing: Mutex::new(HashMap::new()),
             sync_sent: AtomicU64::new(0),
             sync_received: AtomicU64::new(0),
@@ -558,14 +571,31 @@ impl Node {
             }
             .into());
         }
+        let docs = loaded.manifest.state_docs();
+        if !docs.is_empty() {
+            self.fetch_docs(&docs, Duration::from_millis(limits.timeout_ms))
+                .await;
+        }
+        let written = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+        let state = crate::runtime::StateAccess {
+            store: Arc::clone(&self.state),
+            read: loaded.manifest.state_read.clone(),
+            write: loaded.manifest.state_write.clone(),
+            written: Arc::clone(&written),
+        };
         let runtime = Arc::clone(&self.runtime);
         let started = Instant::now();
         let outcome = self
             .executor
-            .try_submit(move || runtime.invoke(&loaded, &input, &limits))
+            .try_submit(move || runtime.invoke(&loaded, &input, &limits, Some(state)))
             .map_err(|full| self.busy(full.running, full.queued))?
             .await
             .map_err(|_| InvokeError::Internal("the call's worker panicked".into()));
+        // Whatever the call's outcome, what it wrote stays written: tell peers.
+        let written = std::mem::take(&mut *crate::clock::lock(&written));
+        for doc in &written {
+            self.announce_heads(doc);
+        }
         // Charge the CPU share: the fuel used, or for a failed call the fuel its wall
         // time could have burnt at this machine's speed.
         let charge = match &outcome {
@@ -630,6 +660,8 @@ impl Node {
                 budget_bytes: self.state.limits().budget_bytes,
                 sync_sent_bytes: self.sync_sent.load(Ordering::Relaxed),
                 sync_received_bytes: self.sync_received.load(Ordering::Relaxed),
+                fetches: self.state_fetches.load(Ordering::Relaxed),
+                fetch_ms: self.state_fetch_ms.load(Ordering::Relaxed),
             },
         }
     }

@@ -299,11 +299,18 @@ impl Node {
             .get(id)
             .copied()
             .unwrap_or(DEFAULT_EXPECTED_FUEL.min(manifest.fuel));
+        // The function's documents: a candidate lacking them fetches them first.
+        let docs = manifest.state_docs();
+        let doc_keys: Vec<FunctionId> = docs.iter().map(placement::doc_key).collect();
+        let state_bytes = docs.iter().filter_map(|d| self.state.doc_bytes(d)).sum();
+        let state_here = docs.iter().all(|d| self.state.holds(d));
         let call = Call {
             function: *id,
             memory_bytes: manifest.memory_bytes,
             expected_fuel,
             module_bytes: size,
+            state_docs: &doc_keys,
+            state_bytes,
         };
         let mut local = self.local_capacity();
         let table = net.table.read().unwrap_or_else(PoisonError::into_inner);
@@ -320,6 +327,7 @@ impl Node {
                 measured_rtt_ms: Some(0.0),
                 local: true,
                 known_warm: Some(warm_here),
+                known_state: Some(state_here),
             });
         }
         for (peer, info, advert) in table.usable(ADVERT_FRESH_MS) {
@@ -329,6 +337,7 @@ impl Node {
                 measured_rtt_ms: info.rtt_ms,
                 local: false,
                 known_warm: None,
+                known_state: None,
             });
         }
         placement::rank(&call, views, &local, &placement::Config::default())
@@ -345,6 +354,11 @@ impl Node {
             .chain(self.store.compiled_ids().iter())
         {
             advert.cached.insert(id);
+        }
+        // Held documents go in the same summary, so placement can tell who has a
+        // function's state.
+        for doc in self.state.names() {
+            advert.cached.insert(&placement::doc_key(&doc));
         }
         advert
     }

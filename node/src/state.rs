@@ -693,6 +693,20 @@ impl StateStore {
         Ok(heads_hex(&entry.doc.get_heads()))
     }
 
+    /// Starts holding `doc` (empty, not pinned) when it is not held yet, so sync can
+    /// fill it in: how a node fetches the documents of a function it is about to run.
+    ///
+    /// # Errors
+    /// When the operator does not host its namespace, or disk trouble.
+    pub fn hold(&self, doc: &DocName) -> Result<(), StateOpError> {
+        self.entry_or_create(doc, true).map(drop)
+    }
+
+    /// Bytes of `doc`'s file, when it is held.
+    pub fn doc_bytes(&self, doc: &DocName) -> Option<u64> {
+        self.entry(doc).map(|e| lock(&e).bytes)
+    }
+
     /// Documents held here.
     pub fn list(&self) -> Vec<DocInfo> {
         let docs: Vec<Arc<Mutex<Entry>>> = lock(&self.docs).values().cloned().collect();
@@ -731,6 +745,22 @@ impl StateStore {
         if let Some(entry) = self.entry(doc) {
             lock(&entry).peers.remove(peer);
         }
+    }
+
+    /// Tells `peer`'s sync state for `doc` that the peer announced `heads`, so the next
+    /// [`Self::sync_message`] asks for what they have (without this, a sync state that
+    /// believes both sides are level has nothing to say).
+    pub fn note_their_heads(&self, doc: &DocName, peer: &str, heads: &[[u8; 32]]) {
+        let Some(entry) = self.entry(doc) else {
+            return;
+        };
+        let mut entry = lock(&entry);
+        let state = entry
+            .peers
+            .entry(peer.to_owned())
+            .or_insert_with(sync::State::new);
+        state.their_heads = Some(heads.iter().map(|h| automerge::ChangeHash(*h)).collect());
+        state.in_flight = false;
     }
 
     /// Our next sync message for `peer` about `doc`, if any.

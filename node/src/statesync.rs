@@ -16,6 +16,15 @@ use crate::state::StateOpError;
 /// Most request/response rounds in one sync session (a session normally ends in two
 /// or three; this bounds a peer that never stops answering).
 const MAX_ROUNDS: usize = 64;
+/// Longest a call waits for its documents to be fetched before it runs anyway (with
+/// what it has): the call's own timeout when that is shorter.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Most peers asked at once for a document this node lacks.
+const FETCH_PEERS: usize = 8;
+/// Most peers remembered as holding one document.
+const HOLDERS_PER_DOC: usize = 8;
+/// Most documents whose holders are remembered (the map is cleared past this).
+const HOLDERS_DOCS: usize = 4096;
 
 impl Node {
     /// The documents held here.
@@ -42,6 +51,7 @@ impl Node {
         let (Some(net), Some(heads)) = (self.net.get(), self.state.raw_heads(doc)) else {
             return;
         };
+        tracing::debug!(%doc, heads = heads.len(), "announcing heads");
         net.publish_heads(
             Heads {
                 doc: doc.clone(),
@@ -69,6 +79,79 @@ impl Node {
             .map(|peer| Arc::clone(self).sync_doc(peer, doc.clone()));
         futures::future::join_all(syncs).await;
         self.state.heads(doc)
+    }
+
+    /// Remembers that `peer` holds `doc`.
+    pub(crate) fn note_holder(&self, doc: &DocName, peer: PeerId) {
+        let mut holders = lock(&self.state_holders);
+        if holders.len() >= HOLDERS_DOCS && !holders.contains_key(doc) {
+            holders.clear();
+        }
+        let list = holders.entry(doc.clone()).or_default();
+        list.retain(|p| *p != peer);
+        list.insert(0, peer);
+        list.truncate(HOLDERS_PER_DOC);
+    }
+
+    /// Fetches the documents among `docs` this node does not hold yet, from peers
+    /// known to hold them (else from connected peers), waiting at most `patience`
+    /// (capped at 3 s). A document nobody has stays empty: the function starts it.
+    /// Documents outside the operator's `state_namespaces` are skipped (the function's
+    /// access to them is refused).
+    pub(crate) async fn fetch_docs(&self, docs: &[DocName], patience: std::time::Duration) {
+        let missing: Vec<&DocName> = docs
+            .iter()
+            .filter(|d| !self.state.holds(d) && self.state.allowed(d))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let connected = self.net.get().map_or_else(Vec::new, |net| {
+            net.table
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .connected()
+        });
+        let mut sessions = Vec::new();
+        for doc in &missing {
+            if let Err(e) = self.state.hold(doc) {
+                tracing::info!(%doc, error = %e, "cannot hold a function's document");
+                continue;
+            }
+            let known: Vec<PeerId> = lock(&self.state_holders)
+                .get(*doc)
+                .map(|h| {
+                    h.iter()
+                        .filter(|p| connected.contains(p))
+                        .copied()
+                        .collect()
+                })
+                .unwrap_or_default();
+            let peers = if known.is_empty() {
+                connected.clone()
+            } else {
+                known
+            };
+            for peer in peers.into_iter().take(FETCH_PEERS) {
+                sessions.push(self.sync_doc_now(peer, (*doc).clone()));
+            }
+        }
+        let all = futures::future::join_all(sessions);
+        if tokio::time::timeout(patience.min(FETCH_TIMEOUT), all)
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                docs = missing.len(),
+                "fetching a function's documents timed out; running with what is here"
+            );
+        }
+        let ms = started.elapsed().as_millis() as u64;
+        self.state_fetches
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        self.state_fetch_ms.fetch_add(ms, Ordering::Relaxed);
+        tracing::debug!(docs = missing.len(), ms, "fetched a function's documents");
     }
 
     /// Handles document-sync traffic from the network task.
@@ -104,8 +187,14 @@ impl Node {
                         return;
                     }
                 };
+                if source != self.peer_id {
+                    self.note_holder(&heads.doc, source);
+                }
                 let ours = self.state.raw_heads(&heads.doc);
+                tracing::debug!(%source, doc = %heads.doc, held = ours.is_some(), "heads announced");
                 if ours.as_ref().is_some_and(|o| *o != heads.heads) && source != self.peer_id {
+                    self.state
+                        .note_their_heads(&heads.doc, &format!("out:{source}"), &heads.heads);
                     tokio::spawn(Arc::clone(self).sync_doc(source, heads.doc));
                 }
             }
@@ -123,6 +212,11 @@ impl Node {
     /// neither side has anything to send. One session per (peer, document) at a time;
     /// a request for another while one runs makes it go round once more.
     pub(crate) async fn sync_doc(self: Arc<Self>, peer: PeerId, doc: DocName) {
+        self.sync_doc_now(peer, doc).await;
+    }
+
+    /// [`Self::sync_doc`], borrowing the node.
+    pub(crate) async fn sync_doc_now(&self, peer: PeerId, doc: DocName) {
         let key = (peer, doc.clone());
         {
             let mut running = lock(&self.state_syncing);
@@ -132,8 +226,22 @@ impl Node {
             }
             running.insert(key.clone(), false);
         }
+        // Whatever ends the session — done, an error, or the caller dropping this
+        // future (a fetch that timed out) — the (peer, document) slot is freed.
+        struct Slot<'a> {
+            running: &'a std::sync::Mutex<std::collections::HashMap<(PeerId, DocName), bool>>,
+            key: (PeerId, DocName),
+        }
+        impl Drop for Slot<'_> {
+            fn drop(&mut self) {
+                lock(self.running).remove(&self.key);
+            }
+        }
+        let slot = Slot {
+            running: &self.state_syncing,
+            key: key.clone(),
+        };
         let Some(net) = self.net.get().cloned() else {
-            lock(&self.state_syncing).remove(&key);
             return;
         };
         let session = format!("out:{peer}");
@@ -152,12 +260,12 @@ impl Node {
                     Ok(SyncResponse::Message(reply)) => {
                         self.sync_received
                             .fetch_add(reply.len() as u64, Ordering::Relaxed);
-                        let node = Arc::clone(&self);
+                        self.note_holder(&doc, peer);
+                        let state = Arc::clone(&self.state);
                         let (d, s) = (doc.clone(), session.clone());
-                        let applied = tokio::task::spawn_blocking(move || {
-                            node.state.receive_sync(&d, &s, &reply)
-                        })
-                        .await;
+                        let applied =
+                            tokio::task::spawn_blocking(move || state.receive_sync(&d, &s, &reply))
+                                .await;
                         match applied {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => {
@@ -181,12 +289,14 @@ impl Node {
                     }
                 }
             }
-            let mut running = lock(&self.state_syncing);
-            if running.get(&key).copied().unwrap_or(false) {
-                running.insert(key.clone(), false);
-                continue;
+            {
+                let mut running = lock(&self.state_syncing);
+                if running.get(&key).copied().unwrap_or(false) {
+                    running.insert(key.clone(), false);
+                    continue;
+                }
             }
-            running.remove(&key);
+            drop(slot);
             return;
         }
     }

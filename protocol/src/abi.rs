@@ -1,4 +1,4 @@
-//! The names and numbers of the guest ABI, version 1.
+//! The names and numbers of the guest ABI, versions 1 and 2.
 //!
 //! `docs/abi.md` is the specification; this module is its executable copy. A guest is a
 //! WebAssembly module that:
@@ -11,9 +11,17 @@
 //!   an error;
 //! - may import, from module [`IMPORT_MODULE`], the host functions listed in
 //!   [`HOST_FUNCTIONS`] and nothing else.
+//!
+//! Version 2 adds application state: the `state_*` host functions and `result`, and
+//! the manifest keys `state_read` and `state_write`. A version 1 module runs unchanged.
 
-/// The ABI version this crate speaks. A manifest naming another version is refused.
-pub const ABI_VERSION: u32 = 1;
+/// The newest ABI version this crate speaks.
+pub const ABI_VERSION: u32 = 2;
+/// The oldest ABI version this crate still speaks.
+pub const MIN_ABI_VERSION: u32 = 1;
+/// The ABI version that introduced state: a module importing a `state_*` function or
+/// naming `state_read`/`state_write` must declare at least this.
+pub const STATE_ABI_VERSION: u32 = 2;
 
 /// Name of the custom section that carries the manifest.
 pub const MANIFEST_SECTION: &str = "kith.manifest";
@@ -39,6 +47,82 @@ pub const HOST_ERROR: &str = "error";
 pub const HOST_LOG: &str = "log";
 /// `now_ms() -> i64`: wall-clock milliseconds since the Unix epoch.
 pub const HOST_NOW_MS: &str = "now_ms";
+
+/// `state_get(doc_ptr, doc_len, path_ptr, path_len) -> i64`: the value at a key path
+/// (the empty path: the whole document) as JSON, into the result buffer.
+pub const HOST_STATE_GET: &str = "state_get";
+/// `state_put(doc_ptr, doc_len, path_ptr, path_len, json_ptr, json_len) -> i64`.
+pub const HOST_STATE_PUT: &str = "state_put";
+/// `state_delete(doc_ptr, doc_len, path_ptr, path_len) -> i64`.
+pub const HOST_STATE_DELETE: &str = "state_delete";
+/// `state_increment(doc_ptr, doc_len, path_ptr, path_len, by: i64) -> i64`: the
+/// counter's new value, as JSON, into the result buffer.
+pub const HOST_STATE_INCREMENT: &str = "state_increment";
+/// `state_append(doc_ptr, doc_len, path_ptr, path_len, json_ptr, json_len) -> i64`.
+pub const HOST_STATE_APPEND: &str = "state_append";
+/// `result(ptr, len) -> i32`: copies up to `len` bytes of the result buffer to `ptr`,
+/// returns how many it copied.
+pub const HOST_RESULT: &str = "result";
+
+/// Host functions that need [`STATE_ABI_VERSION`].
+pub const STATE_FUNCTIONS: &[&str] = &[
+    HOST_STATE_GET,
+    HOST_STATE_PUT,
+    HOST_STATE_DELETE,
+    HOST_STATE_INCREMENT,
+    HOST_STATE_APPEND,
+    HOST_RESULT,
+];
+
+/// Most state operations one call may make.
+pub const MAX_STATE_OPS: u32 = 1000;
+
+/// What a `state_*` host function returns when it fails (a negative number); the
+/// result buffer then holds the error message. A non-negative return is the length of
+/// the result in the result buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i64)]
+pub enum StateStatus {
+    /// The manifest's `state_read`/`state_write` does not list the document.
+    PermissionDenied = -1,
+    /// The document is not held, or nothing is at the path.
+    NotFound = -2,
+    /// A malformed document name, key path or JSON value.
+    BadRequest = -3,
+    /// The operation does not fit the value there (e.g. incrementing a string).
+    Conflict = -4,
+    /// A size or count limit (the message names it).
+    TooLarge = -5,
+    /// The node cannot serve it (namespace not hosted, disk trouble).
+    Unavailable = -6,
+}
+
+impl StateStatus {
+    /// The status for a return value, if it is an error.
+    pub fn from_abi(code: i64) -> Option<Self> {
+        Some(match code {
+            -1 => Self::PermissionDenied,
+            -2 => Self::NotFound,
+            -3 => Self::BadRequest,
+            -4 => Self::Conflict,
+            -5 => Self::TooLarge,
+            -6 => Self::Unavailable,
+            _ => return None,
+        })
+    }
+
+    /// The error kind's name, as in `docs/abi.md`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::PermissionDenied => "permission_denied",
+            Self::NotFound => "not_found",
+            Self::BadRequest => "bad_request",
+            Self::Conflict => "conflict",
+            Self::TooLarge => "too_large",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
 
 /// A WebAssembly value type, as far as the ABI needs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +198,48 @@ pub const HOST_FUNCTIONS: &[(&str, Signature)] = &[
         Signature {
             params: &[],
             results: &[I64],
+        },
+    ),
+    (
+        HOST_STATE_GET,
+        Signature {
+            params: &[I32, I32, I32, I32],
+            results: &[I64],
+        },
+    ),
+    (
+        HOST_STATE_PUT,
+        Signature {
+            params: &[I32, I32, I32, I32, I32, I32],
+            results: &[I64],
+        },
+    ),
+    (
+        HOST_STATE_DELETE,
+        Signature {
+            params: &[I32, I32, I32, I32],
+            results: &[I64],
+        },
+    ),
+    (
+        HOST_STATE_INCREMENT,
+        Signature {
+            params: &[I32, I32, I32, I32, I64],
+            results: &[I64],
+        },
+    ),
+    (
+        HOST_STATE_APPEND,
+        Signature {
+            params: &[I32, I32, I32, I32, I32, I32],
+            results: &[I64],
+        },
+    ),
+    (
+        HOST_RESULT,
+        Signature {
+            params: &[I32, I32],
+            results: &[I32],
         },
     ),
 ];

@@ -8,17 +8,23 @@
 //!
 //! | key                | type            | default       | bound                 |
 //! |--------------------|-----------------|---------------|-----------------------|
-//! | `abi`              | integer         | 1             | must be 1             |
+//! | `abi`              | integer         | 1             | 1 or 2                |
 //! | `memory_bytes`     | integer         | 33554432      | 64 KiB ..= 4 GiB      |
 //! | `fuel`             | integer         | 1000000000    | 1 ..= 10^13           |
 //! | `timeout_ms`       | integer         | 5000          | 1 ..= 600000          |
 //! | `max_input_bytes`  | integer         | 1048576       | 0 ..= 1 GiB           |
 //! | `max_output_bytes` | integer         | 1048576       | 0 ..= 1 GiB           |
-//! | `capabilities`     | array of string | `[]`          | none defined in ABI 1 |
+//! | `capabilities`     | array of string | `[]`          | none defined yet      |
+//! | `state_read`       | array of string | `[]`          | ABI 2; at most 16     |
+//! | `state_write`      | array of string | `[]`          | ABI 2; at most 16     |
 
 use serde::{Deserialize, Serialize};
 
-use crate::abi::ABI_VERSION;
+use crate::abi::{ABI_VERSION, MIN_ABI_VERSION, STATE_ABI_VERSION};
+use crate::state::{DocName, DocPattern};
+
+/// Most entries in `state_read`, and in `state_write`.
+pub const MAX_STATE_DOCS: usize = 16;
 
 /// The most bytes a manifest section may hold.
 pub const MAX_MANIFEST_BYTES: usize = 4096;
@@ -47,8 +53,14 @@ pub struct Manifest {
     pub max_input_bytes: u64,
     /// Largest output the function may produce, in bytes.
     pub max_output_bytes: u64,
-    /// Capabilities the function asks for. ABI 1 defines none.
+    /// Capabilities the function asks for. None are defined yet.
     pub capabilities: Vec<String>,
+    /// Documents the function may read (ABI 2).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state_read: Vec<DocPattern>,
+    /// Documents the function may read and write (ABI 2).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state_write: Vec<DocPattern>,
 }
 
 impl Manifest {
@@ -84,11 +96,33 @@ impl Manifest {
     /// # Errors
     /// Names the first key that is out of bounds.
     pub fn validate(&self) -> Result<(), ManifestError> {
-        if self.abi != ABI_VERSION {
+        if !(MIN_ABI_VERSION..=ABI_VERSION).contains(&self.abi) {
             return Err(ManifestError::UnsupportedAbi {
                 found: self.abi,
                 supported: ABI_VERSION,
             });
+        }
+        for (key, list) in [
+            ("state_read", &self.state_read),
+            ("state_write", &self.state_write),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            if self.abi < STATE_ABI_VERSION {
+                return Err(ManifestError::KeyNeedsAbi {
+                    key,
+                    needs: STATE_ABI_VERSION,
+                    declared: self.abi,
+                });
+            }
+            if list.len() > MAX_STATE_DOCS {
+                return Err(ManifestError::TooManyDocs {
+                    key,
+                    count: list.len(),
+                    limit: MAX_STATE_DOCS,
+                });
+            }
         }
         check("memory_bytes", self.memory_bytes, WASM_PAGE, MAX_MEMORY)?;
         check("fuel", self.fuel, 1, MAX_FUEL)?;
@@ -99,6 +133,30 @@ impl Manifest {
             return Err(ManifestError::UnknownCapability(cap.clone()));
         }
         Ok(())
+    }
+
+    /// True when the function may read `doc` (`state_read` or `state_write` lists it).
+    pub fn may_read(&self, doc: &DocName) -> bool {
+        self.may_write(doc) || self.state_read.iter().any(|p| p.matches(doc))
+    }
+
+    /// True when the function may write `doc` (`state_write` lists it).
+    pub fn may_write(&self, doc: &DocName) -> bool {
+        self.state_write.iter().any(|p| p.matches(doc))
+    }
+
+    /// The documents the manifest names one by one (not by prefix), each once: the
+    /// ones a node fetches before running the function.
+    pub fn state_docs(&self) -> Vec<DocName> {
+        let mut docs: Vec<DocName> = self
+            .state_read
+            .iter()
+            .chain(&self.state_write)
+            .filter_map(DocPattern::exact)
+            .collect();
+        docs.sort();
+        docs.dedup();
+        docs
     }
 
     /// The memory ceiling in whole WebAssembly pages.
@@ -116,13 +174,15 @@ impl Manifest {
 impl Default for Manifest {
     fn default() -> Self {
         Self {
-            abi: ABI_VERSION,
+            abi: MIN_ABI_VERSION,
             memory_bytes: Self::DEFAULT_MEMORY_BYTES,
             fuel: Self::DEFAULT_FUEL,
             timeout_ms: Self::DEFAULT_TIMEOUT_MS,
             max_input_bytes: Self::DEFAULT_IO_BYTES,
             max_output_bytes: Self::DEFAULT_IO_BYTES,
             capabilities: Vec::new(),
+            state_read: Vec::new(),
+            state_write: Vec::new(),
         }
     }
 }
@@ -158,7 +218,9 @@ pub enum ManifestError {
     #[error("the module has {0} `kith.manifest` sections; at most one is allowed")]
     Duplicate(usize),
     /// The manifest names an ABI version this node does not speak.
-    #[error("manifest asks for ABI version {found}; this node speaks ABI version {supported}")]
+    #[error(
+        "manifest asks for ABI version {found}; this node speaks ABI versions 1 to {supported}"
+    )]
     UnsupportedAbi {
         /// The version in the manifest.
         found: u32,
@@ -177,9 +239,31 @@ pub enum ManifestError {
         /// Largest allowed value.
         max: u64,
     },
-    /// A capability this ABI version does not define.
-    #[error("manifest asks for capability {0:?}, which ABI version 1 does not define")]
+    /// A capability no ABI version defines.
+    #[error("manifest asks for capability {0:?}, which this ABI does not define")]
     UnknownCapability(String),
+    /// A key introduced by a later ABI version than the manifest declares.
+    #[error(
+        "manifest key `{key}` needs ABI version {needs}, but the manifest says \"abi\": {declared}; set \"abi\": {needs}"
+    )]
+    KeyNeedsAbi {
+        /// The key.
+        key: &'static str,
+        /// The version that introduced it.
+        needs: u32,
+        /// The version the manifest declares.
+        declared: u32,
+    },
+    /// Too many documents in `state_read` or `state_write`.
+    #[error("manifest `{key}` lists {count} documents; at most {limit}")]
+    TooManyDocs {
+        /// The key.
+        key: &'static str,
+        /// How many it lists.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 #[cfg(test)]
@@ -208,11 +292,51 @@ mod tests {
         assert_eq!(Manifest::parse(m.to_json().as_bytes()), Ok(m));
     }
 
+    const NS: &str = "6b6974682d6578616d706c652d6e616d6573706163652d766973697473000001";
+
+    #[test]
+    fn state_permissions() {
+        let json = format!(
+            r#"{{"abi":2,"state_read":["{NS}/catalog"],"state_write":["{NS}/cart-*","{NS}/visits"]}}"#
+        );
+        let m = Manifest::parse(json.as_bytes()).unwrap();
+        let doc = |n: &str| -> DocName { format!("{NS}/{n}").parse().unwrap() };
+        assert!(m.may_read(&doc("catalog")) && !m.may_write(&doc("catalog")));
+        assert!(m.may_write(&doc("cart-alice")) && m.may_read(&doc("cart-alice")));
+        assert!(m.may_write(&doc("visits")));
+        assert!(!m.may_read(&doc("visits2")) && !m.may_read(&doc("other")));
+        assert_eq!(m.state_docs(), vec![doc("catalog"), doc("visits")]);
+        // The canonical JSON keeps them; an ABI 1 manifest's JSON is unchanged.
+        assert_eq!(Manifest::parse(m.to_json().as_bytes()), Ok(m));
+        assert!(!Manifest::default().to_json().contains("state"));
+
+        let old = format!(r#"{{"state_read":["{NS}/catalog"]}}"#);
+        let e = Manifest::parse(old.as_bytes()).unwrap_err();
+        assert!(matches!(
+            e,
+            ManifestError::KeyNeedsAbi {
+                key: "state_read",
+                needs: 2,
+                declared: 1
+            }
+        ));
+        assert!(e.to_string().contains("\"abi\": 2"), "{e}");
+        let petname = r#"{"abi":2,"state_read":["shop/catalog"]}"#;
+        let e = Manifest::parse(petname.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("64 hex digits"), "{e}");
+        let many: Vec<String> = (0..17).map(|i| format!("\"{NS}/d{i}\"")).collect();
+        let json = format!(r#"{{"abi":2,"state_write":[{}]}}"#, many.join(","));
+        assert!(matches!(
+            Manifest::parse(json.as_bytes()),
+            Err(ManifestError::TooManyDocs { count: 17, .. })
+        ));
+    }
+
     #[test]
     fn refuses_what_it_cannot_honour() {
         assert!(matches!(
-            Manifest::parse(br#"{"abi":2}"#),
-            Err(ManifestError::UnsupportedAbi { found: 2, .. })
+            Manifest::parse(br#"{"abi":3}"#),
+            Err(ManifestError::UnsupportedAbi { found: 3, .. })
         ));
         assert!(matches!(
             Manifest::parse(br#"{"fuel":0}"#),

@@ -45,7 +45,7 @@ pub enum ModuleError {
     #[error("invalid WebAssembly: {0}")]
     Invalid(String),
     /// A required export is missing.
-    #[error("missing export `{name}` ({what}), required by kith ABI version 1")]
+    #[error("missing export `{name}` ({what}), required by the kith ABI")]
     MissingExport {
         /// The export's name.
         name: &'static str,
@@ -53,7 +53,7 @@ pub enum ModuleError {
         what: &'static str,
     },
     /// An export or import has the wrong kind or signature.
-    #[error("`{name}` has signature {found}, kith ABI version 1 requires {expected}")]
+    #[error("`{name}` has signature {found}, the kith ABI requires {expected}")]
     WrongSignature {
         /// The item's name.
         name: String,
@@ -64,7 +64,7 @@ pub enum ModuleError {
     },
     /// An import the host does not provide.
     #[error(
-        "import `{module}.{name}` is not provided by kith ABI version 1 (allowed: functions from module `kith`: output, error, log, now_ms)"
+        "import `{module}.{name}` is not provided by the kith ABI (allowed: functions from module `kith`: output, error, log, now_ms; with ABI 2 also state_get, state_put, state_delete, state_increment, state_append, result)"
     )]
     UnknownImport {
         /// The import's module.
@@ -87,6 +87,18 @@ pub enum ModuleError {
         min_bytes: u64,
         /// The manifest ceiling.
         limit: u64,
+    },
+    /// The module imports a host function its manifest's ABI version lacks.
+    #[error(
+        "import `kith.{import}` needs ABI version {needs}, but the manifest says \"abi\": {declared}; set \"abi\": {needs}"
+    )]
+    ImportNeedsAbi {
+        /// The import.
+        import: String,
+        /// The version that introduced it.
+        needs: u32,
+        /// The version the manifest declares.
+        declared: u32,
     },
     /// The manifest is malformed or asks for something unsupported.
     #[error(transparent)]
@@ -189,6 +201,8 @@ struct Scan {
     call: Option<(ExternalKind, u32)>,
     memory: Option<(ExternalKind, u32)>,
     manifests: Vec<Vec<u8>>,
+    /// The first imported state function, if any.
+    state_import: Option<String>,
 }
 
 impl Scan {
@@ -263,6 +277,9 @@ impl Scan {
             return Err(unknown());
         };
         self.check_signature(&format!("kith.{name}"), index, expected)?;
+        if self.state_import.is_none() && abi::STATE_FUNCTIONS.contains(&name) {
+            self.state_import = Some(name.to_owned());
+        }
         self.funcs.push(index);
         Ok(())
     }
@@ -340,6 +357,15 @@ impl Scan {
             [one] => (Manifest::parse(one)?, true),
             many => return Err(ManifestError::Duplicate(many.len()).into()),
         };
+        if let Some(import) = self.state_import
+            && manifest.abi < abi::STATE_ABI_VERSION
+        {
+            return Err(ModuleError::ImportNeedsAbi {
+                import,
+                needs: abi::STATE_ABI_VERSION,
+                declared: manifest.abi,
+            });
+        }
         let min_bytes = memory_min_pages.saturating_mul(WASM_PAGE);
         if min_bytes > manifest.memory_bytes {
             return Err(ModuleError::MemoryBelowMinimum {

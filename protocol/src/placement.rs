@@ -12,6 +12,9 @@
 //!   divided over the slots, times the execution time.
 //! - `cold start`: zero when the peer's cache summary says it has the function;
 //!   otherwise fetching the module (an RTT plus size over bandwidth) and compiling it.
+//!   Plus, when the function names state documents the peer does not hold (by its
+//!   summary, which lists held documents too), fetching them: a sync exchange plus
+//!   their size over bandwidth.
 //! - `execution`: the call's expected fuel over the peer's CPU score.
 //!
 //! A peer is **capable** when it offers at least the memory the manifest asks for, has
@@ -35,6 +38,9 @@ pub struct Config {
     pub reference_cpu_score: f64,
     /// Fixed per-call overhead on the executing peer (instantiate, copy), ms.
     pub call_overhead_ms: f64,
+    /// Fixed cost of fetching missing state documents (a sync session of about two
+    /// round trips with a peer that holds them), ms.
+    pub state_fetch_ms: f64,
 }
 
 impl Default for Config {
@@ -48,13 +54,15 @@ impl Default for Config {
             compile_ms_per_kib: 0.56,
             reference_cpu_score: 5_500_000.0,
             call_overhead_ms: 0.05,
+            // Two round trips on a typical home link.
+            state_fetch_ms: 40.0,
         }
     }
 }
 
 /// The call to place.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Call {
+pub struct Call<'a> {
     /// The function.
     pub function: FunctionId,
     /// Memory the manifest asks for, in bytes.
@@ -63,6 +71,15 @@ pub struct Call {
     pub expected_fuel: u64,
     /// Module size, for the fetch and compile estimate.
     pub module_bytes: u64,
+    /// The state documents the function names ([`doc_key`] of each).
+    pub state_docs: &'a [FunctionId],
+    /// Their size, for the fetch estimate (0 when unknown).
+    pub state_bytes: u64,
+}
+
+/// The key under which a peer's cache summary lists a state document it holds.
+pub fn doc_key(doc: &crate::state::DocName) -> FunctionId {
+    FunctionId::of(format!("kith-state-doc:{doc}").as_bytes())
 }
 
 /// What the placing peer knows about one candidate.
@@ -79,6 +96,9 @@ pub struct PeerView<'a, P> {
     /// True if the placing peer knows for certain the candidate has the function
     /// cached (e.g. itself); otherwise the advert's summary decides.
     pub known_warm: Option<bool>,
+    /// True if the placing peer knows for certain whether the candidate holds all
+    /// the call's state documents (e.g. itself); otherwise the summary decides.
+    pub known_state: Option<bool>,
 }
 
 /// The cost terms of one candidate, in milliseconds.
@@ -90,7 +110,8 @@ pub struct Cost {
     pub rtt_measured: bool,
     /// Expected wait for a slot.
     pub queue_ms: f64,
-    /// Fetch and compile, when the peer lacks the function.
+    /// Fetch and compile, when the peer lacks the function, plus fetching state
+    /// documents it lacks.
     pub cold_ms: f64,
     /// Execution on that peer.
     pub exec_ms: f64,
@@ -124,7 +145,7 @@ pub enum Incapable {
 ///
 /// # Errors
 /// The first reason it cannot.
-pub fn capable(call: &Call, advert: &Advert) -> Result<(), Incapable> {
+pub fn capable(call: &Call<'_>, advert: &Advert) -> Result<(), Incapable> {
     if advert.memory_bytes < call.memory_bytes {
         return Err(Incapable::Memory);
     }
@@ -139,7 +160,7 @@ pub fn capable(call: &Call, advert: &Advert) -> Result<(), Incapable> {
 
 /// The cost of running `call` on `view`'s peer, as seen from `local` (the placing
 /// peer's own advert, for its coordinate).
-pub fn cost<P>(call: &Call, view: &PeerView<'_, P>, local: &Advert, config: &Config) -> Cost {
+pub fn cost<P>(call: &Call<'_>, view: &PeerView<'_, P>, local: &Advert, config: &Config) -> Cost {
     let a = view.advert;
     let (rtt_ms, rtt_measured) = if view.local {
         (0.0, true)
@@ -168,6 +189,14 @@ pub fn cost<P>(call: &Call, view: &PeerView<'_, P>, local: &Advert, config: &Con
             * (config.reference_cpu_score / score);
         fetch + compile
     };
+    let has_state = view
+        .known_state
+        .unwrap_or_else(|| call.state_docs.iter().all(|d| a.cached.may_contain(d)));
+    let cold_ms = if has_state {
+        cold_ms
+    } else {
+        cold_ms + config.state_fetch_ms + call.state_bytes as f64 / config.fetch_bytes_per_ms
+    };
     Cost {
         rtt_ms,
         rtt_measured,
@@ -181,7 +210,7 @@ pub fn cost<P>(call: &Call, view: &PeerView<'_, P>, local: &Advert, config: &Con
 /// Ranks the capable peers among `peers` for `call`, cheapest first. `local` is the
 /// placing peer's own advert.
 pub fn rank<'a, P: Copy + Ord + 'a>(
-    call: &Call,
+    call: &Call<'_>,
     peers: impl IntoIterator<Item = PeerView<'a, P>>,
     local: &Advert,
     config: &Config,

@@ -142,6 +142,103 @@ impl FromStr for DocRef {
     }
 }
 
+/// A document permission in a manifest: `NAMESPACE/NAME` for one document, or
+/// `NAMESPACE/PREFIX*` for every document of the namespace whose name starts with
+/// PREFIX (`NAMESPACE/*`: all of them). The namespace is always a 64-hex namespace id:
+/// a manifest travels with the module, and key names are local to a node.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DocPattern {
+    /// The namespace.
+    pub namespace: Namespace,
+    /// The name, or the prefix when `prefix` is set.
+    pub name: String,
+    /// True for `PREFIX*`.
+    pub prefix: bool,
+}
+
+impl DocPattern {
+    /// True when `doc` is covered.
+    pub fn matches(&self, doc: &DocName) -> bool {
+        doc.namespace == self.namespace
+            && if self.prefix {
+                doc.name.starts_with(&self.name)
+            } else {
+                doc.name == self.name
+            }
+    }
+
+    /// The one document this pattern names, when it is not a prefix.
+    pub fn exact(&self) -> Option<DocName> {
+        (!self.prefix).then(|| DocName {
+            namespace: self.namespace,
+            name: self.name.clone(),
+        })
+    }
+}
+
+impl fmt::Display for DocPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}{}",
+            self.namespace,
+            self.name,
+            if self.prefix { "*" } else { "" }
+        )
+    }
+}
+
+impl fmt::Debug for DocPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DocPattern({self})")
+    }
+}
+
+impl FromStr for DocPattern {
+    type Err = StateError;
+    fn from_str(s: &str) -> Result<Self, StateError> {
+        let (namespace, name) = s.split_once('/').ok_or_else(|| {
+            StateError::Name(format!(
+                "\"{s}\" is not a document (NAMESPACE/NAME or NAMESPACE/PREFIX*)"
+            ))
+        })?;
+        let namespace: Namespace = namespace.parse().map_err(|_| {
+            StateError::Name(format!(
+                "namespace \"{namespace}\" of \"{s}\" is not 64 hex digits (a manifest names documents by namespace id)"
+            ))
+        })?;
+        let (name, prefix) = match name.strip_suffix('*') {
+            Some("") => (String::new(), true),
+            Some(p) => {
+                check_name(p)?;
+                (p.to_owned(), true)
+            }
+            None => {
+                check_name(name)?;
+                (name.to_owned(), false)
+            }
+        };
+        Ok(Self {
+            namespace,
+            name,
+            prefix,
+        })
+    }
+}
+
+impl serde::Serialize for DocPattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DocPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 fn check_name(name: &str) -> Result<(), StateError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME

@@ -72,7 +72,7 @@ fn refusals_name_the_problem() {
                       (func (export "kith_alloc") (param i32) (result i32) i32.const 0)
                       (func (export "kith_call") (param i32) (result i32) i32.const 0)"#,
             ),
-            "`kith_call` has signature (i32) -> (i32), kith ABI version 1 requires (i32, i32) -> (i32)",
+            "`kith_call` has signature (i32) -> (i32), the kith ABI requires (i32, i32) -> (i32)",
         ),
         (
             module(&format!(r#"(import "env" "abort" (func)) {GOOD_EXPORTS}"#)),

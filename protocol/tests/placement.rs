@@ -4,7 +4,7 @@
 
 use kith_protocol::FunctionId;
 use kith_protocol::capacity::{Advert, Cached, DeviceClass, backend};
-use kith_protocol::placement::{Call, Config, PeerView, capable, rank};
+use kith_protocol::placement::{Call, Config, PeerView, capable, doc_key, rank};
 use kith_protocol::vivaldi::Coord;
 use proptest::prelude::*;
 
@@ -27,12 +27,14 @@ fn advert() -> Advert {
     }
 }
 
-fn call() -> Call {
+fn call() -> Call<'static> {
     Call {
         function: FunctionId::of(b"f"),
         memory_bytes: 32 << 20,
         expected_fuel: 1_000_000,
         module_bytes: 100_000,
+        state_docs: &[],
+        state_bytes: 0,
     }
 }
 
@@ -43,6 +45,7 @@ fn view(peer: u32, advert: &Advert, rtt: f64) -> PeerView<'_, u32> {
         measured_rtt_ms: Some(rtt),
         local: false,
         known_warm: None,
+        known_state: None,
     }
 }
 
@@ -150,6 +153,7 @@ fn unmeasured_peers_use_coordinates_and_local_has_no_rtt() {
     let local = PeerView {
         local: true,
         known_warm: Some(true),
+        known_state: None,
         ..view(0, &me, 99.0)
     };
     let ranked = rank(&call(), [unmeasured, local], &me, &Config::default());
@@ -158,6 +162,43 @@ fn unmeasured_peers_use_coordinates_and_local_has_no_rtt() {
     let remote = ranked[1].cost;
     assert!(!remote.rtt_measured);
     assert!((remote.rtt_ms - 40.02).abs() < 0.01, "{remote:?}");
+}
+
+/// A peer that holds the call's state documents beats an equally warm, slightly
+/// nearer one that would have to fetch them first; the fetch is counted as cold start.
+#[test]
+fn holding_the_state_documents_counts_as_warm() {
+    let doc: kith_protocol::state::DocName = format!("{}/cart", "ab".repeat(32)).parse().unwrap();
+    let docs = [doc_key(&doc)];
+    let c = Call {
+        state_docs: &docs,
+        state_bytes: 200_000,
+        ..call()
+    };
+    let mut holder = advert();
+    holder.cached.insert(&c.function);
+    holder.cached.insert(&docs[0]);
+    let mut lacks = advert();
+    lacks.cached.insert(&c.function);
+    let ranked = rank(
+        &c,
+        [view(1, &lacks, 5.0), view(2, &holder, 20.0)],
+        &advert(),
+        &Config::default(),
+    );
+    assert_eq!(ranked[0].peer, 2, "{ranked:?}");
+    assert_eq!(ranked[0].cost.cold_ms, 0.0);
+    // 40 ms of sync plus 200 kB at 10 kB/ms.
+    assert!((ranked[1].cost.cold_ms - 60.0).abs() < 1e-9, "{ranked:?}");
+    // Known-for-certain beats the summary (the local peer knows what it holds).
+    let local = PeerView {
+        local: true,
+        known_warm: Some(true),
+        known_state: Some(false),
+        ..view(0, &holder, 0.0)
+    };
+    let ranked = rank(&c, [local], &advert(), &Config::default());
+    assert!(ranked[0].cost.cold_ms > 59.0);
 }
 
 prop_compose! {
@@ -202,6 +243,7 @@ proptest! {
             measured_rtt_ms: rtts[i],
             local: false,
             known_warm: None,
+            known_state: None,
         }).collect();
         let ranked = rank(&c, views.clone(), &me, &Config::default());
         for cand in &ranked {

@@ -17,6 +17,10 @@
 //! `kith_call`; [`manifest!`] embeds the manifest section. `docs/abi.md` describes
 //! the ABI for authors in other languages.
 //!
+//! [`state`] reads and writes application state: Automerge documents the node holds
+//! and syncs (ABI 2; the manifest lists the documents with `state_read` and
+//! `state_write`).
+//!
 //! **Client side** (feature `client`): [`client::Client`] publishes and calls
 //! functions on a running node over its HTTP API.
 
@@ -24,6 +28,7 @@
 pub mod client;
 mod guest;
 pub mod manifest;
+pub mod state;
 
 pub use guest::{LogLevel, log, now_ms};
 

@@ -18,12 +18,18 @@ pub struct Manifest {
     pub max_input_bytes: Option<u64>,
     /// Largest output, in bytes.
     pub max_output_bytes: Option<u64>,
+    /// Documents the function may read: `NAMESPACE/NAME` or `NAMESPACE/PREFIX*`, the
+    /// namespace as its 64-hex id (`kith key list` shows yours).
+    pub state_read: Option<&'static [&'static str]>,
+    /// Documents the function may read and write (same forms as `state_read`).
+    pub state_write: Option<&'static [&'static str]>,
 }
 
-/// The ABI version this SDK targets.
-pub const ABI_VERSION: u64 = 1;
+/// The newest ABI version this SDK targets. A manifest declares the oldest version
+/// that has what it uses: 1 without state, 2 with `state_read` or `state_write`.
+pub const ABI_VERSION: u64 = 2;
 
-const MAX: usize = 512;
+const MAX: usize = 4096;
 
 struct Buf {
     bytes: [u8; MAX],
@@ -59,6 +65,26 @@ impl Buf {
         }
     }
 
+    const fn list(&mut self, key: &str, value: Option<&[&str]>) {
+        let Some(items) = value else {
+            return;
+        };
+        self.push_str(",\"");
+        self.push_str(key);
+        self.push_str("\":[");
+        let mut i = 0;
+        while i < items.len() {
+            if i > 0 {
+                self.push_str(",");
+            }
+            self.push_str("\"");
+            self.push_str(items[i]);
+            self.push_str("\"");
+            i += 1;
+        }
+        self.push_str("]");
+    }
+
     const fn field(&mut self, key: &str, value: Option<u64>) {
         if let Some(v) = value {
             self.push_str(",\"");
@@ -77,6 +103,8 @@ impl Manifest {
         timeout_ms: None,
         max_input_bytes: None,
         max_output_bytes: None,
+        state_read: None,
+        state_write: None,
     };
 
     const fn write(&self) -> Buf {
@@ -84,13 +112,16 @@ impl Manifest {
             bytes: [0; MAX],
             len: 0,
         };
+        let uses_state = self.state_read.is_some() || self.state_write.is_some();
         b.push_str("{\"abi\":");
-        b.push_u64(ABI_VERSION);
+        b.push_u64(if uses_state { ABI_VERSION } else { 1 });
         b.field("memory_bytes", self.memory_bytes);
         b.field("fuel", self.fuel);
         b.field("timeout_ms", self.timeout_ms);
         b.field("max_input_bytes", self.max_input_bytes);
         b.field("max_output_bytes", self.max_output_bytes);
+        b.list("state_read", self.state_read);
+        b.list("state_write", self.state_write);
         b.push_str("}");
         b
     }
@@ -140,5 +171,15 @@ mod tests {
             ..Manifest::DEFAULTS
         };
         assert!(max.encode::<37>().ends_with(b"18446744073709551615}"));
+        const S: Manifest = Manifest {
+            state_read: Some(&["ns/a", "ns/b*"]),
+            state_write: Some(&["ns/c"]),
+            ..Manifest::DEFAULTS
+        };
+        const SLEN: usize = S.encoded_len();
+        assert_eq!(
+            std::str::from_utf8(&S.encode::<SLEN>()).unwrap(),
+            r#"{"abi":2,"state_read":["ns/a","ns/b*"],"state_write":["ns/c"]}"#
+        );
     }
 }

@@ -890,13 +890,15 @@ impl Engine<'_> {
         self.attempt(id);
     }
 
-    fn protocol_call(&self, function: u16) -> placement::Call {
+    fn protocol_call(&self, function: u16) -> placement::Call<'static> {
         let f = &self.world.functions[function as usize];
         placement::Call {
             function: f.id,
             memory_bytes: f.memory_bytes,
             expected_fuel: f.spec.fuel as u64,
             module_bytes: f.module_bytes,
+            state_docs: &[],
+            state_bytes: 0,
         }
     }
 
@@ -973,6 +975,7 @@ impl Engine<'_> {
                     measured_rtt_ms: Some(0.0),
                     local: true,
                     known_warm: Some(self.warm(e, function)),
+                    known_state: None,
                 })
                 .chain(view.iter().map(|&q| PeerView {
                     peer: q,
@@ -980,6 +983,7 @@ impl Engine<'_> {
                     measured_rtt_ms: (!self.use_coordinates).then(|| world.rtt_ms(e, q)),
                     local: false,
                     known_warm: None,
+                    known_state: None,
                 }));
                 placement::rank(&call, views, &local, &self.placement)
                     .into_iter()

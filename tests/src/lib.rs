@@ -14,7 +14,8 @@ pub use kith_sdk::client::{Client, ClientError};
 
 /// The bytes of a guest function built from `sdk/functions` for wasm32.
 ///
-/// `name` is one of `hello`, `json_transform`, `cpu_heavy`, `hostile`.
+/// `name` is one of `hello`, `json_transform`, `cpu_heavy`, `hostile`,
+/// `visit_counter`, `visit_report`.
 ///
 /// # Panics
 /// On an unknown name or when the file cannot be read.
@@ -33,6 +34,8 @@ pub fn guest_path(name: &str) -> PathBuf {
         "json_transform" => env!("KITH_GUEST_JSON_TRANSFORM"),
         "cpu_heavy" => env!("KITH_GUEST_CPU_HEAVY"),
         "hostile" => env!("KITH_GUEST_HOSTILE"),
+        "visit_counter" => env!("KITH_GUEST_VISIT_COUNTER"),
+        "visit_report" => env!("KITH_GUEST_VISIT_REPORT"),
         other => panic!("no guest function named {other}"),
     })
 }

@@ -117,11 +117,11 @@ fn bad_modules_are_refused_with_named_problems_and_nothing_is_stored() {
         (
             "unknown ABI version",
             wat(&format!(
-                r#"(@custom "kith.manifest" "{{\"abi\":2}}") {EXPORTS}"#
+                r#"(@custom "kith.manifest" "{{\"abi\":3}}") {EXPORTS}"#
             )),
             422,
             "invalid_module",
-            "ABI version 2",
+            "ABI versions 1 to 2",
         ),
         (
             "malformed manifest",

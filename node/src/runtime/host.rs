@@ -1,12 +1,40 @@
 //! Host functions of the guest ABI (module `kith`), see `docs/abi.md`.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kith_protocol::FunctionId;
-use kith_protocol::abi::{self, LogLevel};
+use kith_protocol::abi::{self, LogLevel, StateStatus};
+use kith_protocol::state::{self as proto_state, DocName, DocPattern};
 use wasmer::{
     Function, FunctionEnv, FunctionEnvMut, Imports, Memory, RuntimeError, Store, imports,
 };
+
+use crate::clock::lock;
+use crate::state::{StateOpError, StateStore};
+
+/// What a call may do with application state, and what it wrote.
+pub struct StateAccess {
+    /// The node's documents.
+    pub store: Arc<StateStore>,
+    /// The manifest's `state_read`.
+    pub read: Vec<DocPattern>,
+    /// The manifest's `state_write`.
+    pub write: Vec<DocPattern>,
+    /// Documents the call changed (the node announces their new heads).
+    pub written: Arc<Mutex<BTreeSet<DocName>>>,
+}
+
+impl StateAccess {
+    fn may_read(&self, doc: &DocName) -> bool {
+        self.may_write(doc) || self.read.iter().any(|p| p.matches(doc))
+    }
+
+    fn may_write(&self, doc: &DocName) -> bool {
+        self.write.iter().any(|p| p.matches(doc))
+    }
+}
 
 /// Per-call state the host functions share.
 pub(crate) struct HostState {
@@ -17,10 +45,14 @@ pub(crate) struct HostState {
     pub(crate) error: Option<String>,
     pub(crate) log_lines: u32,
     pub(crate) logs_dropped: u32,
+    pub(crate) state: Option<StateAccess>,
+    /// The last state operation's result (JSON) or error message.
+    pub(crate) result: Vec<u8>,
+    pub(crate) state_ops: u32,
 }
 
 impl HostState {
-    pub(crate) fn new(function: FunctionId, max_output: u64) -> Self {
+    pub(crate) fn new(function: FunctionId, max_output: u64, state: Option<StateAccess>) -> Self {
         Self {
             function,
             memory: None,
@@ -29,6 +61,9 @@ impl HostState {
             error: None,
             log_lines: 0,
             logs_dropped: 0,
+            state,
+            result: Vec::new(),
+            state_ops: 0,
         }
     }
 }
@@ -124,6 +159,311 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// A refused state operation: its status and message.
+type Refusal = (StateStatus, String);
+
+fn refusal(e: &StateOpError) -> Refusal {
+    let status = match e.kind() {
+        "bad_request" => StateStatus::BadRequest,
+        "not_found" => StateStatus::NotFound,
+        "too_large" => StateStatus::TooLarge,
+        "conflict" => StateStatus::Conflict,
+        _ => StateStatus::Unavailable,
+    };
+    (status, e.to_string())
+}
+
+/// The kind of state operation, for permissions and messages.
+#[derive(Clone, Copy)]
+enum Op {
+    Get,
+    Put,
+    Delete,
+    Increment(i64),
+    Append,
+}
+
+/// Longest document name a guest can pass: a 64-hex namespace, `/`, a name.
+const MAX_DOC_ARG: u64 = 64 + 1 + proto_state::MAX_NAME as u64;
+/// Longest key path a guest can pass.
+const MAX_PATH_ARG: u64 = (proto_state::MAX_PATH_DEPTH * (proto_state::MAX_KEY + 1)) as u64;
+
+/// Runs one state operation for the guest. Bad pointers trap; everything else becomes
+/// a negative status with the message in the result buffer.
+fn state_op(
+    env: &mut FunctionEnvMut<'_, HostState>,
+    func: &'static str,
+    op: Op,
+    (doc_ptr, doc_len): (i32, i32),
+    (path_ptr, path_len): (i32, i32),
+    value: Option<(i32, i32)>,
+) -> Result<i64, RuntimeError> {
+    let outcome = state_op_inner(
+        env,
+        func,
+        op,
+        (doc_ptr, doc_len),
+        (path_ptr, path_len),
+        value,
+    )?;
+    let data = env.data_mut();
+    Ok(match outcome {
+        Ok(bytes) => {
+            let len = bytes.len() as i64;
+            data.result = bytes;
+            len
+        }
+        Err((status, message)) => {
+            tracing::debug!(function = %data.function, kind = status.kind(), %message, "state operation refused");
+            data.result = message.into_bytes();
+            status as i64
+        }
+    })
+}
+
+fn state_op_inner(
+    env: &mut FunctionEnvMut<'_, HostState>,
+    func: &'static str,
+    op: Op,
+    (doc_ptr, doc_len): (i32, i32),
+    (path_ptr, path_len): (i32, i32),
+    value: Option<(i32, i32)>,
+) -> Result<Result<Vec<u8>, Refusal>, RuntimeError> {
+    let too_long = |what: &str, len: i32, max: u64| {
+        Ok(Err((
+            StateStatus::BadRequest,
+            format!("the {what} passed to kith.{func} is {len} bytes; at most {max}"),
+        )))
+    };
+    if u64::try_from(doc_len).unwrap_or(0) > MAX_DOC_ARG {
+        return too_long("document name", doc_len, MAX_DOC_ARG);
+    }
+    if u64::try_from(path_len).unwrap_or(0) > MAX_PATH_ARG {
+        return too_long("key path", path_len, MAX_PATH_ARG);
+    }
+    let doc_bytes = read(env, func, doc_ptr, doc_len, MAX_DOC_ARG)?;
+    let path_bytes = read(env, func, path_ptr, path_len, MAX_PATH_ARG)?;
+    let Some(access) = env.data().state.as_ref() else {
+        return Ok(Err((
+            StateStatus::Unavailable,
+            "application state is not available on this node".into(),
+        )));
+    };
+    let max_change = access.store.limits().max_change_bytes;
+    let value_bytes = match value {
+        Some((ptr, len)) => {
+            let size = u64::try_from(len).unwrap_or(0);
+            if size > max_change {
+                // Still check the buffer: a bad pointer is a bug in the guest.
+                read(env, func, ptr, 0, 0)?;
+                return Ok(Err((
+                    StateStatus::TooLarge,
+                    format!(
+                        "the value is {size} bytes; the limit is max_change_bytes = {max_change}"
+                    ),
+                )));
+            }
+            Some(read(env, func, ptr, len, max_change)?)
+        }
+        None => None,
+    };
+    let ops = env.data().state_ops;
+    if ops >= abi::MAX_STATE_OPS {
+        return Ok(Err((
+            StateStatus::TooLarge,
+            format!(
+                "the call made {ops} state operations; at most {} per call (max_state_ops)",
+                abi::MAX_STATE_OPS
+            ),
+        )));
+    }
+    env.data_mut().state_ops += 1;
+    let Some(access) = env.data().state.as_ref() else {
+        return Ok(Err((StateStatus::Unavailable, String::new())));
+    };
+    let bad =
+        |what: &str, e: &dyn std::fmt::Display| (StateStatus::BadRequest, format!("{what}: {e}"));
+    let Ok(doc_text) = std::str::from_utf8(&doc_bytes) else {
+        return Ok(Err(bad("document name", &"not UTF-8")));
+    };
+    let doc: DocName = match doc_text.parse() {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(bad("document name", &e))),
+    };
+    let Ok(path_text) = std::str::from_utf8(&path_bytes) else {
+        return Ok(Err(bad("key path", &"not UTF-8")));
+    };
+    let path = match proto_state::parse_path(path_text) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(bad("key path", &e))),
+    };
+    let writes = !matches!(op, Op::Get);
+    let allowed = if writes {
+        access.may_write(&doc)
+    } else {
+        access.may_read(&doc)
+    };
+    if !allowed {
+        let key = if writes {
+            "state_write"
+        } else {
+            "state_read or state_write"
+        };
+        return Ok(Err((
+            StateStatus::PermissionDenied,
+            format!("permission denied: the function's manifest does not list {doc} in {key}"),
+        )));
+    }
+    let json = || -> Result<serde_json::Value, Refusal> {
+        let bytes = value_bytes.as_deref().unwrap_or_default();
+        serde_json::from_slice(bytes).map_err(|e| bad("the value is not JSON", &e))
+    };
+    let store = &access.store;
+    let result = match op {
+        Op::Get => store
+            .get(&doc, &path)
+            .map(|v| v.to_string().into_bytes())
+            .map_err(|e| refusal(&e)),
+        Op::Put => json().and_then(|v| {
+            store
+                .put(&doc, &path, &v)
+                .map_err(|e| refusal(&e))
+                .map(|_| Vec::new())
+        }),
+        Op::Append => json().and_then(|v| {
+            store
+                .append(&doc, &path, &v)
+                .map_err(|e| refusal(&e))
+                .map(|_| Vec::new())
+        }),
+        Op::Delete => store
+            .delete(&doc, &path)
+            .map(|_| Vec::new())
+            .map_err(|e| refusal(&e)),
+        Op::Increment(by) => store
+            .increment(&doc, &path, by)
+            .map(|(_, value)| value.to_string().into_bytes())
+            .map_err(|e| refusal(&e)),
+    };
+    if writes && result.is_ok() {
+        lock(&access.written).insert(doc);
+    }
+    Ok(result)
+}
+
+fn state_get(
+    mut env: FunctionEnvMut<'_, HostState>,
+    doc: i32,
+    doc_len: i32,
+    path: i32,
+    path_len: i32,
+) -> Result<i64, RuntimeError> {
+    state_op(
+        &mut env,
+        abi::HOST_STATE_GET,
+        Op::Get,
+        (doc, doc_len),
+        (path, path_len),
+        None,
+    )
+}
+
+fn state_put(
+    mut env: FunctionEnvMut<'_, HostState>,
+    doc: i32,
+    doc_len: i32,
+    path: i32,
+    path_len: i32,
+    json: i32,
+    json_len: i32,
+) -> Result<i64, RuntimeError> {
+    state_op(
+        &mut env,
+        abi::HOST_STATE_PUT,
+        Op::Put,
+        (doc, doc_len),
+        (path, path_len),
+        Some((json, json_len)),
+    )
+}
+
+fn state_delete(
+    mut env: FunctionEnvMut<'_, HostState>,
+    doc: i32,
+    doc_len: i32,
+    path: i32,
+    path_len: i32,
+) -> Result<i64, RuntimeError> {
+    state_op(
+        &mut env,
+        abi::HOST_STATE_DELETE,
+        Op::Delete,
+        (doc, doc_len),
+        (path, path_len),
+        None,
+    )
+}
+
+fn state_increment(
+    mut env: FunctionEnvMut<'_, HostState>,
+    doc: i32,
+    doc_len: i32,
+    path: i32,
+    path_len: i32,
+    by: i64,
+) -> Result<i64, RuntimeError> {
+    state_op(
+        &mut env,
+        abi::HOST_STATE_INCREMENT,
+        Op::Increment(by),
+        (doc, doc_len),
+        (path, path_len),
+        None,
+    )
+}
+
+fn state_append(
+    mut env: FunctionEnvMut<'_, HostState>,
+    doc: i32,
+    doc_len: i32,
+    path: i32,
+    path_len: i32,
+    json: i32,
+    json_len: i32,
+) -> Result<i64, RuntimeError> {
+    state_op(
+        &mut env,
+        abi::HOST_STATE_APPEND,
+        Op::Append,
+        (doc, doc_len),
+        (path, path_len),
+        Some((json, json_len)),
+    )
+}
+
+/// Copies up to `len` bytes of the result buffer to `ptr`; returns how many.
+fn result(env: FunctionEnvMut<'_, HostState>, ptr: i32, len: i32) -> Result<i32, RuntimeError> {
+    let bad = || {
+        RuntimeError::user(Box::new(HostError::BadBuffer {
+            func: abi::HOST_RESULT,
+            ptr,
+            len,
+        }))
+    };
+    let (Ok(start), Ok(len)) = (u64::try_from(ptr), usize::try_from(len)) else {
+        return Err(bad());
+    };
+    let data = env.data();
+    let n = len.min(data.result.len());
+    let memory = data.memory.as_ref().ok_or_else(bad)?;
+    memory
+        .view(&env)
+        .write(start, &data.result[..n])
+        .map_err(|_| bad())?;
+    // At most `len`, which came in as an i32.
+    Ok(i32::try_from(n).unwrap_or(i32::MAX))
+}
+
 /// The import object for one call.
 pub(crate) fn imports(store: &mut Store, env: &FunctionEnv<HostState>) -> Imports {
     imports! {
@@ -132,6 +472,12 @@ pub(crate) fn imports(store: &mut Store, env: &FunctionEnv<HostState>) -> Import
             abi::HOST_ERROR => Function::new_typed_with_env(store, env, error),
             abi::HOST_LOG => Function::new_typed_with_env(store, env, log),
             abi::HOST_NOW_MS => Function::new_typed(store, now_ms),
+            abi::HOST_STATE_GET => Function::new_typed_with_env(store, env, state_get),
+            abi::HOST_STATE_PUT => Function::new_typed_with_env(store, env, state_put),
+            abi::HOST_STATE_DELETE => Function::new_typed_with_env(store, env, state_delete),
+            abi::HOST_STATE_INCREMENT => Function::new_typed_with_env(store, env, state_increment),
+            abi::HOST_STATE_APPEND => Function::new_typed_with_env(store, env, state_append),
+            abi::HOST_RESULT => Function::new_typed_with_env(store, env, result),
         }
     }
 }

@@ -29,6 +29,7 @@ use wasmer::{Engine, FunctionEnv, Instance, Module, RuntimeError, Store, TypedFu
 use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_remaining_points};
 
 use crate::store::{Store as BlobStore, StoreError};
+pub use host::StateAccess;
 use host::{HostError, HostState};
 
 /// How many compiled modules stay loaded in memory.
@@ -389,7 +390,8 @@ impl Runtime {
         Ok(loaded)
     }
 
-    /// Runs one call of `loaded` with `input` under `limits`. Blocking.
+    /// Runs one call of `loaded` with `input` under `limits`, with access to `state`
+    /// as its manifest allows (`None`: every state operation is unavailable). Blocking.
     ///
     /// # Errors
     /// One variant per limit, a guest trap, or the function's own error.
@@ -398,6 +400,7 @@ impl Runtime {
         loaded: &Loaded,
         input: &[u8],
         limits: &EffectiveLimits,
+        state: Option<StateAccess>,
     ) -> Result<Outcome, InvokeError> {
         let size = input.len() as u64;
         if size > limits.max_input_bytes {
@@ -409,7 +412,7 @@ impl Runtime {
         let mut store = Store::new(loaded.engine.clone());
         let env = FunctionEnv::new(
             &mut store,
-            HostState::new(loaded.id, limits.max_output_bytes),
+            HostState::new(loaded.id, limits.max_output_bytes, state),
         );
         let imports = host::imports(&mut store, &env);
         let started = Instant::now();
