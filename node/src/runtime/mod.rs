@@ -35,6 +35,32 @@ use host::{HostError, HostState};
 /// How many compiled modules stay loaded in memory.
 const LOADED_CAPACITY: usize = 256;
 
+/// The CPU score's workload, encoded by hand (so the node needs no WAT parser):
+///
+/// ```wat
+/// (module
+///   (func (export "spin") (param $n i64) (result i64) (local $acc i64)
+///     (loop $l
+///       (local.set $acc (i64.add (local.get $acc) (i64.mul (local.get $n) (i64.const 3))))
+///       (local.set $n (i64.sub (local.get $n) (i64.const 1)))
+///       (br_if $l (i64.gt_s (local.get $n) (i64.const 0))))
+///     (local.get $acc)))
+/// ```
+const SPIN_MODULE: &[u8] = &[
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version 1
+    0x01, 0x06, 0x01, 0x60, 0x01, 0x7e, 0x01, 0x7e, // types: (i64) -> (i64)
+    0x03, 0x02, 0x01, 0x00, // functions: one of type 0
+    0x07, 0x08, 0x01, 0x04, b's', b'p', b'i', b'n', 0x00, 0x00, // export "spin" = func 0
+    0x0a, 0x23, 0x01, 0x21, // code: one body of 33 bytes
+    0x01, 0x01, 0x7e, // one local: i64 (acc)
+    0x03, 0x40, // loop
+    0x20, 0x01, 0x20, 0x00, 0x42, 0x03, 0x7e, 0x7c, 0x21, 0x01, // acc += n * 3
+    0x20, 0x00, 0x42, 0x01, 0x7d, 0x21, 0x00, // n -= 1
+    0x20, 0x00, 0x42, 0x00, 0x55, 0x0d, 0x00, // br_if (n > 0)
+    0x0b, // end loop
+    0x20, 0x01, 0x0b, // acc, end
+];
+
 /// Why a call did not produce output. Each limit has its own variant.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -254,20 +280,13 @@ impl Runtime {
     /// one core, by running a metered arithmetic loop for about 20 ms.
     pub fn measure_cpu_score(&self) -> u32 {
         const FUEL: u64 = 20_000_000;
-        let wat = r#"(module
-            (func (export "spin") (param $n i64) (result i64) (local $acc i64)
-              (loop $l
-                (local.set $acc (i64.add (local.get $acc) (i64.mul (local.get $n) (i64.const 3))))
-                (local.set $n (i64.sub (local.get $n) (i64.const 1)))
-                (br_if $l (i64.gt_s (local.get $n) (i64.const 0))))
-              (local.get $acc)))"#;
+
         // The best of several short runs: other work on the machine (e.g. several nodes
         // starting at once) only ever makes a run slower, so the fastest is the steady
         // speed.
         let measure = || -> Option<f64> {
             let engine = engine::build(FUEL);
-            let bytes = wat::parse_str(wat).ok()?;
-            let module = Module::new(&engine, &bytes).ok()?;
+            let module = Module::new(&engine, SPIN_MODULE).ok()?;
             let mut store = Store::new(engine);
             let instance = Instance::new(&mut store, &module, &wasmer::imports! {}).ok()?;
             let spin: TypedFunction<i64, i64> =
@@ -550,5 +569,25 @@ fn classify(
     let guest_message = env.as_mut(store).error.take();
     InvokeError::Trap {
         message: guest_message.unwrap_or_else(|| e.message()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-encoded CPU-score module is valid and computes what its WAT says:
+    /// spin(5) = 3 * (5 + 4 + 3 + 2 + 1).
+    #[test]
+    fn the_spin_module_is_the_documented_loop() {
+        let engine = engine::build(1_000_000);
+        let module = Module::new(&engine, SPIN_MODULE).unwrap();
+        let mut store = Store::new(engine);
+        let instance = Instance::new(&mut store, &module, &wasmer::imports! {}).unwrap();
+        set_remaining_points(&mut store, &instance, 1_000_000);
+        let spin: TypedFunction<i64, i64> =
+            instance.exports.get_typed_function(&store, "spin").unwrap();
+        assert_eq!(spin.call(&mut store, 5).unwrap(), 45);
+        assert_eq!(spin.call(&mut store, 1).unwrap(), 3);
     }
 }
