@@ -93,7 +93,7 @@ pub fn status_of(kind: &str) -> StatusCode {
     match kind {
         "bad_reference" | "bad_request" => S::BAD_REQUEST,
         "not_found" => S::NOT_FOUND,
-        "untrusted" | "forbidden" => S::FORBIDDEN,
+        "untrusted" | "forbidden" | "state_not_hosted" => S::FORBIDDEN,
         "conflict" => S::CONFLICT,
         "bad_record" => S::BAD_REQUEST,
         "input_too_large" | "module_too_large" | "too_large" => S::PAYLOAD_TOO_LARGE,
@@ -126,6 +126,7 @@ fn kind_static(kind: &str) -> &'static str {
         "bad_request",
         "unreachable",
         "untrusted",
+        "state_not_hosted",
     ];
     KINDS
         .iter()

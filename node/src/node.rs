@@ -114,6 +114,16 @@ pub enum CallError {
         /// The function.
         function: FunctionId,
     },
+    /// The function uses documents of a namespace this node does not host.
+    #[error(
+        "state_not_hosted: function {function} uses documents of namespace {namespace}, which this node does not host (state_namespaces); try another peer"
+    )]
+    StateNotHosted {
+        /// The function.
+        function: FunctionId,
+        /// The namespace.
+        namespace: kith_protocol::alias::Namespace,
+    },
     /// The call failed on the peer that ran it.
     #[error("{message}")]
     Remote {
@@ -132,6 +142,7 @@ impl CallError {
         match self {
             Self::Busy { .. } | Self::CpuShare { .. } | Self::OffHours { .. } => "busy",
             Self::Untrusted { .. } => "untrusted",
+            Self::StateNotHosted { .. } => "state_not_hosted",
             Self::Remote { kind, .. } => kind,
             Self::Invoke(e) => e.kind(),
         }
@@ -562,6 +573,21 @@ impl Node {
                 (l, Some(source))
             }
         };
+        // A node that does not host a function's documents cannot serve its state:
+        // refuse, so the entry node places the call on a peer that can.
+        let manifest = &loaded.manifest;
+        if let Some(namespace) = manifest
+            .state_read
+            .iter()
+            .chain(&manifest.state_write)
+            .map(|p| p.namespace)
+            .find(|ns| !self.state.hosts_namespace(ns))
+        {
+            return Err(CallError::StateNotHosted {
+                function: id,
+                namespace,
+            });
+        }
         let limits =
             EffectiveLimits::new(&loaded.manifest, &self.config.caps).map_err(InvokeError::from)?;
         if input.len() as u64 > limits.max_input_bytes {

@@ -39,6 +39,7 @@ const RETRYABLE: &[&str] = &[
     "shutting_down",
     "bad_request",
     "untrusted",
+    "state_not_hosted",
 ];
 
 /// One ranked candidate, for `kith call --explain`.
@@ -548,7 +549,8 @@ fn retryable(e: &CallError) -> bool {
         CallError::Busy { .. }
         | CallError::CpuShare { .. }
         | CallError::OffHours { .. }
-        | CallError::Untrusted { .. } => true,
+        | CallError::Untrusted { .. }
+        | CallError::StateNotHosted { .. } => true,
         CallError::Remote { kind, .. } => {
             kind == "unreachable" || RETRYABLE.contains(&kind.as_str())
         }

@@ -305,7 +305,12 @@ impl StateStore {
 
     /// Whether this node may host `doc` (the operator's `state_namespaces`).
     pub fn allowed(&self, doc: &DocName) -> bool {
-        self.limits.namespaces.is_empty() || self.limits.namespaces.contains(&doc.namespace)
+        self.hosts_namespace(&doc.namespace)
+    }
+
+    /// Whether the operator lets this node hold documents of `namespace`.
+    pub fn hosts_namespace(&self, namespace: &Namespace) -> bool {
+        self.limits.namespaces.is_empty() || self.limits.namespaces.contains(namespace)
     }
 
     /// The limits in force.

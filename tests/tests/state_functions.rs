@@ -34,6 +34,33 @@ fn call_ok(node: &NodeProcess, id: &str, input: &str) -> (Value, String) {
     (r.json(), r.header("kith-executed-by"))
 }
 
+/// Two connected nodes that have each other's adverts; B joins through A.
+fn two_nodes(
+    dir: &std::path::Path,
+    a_flags: &[&str],
+    b_flags: &[&str],
+) -> (NodeProcess, NodeProcess) {
+    let fast = ["--advert-interval-ms", "500"];
+    let a_args: Vec<&str> = fast.iter().chain(a_flags).copied().collect();
+    let a = NodeProcess::start(BIN, &dir.join("a"), &a_args);
+    let addr = a.p2p_addr();
+    let b_args: Vec<&str> = fast
+        .iter()
+        .chain(b_flags)
+        .copied()
+        .chain(["--bootstrap", addr.as_str()])
+        .collect();
+    let b = NodeProcess::start(BIN, &dir.join("b"), &b_args);
+    for n in [&a, &b] {
+        n.wait_for_peers(Duration::from_secs(30), |peers| {
+            peers
+                .iter()
+                .any(|p| p["connected"] == true && p["advert"].is_object())
+        });
+    }
+    (a, b)
+}
+
 fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
@@ -50,35 +77,11 @@ fn a_function_on_one_node_writes_and_a_function_on_another_reads_after_sync() {
     let dir = tempfile::tempdir().unwrap();
     // visit-counter asks for 2 MiB of memory and a 3 s timeout, visit-report for 4 MiB
     // and 2 s: A can run only the counter, B only the report.
-    let a = NodeProcess::start(
-        BIN,
-        &dir.path().join("a"),
-        &[
-            "--max-memory-bytes",
-            "3145728",
-            "--advert-interval-ms",
-            "500",
-        ],
+    let (a, b) = two_nodes(
+        dir.path(),
+        &["--max-memory-bytes", "3145728"],
+        &["--max-timeout-ms", "2500"],
     );
-    let b = NodeProcess::start(
-        BIN,
-        &dir.path().join("b"),
-        &[
-            "--bootstrap",
-            &a.p2p_addr(),
-            "--advert-interval-ms",
-            "500",
-            "--max-timeout-ms",
-            "2500",
-        ],
-    );
-    for n in [&a, &b] {
-        n.wait_for_peers(Duration::from_secs(30), |peers| {
-            peers
-                .iter()
-                .any(|p| p["connected"] == true && p["advert"].is_object())
-        });
-    }
     let counter = publish(&a, guest("visit_counter"));
     let report = publish(&b, guest("visit_report"));
     let (a_id, b_id) = (a.status()["node_id"].clone(), b.status()["node_id"].clone());
@@ -329,4 +332,35 @@ fn the_manifest_decides_which_documents_a_function_may_touch() {
     assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(r.kind(), "trap");
     assert!(r.message().contains("kith.state_get"), "{}", r.message());
+}
+
+/// An operator who hosts only some namespaces does not run functions whose documents
+/// are elsewhere: alone it refuses with `state_not_hosted`, naming the limit; with a
+/// peer, the call runs on the peer.
+#[test]
+fn a_node_that_does_not_host_a_functions_documents_passes_the_call_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = "cd".repeat(32);
+    let alone = NodeProcess::start(
+        BIN,
+        &dir.path().join("alone"),
+        &["--offline", "--state-namespace", &other],
+    );
+    let id = publish(&alone, guest("visit_counter"));
+    let r = call(&alone, &id, "dave");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.kind(), "state_not_hosted");
+    assert!(r.message().contains("state_namespaces"), "{}", r.message());
+    assert_eq!(
+        alone.status()["state"]["documents"],
+        0,
+        "nothing was created"
+    );
+
+    let (a, b) = two_nodes(dir.path(), &["--state-namespace", &other], &[]);
+    let id = publish(&a, guest("visit_counter"));
+    let (out, by) = call_ok(&a, &id, "dave");
+    assert_eq!(out["total"], 1, "{out}");
+    assert_eq!(by, b.status()["node_id"].as_str().unwrap(), "B ran it");
+    assert_eq!(a.status()["state"]["documents"], 0);
 }

@@ -24,7 +24,11 @@ struct Visit<'a> {
 
 fn visit(input: &[u8]) -> Result<String, String> {
     let visitor = std::str::from_utf8(input).map_err(|e| format!("input is not UTF-8: {e}"))?;
-    let visitor = if visitor.is_empty() { "anonymous" } else { visitor };
+    let visitor = if visitor.is_empty() {
+        "anonymous"
+    } else {
+        visitor
+    };
     if visitor.contains('/') || visitor.len() > 64 {
         return Err("a visitor name is at most 64 bytes, without '/'".into());
     }
