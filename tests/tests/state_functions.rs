@@ -316,6 +316,32 @@ fn the_manifest_decides_which_documents_a_function_may_touch() {
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(r.text().contains("state_read"), "{}", r.text());
 
+    // The 1001st state operation of one call is refused, naming the limit.
+    let wat = format!(
+        r#"(module
+          (import "kith" "state_get" (func $get (param i32 i32 i32 i32) (result i64)))
+          (import "kith" "result" (func $result (param i32 i32) (result i32)))
+          (import "kith" "output" (func $output (param i32 i32)))
+          (memory (export "memory") 1)
+          (@custom "kith.manifest" "{{\"abi\":2,\"state_read\":[\"{doc}\"]}}")
+          (data (i32.const 1024) "{doc}")
+          (func (export "kith_alloc") (param i32) (result i32) (i32.const 8192))
+          (func (export "kith_call") (param i32 i32) (result i32)
+            (local $i i32) (local $n i32)
+            (loop $again
+              (i64.store (i32.const 4096)
+                (call $get (i32.const 1024) (i32.const {dl}) (i32.const 0) (i32.const 0)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $again (i32.lt_u (local.get $i) (i32.const 1001))))
+            (local.set $n (call $result (i32.const 4104) (i32.const 2048)))
+            (call $output (i32.const 4096) (i32.add (i32.const 8) (local.get $n)))
+            (i32.const 0)))"#,
+        dl = doc.len()
+    );
+    let (status, text) = raw_call(&node, wat::parse_str(&wat).unwrap());
+    assert_eq!(status, -5, "{text}");
+    assert!(text.contains("max_state_ops"), "{text}");
+
     // A pointer outside memory traps, naming the host function.
     let wat = format!(
         r#"(module

@@ -48,7 +48,8 @@ pub(crate) struct HostState {
     pub(crate) state: Option<StateAccess>,
     /// The last state operation's result (JSON) or error message.
     pub(crate) result: Vec<u8>,
-    pub(crate) state_ops: u32,
+    /// State operations this call made (a `Cell`: counted while `state` is borrowed).
+    pub(crate) state_ops: std::cell::Cell<u32>,
 }
 
 impl HostState {
@@ -63,7 +64,7 @@ impl HostState {
             logs_dropped: 0,
             state,
             result: Vec::new(),
-            state_ops: 0,
+            state_ops: std::cell::Cell::new(0),
         }
     }
 }
@@ -243,7 +244,8 @@ fn state_op_inner(
     }
     let doc_bytes = read(env, func, doc_ptr, doc_len, MAX_DOC_ARG)?;
     let path_bytes = read(env, func, path_ptr, path_len, MAX_PATH_ARG)?;
-    let Some(access) = env.data().state.as_ref() else {
+    let data = env.data();
+    let Some(access) = data.state.as_ref() else {
         return Ok(Err((
             StateStatus::Unavailable,
             "application state is not available on this node".into(),
@@ -267,7 +269,7 @@ fn state_op_inner(
         }
         None => None,
     };
-    let ops = env.data().state_ops;
+    let ops = data.state_ops.get();
     if ops >= abi::MAX_STATE_OPS {
         return Ok(Err((
             StateStatus::TooLarge,
@@ -277,10 +279,7 @@ fn state_op_inner(
             ),
         )));
     }
-    env.data_mut().state_ops += 1;
-    let Some(access) = env.data().state.as_ref() else {
-        return Ok(Err((StateStatus::Unavailable, String::new())));
-    };
+    data.state_ops.set(ops + 1);
     let bad =
         |what: &str, e: &dyn std::fmt::Display| (StateStatus::BadRequest, format!("{what}: {e}"));
     let Ok(doc_text) = std::str::from_utf8(&doc_bytes) else {
