@@ -263,7 +263,7 @@ pub fn render_node(node: &crate::node::Node) -> String {
         (
             "kith_state_fetches_total",
             "counter",
-            "State documents fetched from peers before a call that names them could run.",
+            "State documents a function named that this node lacked, asked of peers before the call ran.",
             st.state.fetches as f64,
         ),
         (

@@ -265,7 +265,8 @@ pub struct StateStatus {
     pub sync_sent_bytes: u64,
     /// Bytes of Automerge sync messages received from peers.
     pub sync_received_bytes: u64,
-    /// Documents fetched from peers before a function that names them could run.
+    /// Documents a function named that this node lacked, asked of peers before the
+    /// call ran (whether or not a peer had them).
     pub fetches: u64,
     /// Milliseconds calls waited for those fetches, in total.
     pub fetch_ms: u64,
@@ -602,18 +603,20 @@ impl Node {
             self.fetch_docs(&docs, Duration::from_millis(limits.timeout_ms))
                 .await;
         }
+        // Only ABI 2 modules can import state functions: others get none of it, and
+        // their calls pay nothing for it.
         let written = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
-        let state = crate::runtime::StateAccess {
-            store: Arc::clone(&self.state),
-            read: loaded.manifest.state_read.clone(),
-            write: loaded.manifest.state_write.clone(),
-            written: Arc::clone(&written),
-        };
+        let state = (loaded.manifest.abi >= kith_protocol::abi::STATE_ABI_VERSION).then(|| {
+            crate::runtime::StateAccess {
+                store: Arc::clone(&self.state),
+                written: Arc::clone(&written),
+            }
+        });
         let runtime = Arc::clone(&self.runtime);
         let started = Instant::now();
         let outcome = self
             .executor
-            .try_submit(move || runtime.invoke(&loaded, &input, &limits, Some(state)))
+            .try_submit(move || runtime.invoke(&loaded, &input, &limits, state))
             .map_err(|full| self.busy(full.running, full.queued))?
             .await
             .map_err(|_| InvokeError::Internal("the call's worker panicked".into()));

@@ -51,7 +51,6 @@ impl Node {
         let (Some(net), Some(heads)) = (self.net.get(), self.state.raw_heads(doc)) else {
             return;
         };
-        tracing::debug!(%doc, heads = heads.len(), "announcing heads");
         net.publish_heads(
             Heads {
                 doc: doc.clone(),
@@ -76,7 +75,7 @@ impl Node {
         });
         let syncs = peers
             .into_iter()
-            .map(|peer| Arc::clone(self).sync_doc(peer, doc.clone()));
+            .map(|peer| self.sync_doc_now(peer, doc.clone()));
         futures::future::join_all(syncs).await;
         self.state.heads(doc)
     }
@@ -191,7 +190,6 @@ impl Node {
                     self.note_holder(&heads.doc, source);
                 }
                 let ours = self.state.raw_heads(&heads.doc);
-                tracing::debug!(%source, doc = %heads.doc, held = ours.is_some(), "heads announced");
                 if ours.as_ref().is_some_and(|o| *o != heads.heads) && source != self.peer_id {
                     self.state
                         .note_their_heads(&heads.doc, &format!("out:{source}"), &heads.heads);
@@ -237,7 +235,7 @@ impl Node {
                 lock(self.running).remove(&self.key);
             }
         }
-        let slot = Slot {
+        let _slot = Slot {
             running: &self.state_syncing,
             key: key.clone(),
         };
@@ -289,15 +287,13 @@ impl Node {
                     }
                 }
             }
-            {
-                let mut running = lock(&self.state_syncing);
-                if running.get(&key).copied().unwrap_or(false) {
-                    running.insert(key.clone(), false);
-                    continue;
-                }
+            // Go round again if another sync was asked for meanwhile. (On return this
+            // guard drops before `_slot`, which takes the same lock.)
+            let mut running = lock(&self.state_syncing);
+            if !running.get(&key).copied().unwrap_or(false) {
+                return;
             }
-            drop(slot);
-            return;
+            running.insert(key.clone(), false);
         }
     }
 }

@@ -98,19 +98,6 @@ pub enum StateStatus {
 }
 
 impl StateStatus {
-    /// The status for a return value, if it is an error.
-    pub fn from_abi(code: i64) -> Option<Self> {
-        Some(match code {
-            -1 => Self::PermissionDenied,
-            -2 => Self::NotFound,
-            -3 => Self::BadRequest,
-            -4 => Self::Conflict,
-            -5 => Self::TooLarge,
-            -6 => Self::Unavailable,
-            _ => return None,
-        })
-    }
-
     /// The error kind's name, as in `docs/abi.md`.
     pub fn kind(self) -> &'static str {
         match self {

@@ -58,14 +58,22 @@ mod host {
     }
 }
 
-/// Outside WebAssembly there is no node: every operation reports `Unavailable`.
+/// Outside WebAssembly there is no node: every operation reports `Unavailable`. (Put
+/// and append are `extern "C"` like the imports, so both pass as the same pointer type.)
 #[cfg(not(target_arch = "wasm32"))]
 mod host {
     const UNAVAILABLE: i64 = -6;
     pub(super) unsafe fn state_get(_: i32, _: i32, _: i32, _: i32) -> i64 {
         UNAVAILABLE
     }
-    pub(super) unsafe fn state_put(_: i32, _: i32, _: i32, _: i32, _: i32, _: i32) -> i64 {
+    pub(super) unsafe extern "C" fn state_put(
+        _: i32,
+        _: i32,
+        _: i32,
+        _: i32,
+        _: i32,
+        _: i32,
+    ) -> i64 {
         UNAVAILABLE
     }
     pub(super) unsafe fn state_delete(_: i32, _: i32, _: i32, _: i32) -> i64 {
@@ -74,7 +82,14 @@ mod host {
     pub(super) unsafe fn state_increment(_: i32, _: i32, _: i32, _: i32, _: i64) -> i64 {
         UNAVAILABLE
     }
-    pub(super) unsafe fn state_append(_: i32, _: i32, _: i32, _: i32, _: i32, _: i32) -> i64 {
+    pub(super) unsafe extern "C" fn state_append(
+        _: i32,
+        _: i32,
+        _: i32,
+        _: i32,
+        _: i32,
+        _: i32,
+    ) -> i64 {
         UNAVAILABLE
     }
     pub(super) unsafe fn result(_: i32, _: i32) -> i32 {
@@ -150,6 +165,15 @@ fn finish(code: i64) -> Result<Vec<u8>, StateError> {
     Err(StateError { kind, message })
 }
 
+/// [`finish`], with "nothing there" as `None` rather than an error.
+fn found(code: i64) -> Result<Option<Vec<u8>>, StateError> {
+    match finish(code) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind == StateErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StateError> {
     serde_json::to_vec(value).map_err(|e| StateError {
         kind: StateErrorKind::BadRequest,
@@ -182,8 +206,28 @@ impl Doc {
         &self.name
     }
 
-    fn raw(&self) -> (i32, i32) {
-        (self.name.as_ptr() as i32, self.name.len() as i32)
+    /// The document name and `path` as the ABI takes them: pointer and length pairs
+    /// (32-bit on wasm32, the only target where they are read).
+    fn args(&self, path: &str) -> (i32, i32, i32, i32) {
+        let (n, p) = (&self.name, path);
+        (
+            n.as_ptr() as i32,
+            n.len() as i32,
+            p.as_ptr() as i32,
+            p.len() as i32,
+        )
+    }
+
+    /// Put and append: `op` with `value` as JSON.
+    fn write<T: Serialize + ?Sized>(
+        &self,
+        op: unsafe extern "C" fn(i32, i32, i32, i32, i32, i32) -> i64,
+        path: &str,
+        value: &T,
+    ) -> Result<(), StateError> {
+        let json = to_json(value)?;
+        let (d, dl, p, pl) = self.args(path);
+        finish(unsafe { op(d, dl, p, pl, json.as_ptr() as i32, json.len() as i32) }).map(drop)
     }
 
     /// The value at `path` (keys separated by `/`), or `None` when nothing is there.
@@ -202,13 +246,8 @@ impl Doc {
     /// # Errors
     /// Permission or a malformed path.
     pub fn get_json(&self, path: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let (d, dl) = self.raw();
-        let code = unsafe { host::state_get(d, dl, path.as_ptr() as i32, path.len() as i32) };
-        match finish(code) {
-            Ok(json) => Ok(Some(json)),
-            Err(e) if e.kind == StateErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        let (d, dl, p, pl) = self.args(path);
+        found(unsafe { host::state_get(d, dl, p, pl) })
     }
 
     /// The whole document as a `T` (e.g. `serde_json::Value`); an empty document (or
@@ -226,19 +265,7 @@ impl Doc {
     /// # Errors
     /// Permission, a malformed path, a value over the node's `max_change_bytes`.
     pub fn put<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<(), StateError> {
-        let json = to_json(value)?;
-        let (d, dl) = self.raw();
-        let code = unsafe {
-            host::state_put(
-                d,
-                dl,
-                path.as_ptr() as i32,
-                path.len() as i32,
-                json.as_ptr() as i32,
-                json.len() as i32,
-            )
-        };
-        finish(code).map(drop)
+        self.write(host::state_put, path, value)
     }
 
     /// Deletes the value at `path`; `false` when nothing was there.
@@ -246,13 +273,8 @@ impl Doc {
     /// # Errors
     /// Permission or a malformed path.
     pub fn delete(&self, path: &str) -> Result<bool, StateError> {
-        let (d, dl) = self.raw();
-        let code = unsafe { host::state_delete(d, dl, path.as_ptr() as i32, path.len() as i32) };
-        match finish(code) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind == StateErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
+        let (d, dl, p, pl) = self.args(path);
+        found(unsafe { host::state_delete(d, dl, p, pl) }).map(|r| r.is_some())
     }
 
     /// Adds `by` to the counter at `path` (created at 0 when missing) and returns its
@@ -261,10 +283,8 @@ impl Doc {
     /// # Errors
     /// Permission, or a value there that is not a counter.
     pub fn increment(&self, path: &str, by: i64) -> Result<i64, StateError> {
-        let (d, dl) = self.raw();
-        let code =
-            unsafe { host::state_increment(d, dl, path.as_ptr() as i32, path.len() as i32, by) };
-        from_json(&finish(code)?)
+        let (d, dl, p, pl) = self.args(path);
+        from_json(&finish(unsafe { host::state_increment(d, dl, p, pl, by) })?)
     }
 
     /// Appends `value` to the list at `path` (created empty when missing).
@@ -272,19 +292,7 @@ impl Doc {
     /// # Errors
     /// Permission, or a value there that is not a list.
     pub fn append<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<(), StateError> {
-        let json = to_json(value)?;
-        let (d, dl) = self.raw();
-        let code = unsafe {
-            host::state_append(
-                d,
-                dl,
-                path.as_ptr() as i32,
-                path.len() as i32,
-                json.as_ptr() as i32,
-                json.len() as i32,
-            )
-        };
-        finish(code).map(drop)
+        self.write(host::state_append, path, value)
     }
 }
 

@@ -160,10 +160,8 @@ fn bench_state(runtime: &Runtime, store: &BlobStore, caps: &Caps, iterations: us
             (l, limits)
         })
         .collect();
-    let access = |l: &kith_node::runtime::Loaded| StateAccess {
+    let access = || StateAccess {
         store: Arc::clone(&state),
-        read: l.manifest.state_read.clone(),
-        write: l.manifest.state_write.clone(),
         written: Arc::new(Mutex::new(BTreeSet::new())),
     };
     // Each module's operation succeeds (a status below 0 would be a refusal, and would
@@ -178,7 +176,7 @@ fn bench_state(runtime: &Runtime, store: &BlobStore, caps: &Caps, iterations: us
     for i in [3, 0, 1, 2] {
         let (l, limits) = &loaded[i];
         let out = runtime
-            .invoke(l, &input(i, 0), limits, Some(access(l)))
+            .invoke(l, &input(i, 0), limits, Some(access()))
             .unwrap()
             .output;
         if i != 3 {
@@ -194,7 +192,7 @@ fn bench_state(runtime: &Runtime, store: &BlobStore, caps: &Caps, iterations: us
             let (l, limits) = &loaded[i];
             let input = input(i, round + 1);
             let t = Instant::now();
-            runtime.invoke(l, &input, limits, Some(access(l))).unwrap();
+            runtime.invoke(l, &input, limits, Some(access())).unwrap();
             if round >= 100 {
                 times[i].push(t.elapsed());
             }

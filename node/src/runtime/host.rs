@@ -4,9 +4,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kith_protocol::FunctionId;
 use kith_protocol::abi::{self, LogLevel, StateStatus};
-use kith_protocol::state::{self as proto_state, DocName, DocPattern};
+use kith_protocol::state::{self as proto_state, DocName};
+use kith_protocol::{FunctionId, Manifest};
 use wasmer::{
     Function, FunctionEnv, FunctionEnvMut, Imports, Memory, RuntimeError, Store, imports,
 };
@@ -14,26 +14,13 @@ use wasmer::{
 use crate::clock::lock;
 use crate::state::{StateOpError, StateStore};
 
-/// What a call may do with application state, and what it wrote.
+/// The node's documents, as a call sees them: what it may touch is its manifest's
+/// `state_read`/`state_write` ([`Manifest::may_read`], [`Manifest::may_write`]).
 pub struct StateAccess {
     /// The node's documents.
     pub store: Arc<StateStore>,
-    /// The manifest's `state_read`.
-    pub read: Vec<DocPattern>,
-    /// The manifest's `state_write`.
-    pub write: Vec<DocPattern>,
     /// Documents the call changed (the node announces their new heads).
     pub written: Arc<Mutex<BTreeSet<DocName>>>,
-}
-
-impl StateAccess {
-    fn may_read(&self, doc: &DocName) -> bool {
-        self.may_write(doc) || self.read.iter().any(|p| p.matches(doc))
-    }
-
-    fn may_write(&self, doc: &DocName) -> bool {
-        self.write.iter().any(|p| p.matches(doc))
-    }
 }
 
 /// Per-call state the host functions share.
@@ -45,7 +32,9 @@ pub(crate) struct HostState {
     pub(crate) error: Option<String>,
     pub(crate) log_lines: u32,
     pub(crate) logs_dropped: u32,
-    pub(crate) state: Option<StateAccess>,
+    /// State access and the manifest that says what it covers (only for calls that
+    /// have it).
+    pub(crate) state: Option<(StateAccess, Manifest)>,
     /// The last state operation's result (JSON) or error message.
     pub(crate) result: Vec<u8>,
     /// State operations this call made (a `Cell`: counted while `state` is borrowed).
@@ -53,7 +42,11 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(function: FunctionId, max_output: u64, state: Option<StateAccess>) -> Self {
+    pub(crate) fn new(
+        function: FunctionId,
+        max_output: u64,
+        state: Option<(StateAccess, Manifest)>,
+    ) -> Self {
         Self {
             function,
             memory: None,
@@ -164,12 +157,12 @@ fn now_ms() -> i64 {
 type Refusal = (StateStatus, String);
 
 fn refusal(e: &StateOpError) -> Refusal {
-    let status = match e.kind() {
-        "bad_request" => StateStatus::BadRequest,
-        "not_found" => StateStatus::NotFound,
-        "too_large" => StateStatus::TooLarge,
-        "conflict" => StateStatus::Conflict,
-        _ => StateStatus::Unavailable,
+    let status = match e {
+        StateOpError::BadRequest(_) | StateOpError::BadDocument(_) => StateStatus::BadRequest,
+        StateOpError::NoDocument(_) | StateOpError::NoValue { .. } => StateStatus::NotFound,
+        StateOpError::TooLarge { .. } => StateStatus::TooLarge,
+        StateOpError::Conflict(_) => StateStatus::Conflict,
+        StateOpError::NotHosted(_) | StateOpError::Io(_) => StateStatus::Unavailable,
     };
     (status, e.to_string())
 }
@@ -184,6 +177,32 @@ enum Op {
     Append,
 }
 
+impl Op {
+    /// The host function that asks for it.
+    fn host_function(self) -> &'static str {
+        match self {
+            Self::Get => abi::HOST_STATE_GET,
+            Self::Put => abi::HOST_STATE_PUT,
+            Self::Delete => abi::HOST_STATE_DELETE,
+            Self::Increment(_) => abi::HOST_STATE_INCREMENT,
+            Self::Append => abi::HOST_STATE_APPEND,
+        }
+    }
+
+    fn writes(self) -> bool {
+        !matches!(self, Self::Get)
+    }
+}
+
+/// One state call's arguments: `ptr, len` pairs in guest memory.
+struct StateCall {
+    op: Op,
+    doc: (i32, i32),
+    path: (i32, i32),
+    /// The JSON value, for put and append.
+    value: Option<(i32, i32)>,
+}
+
 /// Longest document name a guest can pass: a 64-hex namespace, `/`, a name.
 const MAX_DOC_ARG: u64 = 64 + 1 + proto_state::MAX_NAME as u64;
 /// Longest key path a guest can pass.
@@ -191,22 +210,8 @@ const MAX_PATH_ARG: u64 = (proto_state::MAX_PATH_DEPTH * (proto_state::MAX_KEY +
 
 /// Runs one state operation for the guest. Bad pointers trap; everything else becomes
 /// a negative status with the message in the result buffer.
-fn state_op(
-    env: &mut FunctionEnvMut<'_, HostState>,
-    func: &'static str,
-    op: Op,
-    (doc_ptr, doc_len): (i32, i32),
-    (path_ptr, path_len): (i32, i32),
-    value: Option<(i32, i32)>,
-) -> Result<i64, RuntimeError> {
-    let outcome = state_op_inner(
-        env,
-        func,
-        op,
-        (doc_ptr, doc_len),
-        (path_ptr, path_len),
-        value,
-    )?;
+fn state_op(env: &mut FunctionEnvMut<'_, HostState>, call: StateCall) -> Result<i64, RuntimeError> {
+    let outcome = state_op_inner(env, call)?;
     let data = env.data_mut();
     Ok(match outcome {
         Ok(bytes) => {
@@ -224,12 +229,14 @@ fn state_op(
 
 fn state_op_inner(
     env: &mut FunctionEnvMut<'_, HostState>,
-    func: &'static str,
-    op: Op,
-    (doc_ptr, doc_len): (i32, i32),
-    (path_ptr, path_len): (i32, i32),
-    value: Option<(i32, i32)>,
+    StateCall {
+        op,
+        doc: (doc_ptr, doc_len),
+        path: (path_ptr, path_len),
+        value,
+    }: StateCall,
 ) -> Result<Result<Vec<u8>, Refusal>, RuntimeError> {
+    let func = op.host_function();
     let too_long = |what: &str, len: i32, max: u64| {
         Ok(Err((
             StateStatus::BadRequest,
@@ -245,7 +252,7 @@ fn state_op_inner(
     let doc_bytes = read(env, func, doc_ptr, doc_len, MAX_DOC_ARG)?;
     let path_bytes = read(env, func, path_ptr, path_len, MAX_PATH_ARG)?;
     let data = env.data();
-    let Some(access) = data.state.as_ref() else {
+    let Some((access, manifest)) = data.state.as_ref() else {
         return Ok(Err((
             StateStatus::Unavailable,
             "application state is not available on this node".into(),
@@ -296,11 +303,11 @@ fn state_op_inner(
         Ok(p) => p,
         Err(e) => return Ok(Err(bad("key path", &e))),
     };
-    let writes = !matches!(op, Op::Get);
+    let writes = op.writes();
     let allowed = if writes {
-        access.may_write(&doc)
+        manifest.may_write(&doc)
     } else {
-        access.may_read(&doc)
+        manifest.may_read(&doc)
     };
     if !allowed {
         let key = if writes {
@@ -357,13 +364,15 @@ fn state_get(
     path: i32,
     path_len: i32,
 ) -> Result<i64, RuntimeError> {
+    let (doc, path) = ((doc, doc_len), (path, path_len));
     state_op(
         &mut env,
-        abi::HOST_STATE_GET,
-        Op::Get,
-        (doc, doc_len),
-        (path, path_len),
-        None,
+        StateCall {
+            op: Op::Get,
+            doc,
+            path,
+            value: None,
+        },
     )
 }
 
@@ -376,13 +385,15 @@ fn state_put(
     json: i32,
     json_len: i32,
 ) -> Result<i64, RuntimeError> {
+    let (doc, path, value) = ((doc, doc_len), (path, path_len), Some((json, json_len)));
     state_op(
         &mut env,
-        abi::HOST_STATE_PUT,
-        Op::Put,
-        (doc, doc_len),
-        (path, path_len),
-        Some((json, json_len)),
+        StateCall {
+            op: Op::Put,
+            doc,
+            path,
+            value,
+        },
     )
 }
 
@@ -393,13 +404,15 @@ fn state_delete(
     path: i32,
     path_len: i32,
 ) -> Result<i64, RuntimeError> {
+    let (doc, path) = ((doc, doc_len), (path, path_len));
     state_op(
         &mut env,
-        abi::HOST_STATE_DELETE,
-        Op::Delete,
-        (doc, doc_len),
-        (path, path_len),
-        None,
+        StateCall {
+            op: Op::Delete,
+            doc,
+            path,
+            value: None,
+        },
     )
 }
 
@@ -411,13 +424,15 @@ fn state_increment(
     path_len: i32,
     by: i64,
 ) -> Result<i64, RuntimeError> {
+    let (doc, path) = ((doc, doc_len), (path, path_len));
     state_op(
         &mut env,
-        abi::HOST_STATE_INCREMENT,
-        Op::Increment(by),
-        (doc, doc_len),
-        (path, path_len),
-        None,
+        StateCall {
+            op: Op::Increment(by),
+            doc,
+            path,
+            value: None,
+        },
     )
 }
 
@@ -430,13 +445,15 @@ fn state_append(
     json: i32,
     json_len: i32,
 ) -> Result<i64, RuntimeError> {
+    let (doc, path, value) = ((doc, doc_len), (path, path_len), Some((json, json_len)));
     state_op(
         &mut env,
-        abi::HOST_STATE_APPEND,
-        Op::Append,
-        (doc, doc_len),
-        (path, path_len),
-        Some((json, json_len)),
+        StateCall {
+            op: Op::Append,
+            doc,
+            path,
+            value,
+        },
     )
 }
 

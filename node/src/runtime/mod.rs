@@ -431,7 +431,11 @@ impl Runtime {
         let mut store = Store::new(loaded.engine.clone());
         let env = FunctionEnv::new(
             &mut store,
-            HostState::new(loaded.id, limits.max_output_bytes, state),
+            HostState::new(
+                loaded.id,
+                limits.max_output_bytes,
+                state.map(|s| (s, loaded.manifest.clone())),
+            ),
         );
         let imports = host::imports(&mut store, &env);
         let started = Instant::now();
