@@ -83,6 +83,7 @@ impl From<PublishError> for ApiError {
                 Self::new(StatusCode::INSUFFICIENT_STORAGE, "store_full", msg)
             }
             PublishError::Store(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg),
+            PublishError::Compile(e) => e.into(),
         }
     }
 }
@@ -273,12 +274,7 @@ fn parse_id(text: &str) -> Result<FunctionId, ApiError> {
 async fn publish(State(node): State<Shared>, body: Body) -> Result<Response, ApiError> {
     let limit = node.config().caps.max_module_bytes;
     let bytes = read_body(body, limit, "module", "max_module_bytes").await?;
-    let node2 = Arc::clone(&node);
-    let published = tokio::task::spawn_blocking(move || node2.publish(&bytes))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    let published = node.publish(bytes).await?;
     let status = if published.created {
         StatusCode::CREATED
     } else {

@@ -42,6 +42,39 @@ pub struct NodeConfig {
     pub offer_hours: Option<OfferHours>,
     /// Application state: disk budget, document cap, hosted namespaces.
     pub state: crate::state::StateLimits,
+    /// Modules compiled at once, on threads of their own (not the call workers).
+    pub compile_workers: usize,
+    /// Longest a module's compilation may take, in milliseconds; a module that takes
+    /// longer is refused (and the refusal remembered).
+    pub compile_timeout_ms: u64,
+    /// Who may use the HTTP API, and how much of it at once.
+    pub api: ApiSettings,
+}
+
+/// Who may use the HTTP API (`docs/security.md`, "The HTTP API").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// Host names (besides IP addresses and `localhost`) the API answers to; any
+    /// other `Host` is refused (DNS rebinding).
+    pub hosts: Vec<String>,
+    /// Require the API token on every request, even on a loopback address.
+    pub token_always: bool,
+    /// Require the token for the read-only pages too (`/`, `/metrics`, `/v1/status`,
+    /// `/v1/peers`), which are otherwise open.
+    pub token_for_reads: bool,
+    /// Requests handled at once; beyond it the API answers busy.
+    pub max_requests: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            hosts: Vec::new(),
+            token_always: false,
+            token_for_reads: false,
+            max_requests: 64,
+        }
+    }
 }
 
 /// Local hours `[from, to)` when a node offers capacity; wraps midnight when
@@ -177,6 +210,9 @@ impl NodeConfig {
             trusted_only: false,
             offer_hours: None,
             state: crate::state::StateLimits::default(),
+            compile_workers: (cores / 2).max(1),
+            compile_timeout_ms: 20_000,
+            api: ApiSettings::default(),
         }
     }
 }
@@ -198,8 +234,7 @@ pub fn default_data_dir() -> PathBuf {
 
 /// A device profile: caps that suit a kind of device, below the settings file and the
 /// flags (`kith up --profile pi`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     /// A Raspberry Pi: 2 calls at once, half the CPU, 128 MiB per call, 512 MiB store.
     Pi,
@@ -217,111 +252,5 @@ impl Profile {
             Self::Router => "router",
             Self::Vm => "vm",
         }
-    }
-
-    /// The settings it sets, as `(key, value)` with the keys of the settings file.
-    pub fn settings(self) -> Vec<(&'static str, String)> {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let (calls, queue, share, memory, store, module, device) = match self {
-            Self::Pi => (2, 32, 0.5, 128u64 << 20, 512u64 << 20, 8u64 << 20, "pi"),
-            Self::Router => (1, 8, 0.25, 32 << 20, 64 << 20, 2 << 20, "router"),
-            Self::Vm => (cores, 1024, 1.0, 1 << 30, 8 << 30, 64 << 20, "server"),
-        };
-        let state: u64 = match self {
-            Self::Pi => 128 << 20,
-            Self::Router => 16 << 20,
-            Self::Vm => 4 << 30,
-        };
-        vec![
-            ("max_concurrent_calls", calls.to_string()),
-            ("max_queued_calls", queue.to_string()),
-            ("cpu_share", share.to_string()),
-            ("max_memory_bytes", memory.to_string()),
-            ("store_budget_bytes", store.to_string()),
-            ("max_module_bytes", module.to_string()),
-            ("state_budget_bytes", state.to_string()),
-            ("device_class", device.to_owned()),
-        ]
-    }
-}
-
-/// The settings file of `kith up --config FILE` (TOML). Keys are the flags' names with
-/// underscores; unknown keys are refused, so a typo never silently does nothing.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct FileConfig {
-    pub profile: Option<Profile>,
-    pub data_dir: Option<PathBuf>,
-    pub http: Option<SocketAddr>,
-    pub max_concurrent_calls: Option<usize>,
-    pub max_queued_calls: Option<usize>,
-    pub store_budget_bytes: Option<u64>,
-    pub state_budget_bytes: Option<u64>,
-    pub max_doc_bytes: Option<u64>,
-    #[serde(default)]
-    pub state_namespace: Vec<String>,
-    pub max_module_bytes: Option<u64>,
-    pub max_memory_bytes: Option<u64>,
-    pub max_fuel: Option<u64>,
-    pub max_timeout_ms: Option<u64>,
-    pub max_input_bytes: Option<u64>,
-    pub max_output_bytes: Option<u64>,
-    pub cpu_share: Option<f64>,
-    pub device_class: Option<DeviceClass>,
-    #[serde(default)]
-    pub listen: Vec<String>,
-    #[serde(default)]
-    pub bootstrap: Vec<String>,
-    #[serde(default)]
-    pub external_address: Vec<String>,
-    #[serde(default)]
-    pub relay: Vec<String>,
-    pub relay_server: Option<bool>,
-    pub no_mdns: Option<bool>,
-    pub offline: Option<bool>,
-    pub advert_interval_ms: Option<u64>,
-    pub invoke_rate_per_peer: Option<f64>,
-    #[serde(default)]
-    pub trust: Vec<String>,
-    pub trusted_only: Option<bool>,
-    pub offer_hours: Option<String>,
-}
-
-/// Why a settings file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum FileConfigError {
-    /// It could not be read.
-    #[error("cannot read the config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// It is not valid TOML, or has an unknown key or a value of the wrong type.
-    #[error("config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong, and where (line and column).
-        message: String,
-    },
-}
-
-impl FileConfig {
-    /// Reads and parses `path`.
-    ///
-    /// # Errors
-    /// See [`FileConfigError`].
-    pub fn load(path: &std::path::Path) -> Result<Self, FileConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FileConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| FileConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
     }
 }

@@ -1,5 +1,5 @@
-//! The call executor: a fixed pool of threads (one per concurrent-call slot) fed by a
-//! bounded queue.
+//! An executor: a fixed pool of threads fed by a bounded queue. Calls run on one
+//! (a thread per concurrent-call slot), compiles on another.
 //!
 //! Under load a worker that finishes a call takes the next one from the queue without
 //! sleeping, so the slots never sit idle between calls. When every worker is busy and
@@ -33,15 +33,15 @@ pub(crate) struct Full {
 }
 
 impl Executor {
-    /// Starts `workers` threads with a queue of `queue` places.
-    pub(crate) fn start(workers: usize, queue: usize) -> std::io::Result<Self> {
+    /// Starts `workers` threads named `name-N` with a queue of `queue` places.
+    pub(crate) fn start(name: &str, workers: usize, queue: usize) -> std::io::Result<Self> {
         let (tx, rx) = bounded::<Job>(queue);
         let running = Arc::new(AtomicUsize::new(0));
         for n in 0..workers {
             let rx: Receiver<Job> = rx.clone();
             let running = Arc::clone(&running);
             thread::Builder::new()
-                .name(format!("kith-call-{n}"))
+                .name(format!("{name}-{n}"))
                 .spawn(move || {
                     for job in rx {
                         running.fetch_add(1, Ordering::SeqCst);

@@ -65,6 +65,9 @@ pub enum PublishError {
     /// Storing failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The module could not be compiled here (too slow, or the compile queue is full).
+    #[error(transparent)]
+    Compile(InvokeError),
 }
 
 /// Why a call failed before or while running.
@@ -357,12 +360,20 @@ impl Node {
         })?;
         let key = identity::load_or_create(&config.data_dir)?;
         let store = Store::open(&config.data_dir.join("store"), config.store_budget_bytes)?;
-        let runtime = Runtime::new(config.caps.max_fuel, config.caps.max_module_bytes)
-            .map_err(OpenError::Runtime)?;
+        let runtime = Runtime::new(crate::runtime::RuntimeConfig {
+            max_module_bytes: config.caps.max_module_bytes,
+            compile_workers: config.compile_workers,
+            compile_timeout: Duration::from_millis(config.compile_timeout_ms),
+        })
+        .map_err(OpenError::Runtime)?;
         let aliases =
             crate::aliases::Aliases::open(&config.data_dir, &config.trust, config.trusted_only)?;
-        let executor = Executor::start(config.max_concurrent_calls, config.max_queued_calls)
-            .map_err(OpenError::Runtime)?;
+        let executor = Executor::start(
+            "kith-call",
+            config.max_concurrent_calls,
+            config.max_queued_calls,
+        )
+        .map_err(OpenError::Runtime)?;
         let state = crate::state::StateStore::open(&config.data_dir, config.state.clone())?;
         let cpu_score = runtime.measure_cpu_score();
         tracing::info!(cpu_score, "measured CPU speed (fuel per ms)");
@@ -430,13 +441,34 @@ impl Node {
         &self.runtime
     }
 
-    /// Validates and stores a module.
+    /// Validates, stores and compiles a module. Validation and compilation run on the
+    /// compile pool (never on a call worker or the async runtime), compilation under
+    /// its deadline.
     ///
     /// # Errors
-    /// A [`ModuleError`] naming the problem and limit; nothing is stored then.
-    pub fn publish(&self, bytes: &[u8]) -> Result<Published, PublishError> {
-        let info = module::inspect(bytes, self.config.caps.max_module_bytes)?;
-        let (id, created) = self.store.put(bytes)?;
+    /// A [`ModuleError`] naming the problem and limit, or the compile's refusal
+    /// (`compile_timeout`, or busy when the compile queue is full); nothing new is
+    /// stored then.
+    pub async fn publish(&self, bytes: Vec<u8>) -> Result<Published, PublishError> {
+        let max = self.config.caps.max_module_bytes;
+        let (info, bytes) = self
+            .runtime
+            .background(move || (module::inspect(&bytes, max), bytes))
+            .await
+            .map_err(PublishError::Compile)?;
+        let info = info?;
+        let (id, created) = self.store.put(&bytes)?;
+        match self.runtime.load(&self.store, &id).await {
+            // Peers should learn at once that this function is warm here.
+            Ok((_, Some(_))) => self.advert_now.notify_one(),
+            Ok((_, None)) => {}
+            Err(e) => {
+                if created {
+                    self.store.remove(&id);
+                }
+                return Err(PublishError::Compile(e));
+            }
+        }
         if created {
             tracing::info!(function = %id, size = info.size, "published");
             if let Some(net) = self.net.get() {
@@ -561,19 +593,11 @@ impl Node {
                 fuel_per_sec: fuel_per_sec(self.cpu_score, self.config.cpu_share),
             });
         }
-        let (loaded, cold) = match self.runtime.cached(&id) {
-            Some(l) => (l, None),
-            None => {
-                let (runtime, store) = (Arc::clone(&self.runtime), Arc::clone(&self.store));
-                let l = tokio::task::spawn_blocking(move || runtime.load(&store, &id))
-                    .await
-                    .map_err(|e| InvokeError::Internal(e.to_string()))??;
-                let source = l.source;
-                // Peers should learn at once that this function is warm here.
-                self.advert_now.notify_one();
-                (l, Some(source))
-            }
-        };
+        let (loaded, cold) = self.runtime.load(&self.store, &id).await?;
+        if cold.is_some() {
+            // Peers should learn at once that this function is warm here.
+            self.advert_now.notify_one();
+        }
         // A node that does not host a function's documents cannot serve its state:
         // refuse, so the entry node places the call on a peer that can.
         let manifest = &loaded.manifest;

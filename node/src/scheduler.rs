@@ -242,7 +242,8 @@ impl Node {
         // The network verified the bytes against the id; publishing validates the
         // module against the ABI and stores it atomically.
         let published = self
-            .publish(&bytes)
+            .publish(bytes)
+            .await
             .map_err(|e| InvokeError::Invalid(format!("fetched module refused: {e}")))?;
         self.fetched.fetch_add(1, Ordering::Relaxed);
         debug_assert_eq!(published.id, *id);

@@ -26,6 +26,8 @@ pub struct Caps {
     pub max_input_bytes: u64,
     /// Largest call output allowed, in bytes.
     pub max_output_bytes: u64,
+    /// Most elements granted to each of a call's tables.
+    pub max_table_elements: u64,
 }
 
 impl Default for Caps {
@@ -37,6 +39,7 @@ impl Default for Caps {
             max_timeout_ms: 30_000,
             max_input_bytes: 8 * 1024 * 1024,
             max_output_bytes: 8 * 1024 * 1024,
+            max_table_elements: 1024 * 1024,
         }
     }
 }
@@ -54,6 +57,8 @@ pub struct EffectiveLimits {
     pub max_input_bytes: u64,
     /// Largest output, in bytes.
     pub max_output_bytes: u64,
+    /// Most elements of each table.
+    pub table_elements: u64,
 }
 
 impl EffectiveLimits {
@@ -84,6 +89,11 @@ impl EffectiveLimits {
                 "max_output_bytes",
                 manifest.max_output_bytes,
                 caps.max_output_bytes,
+            )?,
+            table_elements: over(
+                "table_elements",
+                manifest.table_elements,
+                caps.max_table_elements,
             )?,
         })
     }

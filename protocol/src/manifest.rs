@@ -14,6 +14,7 @@
 //! | `timeout_ms`       | integer         | 5000          | 1 ..= 600000          |
 //! | `max_input_bytes`  | integer         | 1048576       | 0 ..= 1 GiB           |
 //! | `max_output_bytes` | integer         | 1048576       | 0 ..= 1 GiB           |
+//! | `table_elements`   | integer         | 65536         | 1 ..= 10^7            |
 //! | `capabilities`     | array of string | `[]`          | none defined yet      |
 //! | `state_read`       | array of string | `[]`          | ABI 2; at most 16     |
 //! | `state_write`      | array of string | `[]`          | ABI 2; at most 16     |
@@ -36,6 +37,7 @@ const MAX_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
 const MAX_FUEL: u64 = 10_000_000_000_000;
 const MAX_TIMEOUT_MS: u64 = 600_000;
 const MAX_IO: u64 = 1024 * 1024 * 1024;
+const MAX_TABLE_ELEMENTS: u64 = 10_000_000;
 
 /// What a function asks of the node that runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +55,10 @@ pub struct Manifest {
     pub max_input_bytes: u64,
     /// Largest output the function may produce, in bytes.
     pub max_output_bytes: u64,
+    /// Ceiling on the elements of each of the guest's tables (its initial size, and
+    /// what `table.grow` may reach).
+    #[serde(skip_serializing_if = "is_default_table_elements")]
+    pub table_elements: u64,
     /// Capabilities the function asks for. None are defined yet.
     pub capabilities: Vec<String>,
     /// Documents the function may read (ABI 2).
@@ -72,6 +78,8 @@ impl Manifest {
     pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
     /// Default input and output size limit: 1 MiB.
     pub const DEFAULT_IO_BYTES: u64 = 1024 * 1024;
+    /// Default table ceiling: 65,536 elements (512 KiB per table).
+    pub const DEFAULT_TABLE_ELEMENTS: u64 = 65_536;
 
     /// Parses and validates a manifest section's payload.
     ///
@@ -129,6 +137,7 @@ impl Manifest {
         check("timeout_ms", self.timeout_ms, 1, MAX_TIMEOUT_MS)?;
         check("max_input_bytes", self.max_input_bytes, 0, MAX_IO)?;
         check("max_output_bytes", self.max_output_bytes, 0, MAX_IO)?;
+        check("table_elements", self.table_elements, 1, MAX_TABLE_ELEMENTS)?;
         if let Some(cap) = self.capabilities.first() {
             return Err(ManifestError::UnknownCapability(cap.clone()));
         }
@@ -180,11 +189,16 @@ impl Default for Manifest {
             timeout_ms: Self::DEFAULT_TIMEOUT_MS,
             max_input_bytes: Self::DEFAULT_IO_BYTES,
             max_output_bytes: Self::DEFAULT_IO_BYTES,
+            table_elements: Self::DEFAULT_TABLE_ELEMENTS,
             capabilities: Vec::new(),
             state_read: Vec::new(),
             state_write: Vec::new(),
         }
     }
+}
+
+fn is_default_table_elements(v: &u64) -> bool {
+    *v == Manifest::DEFAULT_TABLE_ELEMENTS
 }
 
 fn check(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ManifestError> {

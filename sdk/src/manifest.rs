@@ -18,6 +18,8 @@ pub struct Manifest {
     pub max_input_bytes: Option<u64>,
     /// Largest output, in bytes.
     pub max_output_bytes: Option<u64>,
+    /// Ceiling on the elements of each table.
+    pub table_elements: Option<u64>,
     /// Documents the function may read: `NAMESPACE/NAME` or `NAMESPACE/PREFIX*`, the
     /// namespace as its 64-hex id (`kith key list` shows yours).
     pub state_read: Option<&'static [&'static str]>,
@@ -103,6 +105,7 @@ impl Manifest {
         timeout_ms: None,
         max_input_bytes: None,
         max_output_bytes: None,
+        table_elements: None,
         state_read: None,
         state_write: None,
     };
@@ -120,6 +123,7 @@ impl Manifest {
         b.field("timeout_ms", self.timeout_ms);
         b.field("max_input_bytes", self.max_input_bytes);
         b.field("max_output_bytes", self.max_output_bytes);
+        b.field("table_elements", self.table_elements);
         b.list("state_read", self.state_read);
         b.list("state_write", self.state_write);
         b.push_str("}");

@@ -155,7 +155,7 @@ fn bench_state(runtime: &Runtime, store: &BlobStore, caps: &Caps, iterations: us
         .iter()
         .map(|(_, bytes, _)| {
             let (id, _) = store.put(bytes).unwrap();
-            let l = runtime.load(store, &id).unwrap();
+            let l = runtime.load_blocking(store, &id).unwrap();
             let limits = EffectiveLimits::new(&l.manifest, caps).unwrap();
             (l, limits)
         })
@@ -228,7 +228,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let caps = Caps::default();
     let store = BlobStore::open(dir.path(), 1 << 30).unwrap();
-    let runtime = Runtime::new(caps.max_fuel, caps.max_module_bytes).unwrap();
+    let runtime = Runtime::new(kith_node::runtime::RuntimeConfig::default()).unwrap();
 
     println!("kith runtime benchmarks ({iterations} iterations per row)\n");
     println!("(c) cold vs warm, per function");
@@ -247,14 +247,14 @@ fn main() {
         let bytes = kith_tests::guest(name);
         let (id, _) = store.put(&bytes).unwrap();
         let t = Instant::now();
-        let loaded = runtime.load(&store, &id).unwrap();
+        let loaded = runtime.load_blocking(&store, &id).unwrap();
         let limits = EffectiveLimits::new(&loaded.manifest, &caps).unwrap();
         runtime.invoke(&loaded, &input, &limits, None).unwrap();
         let first = t.elapsed();
         // A restart: a fresh runtime loads the artifact from disk.
-        let fresh = Runtime::new(caps.max_fuel, caps.max_module_bytes).unwrap();
+        let fresh = Runtime::new(kith_node::runtime::RuntimeConfig::default()).unwrap();
         let t = Instant::now();
-        let reloaded = fresh.load(&store, &id).unwrap();
+        let reloaded = fresh.load_blocking(&store, &id).unwrap();
         fresh.invoke(&reloaded, &input, &limits, None).unwrap();
         let from_cache = t.elapsed();
         let mut warm: Vec<Duration> = (0..1000)
@@ -276,7 +276,7 @@ fn main() {
     println!("\n(a) warm `hello` call: kith runtime path vs bare wasmer, interleaved");
     let bytes = kith_tests::guest("hello");
     let id = kith_protocol::FunctionId::of(&bytes);
-    let loaded = runtime.load(&store, &id).unwrap();
+    let loaded = runtime.load_blocking(&store, &id).unwrap();
     let limits = EffectiveLimits::new(&loaded.manifest, &caps).unwrap();
     let engine = wasmer::Engine::default();
     let bare = Bare {

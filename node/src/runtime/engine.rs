@@ -1,5 +1,7 @@
-//! The one wasmer engine: cranelift, fuel metering, and memories that do not reserve
-//! address space up front.
+//! The one wasmer engine configuration: cranelift on one thread, kith's fuel
+//! instrumentation ([`super::fuel`]), exactly the WebAssembly features kith accepts,
+//! memories that do not reserve address space up front, and caps on every memory and
+//! table an instance creates.
 
 use std::cell::{Cell, UnsafeCell};
 use std::ptr::NonNull;
@@ -13,18 +15,16 @@ use wasmer::sys::vm::{
     VMTable, VMTableDefinition,
 };
 use wasmer::sys::{BaseTunables, CompilerConfig, EngineBuilder, NativeEngineExt, Tunables};
-use wasmer::wasmparser::Operator;
 use wasmer::{
     Engine, ExportIndex, MemoryType, ModuleInfo, Pages, TableStyle, TableType, WASM_PAGE_SIZE,
 };
 use wasmer_compiler::LinkError;
-use wasmer_middlewares::Metering;
 use wasmer_types::LocalGlobalIndex;
 use wasmer_types::entity::{EntityRef, PrimaryMap};
 
 /// Bumped whenever anything that shapes compiled code changes (cost function, memory
 /// style, guard size), so stale cached artifacts are never loaded.
-const CODEGEN_REVISION: u32 = 2;
+const CODEGEN_REVISION: u32 = 3;
 
 /// Bytes of guard region after each dynamic memory. Small on purpose: a Pi or a qemu
 /// user-mode process cannot afford gigabytes of reserved address space per instance.
@@ -33,24 +33,46 @@ const OFFSET_GUARD_BYTES: u64 = 64 * 1024;
 /// Guest stack size, in bytes.
 pub(crate) const WASM_STACK_BYTES: usize = 1024 * 1024;
 
-/// Cost of one operator, in fuel units. Every operator costs one unit.
-fn cost(_op: &Operator) -> u64 {
-    1
+/// The WebAssembly features the compiler accepts: exactly the ones
+/// `kith_protocol::module::features` lists as accepted (a module reaching the compiler
+/// has already passed that validator; this is the second lock on the same door).
+fn features() -> wasmer::sys::Features {
+    let mut f = wasmer::sys::Features::new();
+    f.threads = false;
+    f.simd = false;
+    f.relaxed_simd = false;
+    f.multi_memory = false;
+    f.memory64 = false;
+    f.exceptions = false;
+    f.tail_call = false;
+    f.module_linking = false;
+    f.wide_arithmetic = false;
+    f.reference_types = true;
+    f.bulk_memory = true;
+    f.multi_value = true;
+    f.extended_const = true;
+    f
 }
 
-/// Builds an engine. `initial_fuel` bounds a module's start function.
+/// Builds an engine with nothing granted (no memory, no table elements).
 ///
-/// wasmer's metering middleware records per-module state, so every module is compiled
-/// (or deserialized) by an engine of its own; all of them share one configuration, which
+/// The fuel instrumentation records per-module state, so every module is compiled (or
+/// deserialized) by an engine of its own; all of them share one configuration, which
 /// [`tag`] names.
-pub(crate) fn build(initial_fuel: u64) -> Engine {
+pub(crate) fn build() -> Engine {
     #[cfg(feature = "singlepass")]
     let mut compiler = wasmer::sys::Singlepass::default();
     #[cfg(not(feature = "singlepass"))]
     let mut compiler = Cranelift::default();
-    compiler.push_middleware(Arc::new(Metering::new(initial_fuel, cost)));
-    let mut engine: Engine = EngineBuilder::new(compiler).engine().into();
-    engine.set_tunables(Limiting::new(Pages(0)));
+    // One compile is one thread: the compile pool decides how many run at once.
+    #[cfg(not(feature = "singlepass"))]
+    compiler.num_threads(std::num::NonZero::<usize>::MIN);
+    compiler.push_middleware(Arc::new(super::fuel::Fuel::default()));
+    let mut engine: Engine = EngineBuilder::new(compiler)
+        .set_features(Some(features()))
+        .engine()
+        .into();
+    engine.set_tunables(Limiting::new(Pages(0), 0));
     engine
 }
 
@@ -68,22 +90,36 @@ pub(crate) fn tag(engine: &Engine) -> String {
     blake3::hash(text.as_bytes()).to_hex()[..16].to_owned()
 }
 
-/// An engine for one module whose memories are capped at `max_pages`.
-pub(crate) fn for_module(initial_fuel: u64, max_pages: u32) -> Engine {
-    let mut engine = build(initial_fuel);
-    engine.set_tunables(Limiting::new(Pages(max_pages)));
+/// An engine for one module whose memories are capped at `max_pages` and each of
+/// whose tables is capped at `max_table_elements`.
+pub(crate) fn for_module(max_pages: u32, max_table_elements: u32) -> Engine {
+    let mut engine = build();
+    engine.set_tunables(Limiting::new(Pages(max_pages), max_table_elements));
     engine
 }
 
-thread_local! {
-    /// Set when a guest's `memory.grow` is refused because of its ceiling, on the
-    /// thread running the guest; read and cleared by the runtime around each call.
-    static GROW_REFUSED: Cell<bool> = const { Cell::new(false) };
+/// A limit that refused something on the thread running a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// A memory's initial size or a `memory.grow` was over the memory ceiling.
+    Memory,
+    /// A table's initial size was over the table ceiling.
+    Table,
 }
 
-/// Clears the flag; returns whether a grow was refused since the last call.
-pub(crate) fn take_grow_refused() -> bool {
-    GROW_REFUSED.with(|c| c.replace(false))
+thread_local! {
+    /// Set when a memory or table is refused because of its ceiling, on the thread
+    /// running the guest; read and cleared by the runtime around each call.
+    static REFUSED: Cell<Option<Refused>> = const { Cell::new(None) };
+}
+
+/// Clears the note; returns what was refused since the last call, if anything.
+pub(crate) fn take_refused() -> Option<Refused> {
+    REFUSED.with(Cell::take)
+}
+
+fn note_refused(what: Refused) {
+    REFUSED.with(|c| c.set(Some(what)));
 }
 
 thread_local! {
@@ -91,9 +127,6 @@ thread_local! {
     /// while instantiating, taken by the runtime right after.
     static FUEL_GLOBAL: Cell<Option<NonNull<VMGlobalDefinition>>> = const { Cell::new(None) };
 }
-
-/// The export wasmer's metering middleware gives its remaining-fuel global.
-const FUEL_EXPORT: &str = "wasmer_metering_remaining_points";
 
 /// The remaining-fuel counter of one live instance, which another thread may drain.
 ///
@@ -127,19 +160,21 @@ pub(crate) fn take_fuel_cell() -> Option<FuelCell> {
     FUEL_GLOBAL.with(Cell::take).map(FuelCell)
 }
 
-/// Tunables that use dynamic (bounds-checked) memories with a small guard and cap
-/// every memory's maximum.
+/// Tunables that use dynamic (bounds-checked) memories with a small guard, and cap
+/// every memory's and every table's maximum.
 struct Limiting {
     base: BaseTunables,
     max_pages: Pages,
+    max_table_elements: u32,
     config: VMConfig,
 }
 
 impl Limiting {
-    fn new(max_pages: Pages) -> Self {
+    fn new(max_pages: Pages, max_table_elements: u32) -> Self {
         Self {
             base: BaseTunables::new(),
             max_pages,
+            max_table_elements,
             config: VMConfig {
                 wasm_stack_size: Some(WASM_STACK_BYTES),
             },
@@ -148,6 +183,7 @@ impl Limiting {
 
     fn capped(&self, ty: &MemoryType) -> Result<MemoryType, MemoryError> {
         if ty.minimum > self.max_pages {
+            note_refused(Refused::Memory);
             return Err(MemoryError::MinimumMemoryTooLarge {
                 min_requested: ty.minimum,
                 max_allowed: self.max_pages,
@@ -155,6 +191,22 @@ impl Limiting {
         }
         let mut ty = *ty;
         ty.maximum = Some(ty.maximum.map_or(self.max_pages, |m| m.min(self.max_pages)));
+        Ok(ty)
+    }
+
+    /// The table type with its maximum capped, so `table.grow` past the cap is
+    /// refused (it returns -1 to the guest) instead of allocating.
+    fn capped_table(&self, ty: &TableType) -> Result<TableType, String> {
+        let cap = self.max_table_elements;
+        if ty.minimum > cap {
+            note_refused(Refused::Table);
+            return Err(format!(
+                "a table of {} elements is over the limit of {cap} (table_elements)",
+                ty.minimum
+            ));
+        }
+        let mut ty = *ty;
+        ty.maximum = Some(ty.maximum.map_or(cap, |m| m.min(cap)));
         Ok(ty)
     }
 }
@@ -192,7 +244,7 @@ impl Tunables for Limiting {
     }
 
     fn create_host_table(&self, ty: &TableType, style: &TableStyle) -> Result<VMTable, String> {
-        self.base.create_host_table(ty, style)
+        VMTable::new(&self.capped_table(ty)?, style)
     }
 
     unsafe fn create_vm_table(
@@ -201,8 +253,9 @@ impl Tunables for Limiting {
         style: &TableStyle,
         vm_definition_location: NonNull<VMTableDefinition>,
     ) -> Result<VMTable, String> {
+        let ty = self.capped_table(ty)?;
         // SAFETY: forwarded unchanged from the caller's contract.
-        unsafe { self.base.create_vm_table(ty, style, vm_definition_location) }
+        unsafe { VMTable::from_definition(&ty, style, vm_definition_location) }
     }
 
     fn vmconfig(&self) -> &VMConfig {
@@ -218,7 +271,7 @@ impl Tunables for Limiting {
         let globals = self
             .base
             .create_globals(context, module, vm_definition_locations)?;
-        let fuel = match module.exports.get(FUEL_EXPORT) {
+        let fuel = match module.exports.get(super::fuel::FUEL_EXPORT) {
             Some(ExportIndex::Global(index)) => module
                 .local_global_index(*index)
                 .and_then(|local| vm_definition_locations.get(local.index()))
@@ -239,7 +292,7 @@ impl Tunables for Limiting {
 /// Pi or a qemu user-mode process cannot afford. This sits between the two: a call with a
 /// 32 MiB ceiling reserves 32 MiB plus a small guard, and growing never copies.
 ///
-/// A refused grow is noted on the running thread (see [`take_grow_refused`]).
+/// A refused grow is noted on the running thread (see [`take_refused`]).
 #[derive(Debug)]
 struct Reserved {
     mmap: Mmap,
@@ -303,7 +356,7 @@ impl Reserved {
     }
 
     fn refuse(&self, delta: Pages) -> MemoryError {
-        GROW_REFUSED.with(|c| c.set(true));
+        note_refused(Refused::Memory);
         MemoryError::CouldNotGrow {
             current: self.size,
             attempted_delta: delta,

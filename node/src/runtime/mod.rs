@@ -1,36 +1,47 @@
-//! The WebAssembly runtime: one engine, modules compiled once (and cached on disk),
-//! a fresh store and instance per call, and every limit enforced with its own error.
+//! The WebAssembly runtime: one engine configuration, modules compiled once (on a
+//! bounded compile pool, with a deadline) and cached on disk, a fresh store and
+//! instance per call, and every limit enforced with its own error.
 //!
 //! Limits per call, and how each is enforced:
-//! - fuel: a metering middleware compiled into every module; running out traps.
+//! - fuel: kith's instrumentation compiled into every module (`fuel.rs`); every
+//!   operator costs one unit and bulk memory and table operations cost in proportion
+//!   to their length; running out traps.
 //! - memory: tunables cap every memory's maximum at the manifest's ceiling; a refused
 //!   `memory.grow` is noticed on the running thread, so the resulting trap is reported
-//!   as a memory limit, not a generic trap.
+//!   as a memory limit, not a generic trap. A module has exactly one memory.
+//! - tables: tunables cap every table's maximum at the manifest's `table_elements`; a
+//!   refused `table.grow` is flagged by the instrumentation, so a trap after it is
+//!   reported as a table limit.
 //! - wall time: a watchdog thread drains the fuel of a guest past its deadline, so it
 //!   traps at its next metering check (see `watchdog.rs`).
+//! - the start function: taken out of instantiation by the instrumentation and run by
+//!   the runtime like the entry points, under the same fuel, memory and watchdog.
 //! - input and output size: checked before the input is copied in and inside the
 //!   `output` host function, before the output is copied out.
 //! - stack: the guest runs on its own fixed-size stack; overflow traps.
+//! - compilation: structural limits at publish (`kith_protocol::module::structure`),
+//!   then a compile pool of its own threads with a deadline (`compile.rs`).
 
+mod compile;
 mod engine;
+mod fuel;
 mod host;
+mod invoke;
 mod watchdog;
+
+pub use compile::{COMPILE_QUEUE, MAX_REFUSALS, RuntimeConfig};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kith_protocol::abi;
-use kith_protocol::limits::EffectiveLimits;
-use kith_protocol::module::{self, ModuleError};
 use kith_protocol::{FunctionId, Manifest};
-use wasmer::{Engine, FunctionEnv, Instance, Module, RuntimeError, Store, TypedFunction};
-use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_remaining_points};
+use wasmer::{Engine, Instance, Module, Store, TypedFunction};
 
-use crate::store::{Store as BlobStore, StoreError};
+use crate::clock::lock;
+use crate::store::StoreError;
 pub use host::StateAccess;
-use host::{HostError, HostState};
 
 /// How many compiled modules stay loaded in memory.
 const LOADED_CAPACITY: usize = 256;
@@ -93,6 +104,12 @@ pub enum InvokeError {
         /// The ceiling, in bytes.
         limit: u64,
     },
+    /// The guest tried to grow a table past its ceiling.
+    #[error("table limit: the guest tried to grow a table past {limit} elements (table_elements)")]
+    TableLimit {
+        /// The ceiling, in elements.
+        limit: u64,
+    },
     /// The call ran past its wall-clock limit.
     #[error("timeout: the call ran longer than {limit_ms} ms (timeout_ms)")]
     Timeout {
@@ -131,6 +148,27 @@ pub enum InvokeError {
     /// The stored module is not a valid function (e.g. stored by an older version).
     #[error("invalid module: {0}")]
     Invalid(String),
+    /// Compiling the module took longer than the node allows; it is refused here
+    /// from now on, without compiling again.
+    #[error(
+        "compiling function {function} took longer than {limit_ms} ms (compile_timeout_ms); this node refuses it"
+    )]
+    CompileTimeout {
+        /// The function.
+        function: FunctionId,
+        /// The deadline, in milliseconds.
+        limit_ms: u64,
+    },
+    /// Every compile worker is busy and the compile queue is full.
+    #[error(
+        "busy: {queued} modules are waiting to compile (compile_workers = {workers}); retry shortly"
+    )]
+    CompileBusy {
+        /// Compile workers.
+        workers: usize,
+        /// Modules waiting.
+        queued: usize,
+    },
     /// Something failed on this node, not in the guest.
     #[error("internal error: {0}")]
     Internal(String),
@@ -144,6 +182,7 @@ impl InvokeError {
             Self::OutputTooLarge { .. } => "output_too_large",
             Self::OutOfFuel { .. } => "out_of_fuel",
             Self::MemoryLimit { .. } => "memory_limit",
+            Self::TableLimit { .. } => "table_limit",
             Self::Timeout { .. } => "timeout",
             Self::StackOverflow { .. } => "stack_overflow",
             Self::Trap { .. } => "trap",
@@ -152,6 +191,8 @@ impl InvokeError {
             Self::NotFound(_) => "not_found",
             Self::Corrupt(_) => "corrupt",
             Self::Invalid(_) => "invalid_module",
+            Self::CompileTimeout { .. } => "compile_timeout",
+            Self::CompileBusy { .. } => "busy",
             Self::Internal(_) => "internal",
         }
     }
@@ -212,14 +253,17 @@ pub struct RuntimeStats {
     pub artifact_cache_hits: u64,
     /// Modules loaded in memory now.
     pub loaded: usize,
+    /// Modules compiling or waiting to compile now.
+    pub compiling: usize,
+    /// Modules this node refuses because compiling them took too long.
+    pub refused: usize,
 }
 
 /// The runtime.
 pub struct Runtime {
-    max_fuel: u64,
     tag: String,
     loaded: Mutex<HashMap<FunctionId, Arc<Loaded>>>,
-    compile_lock: Mutex<()>,
+    compiler: compile::Compiler,
     watchdog: watchdog::Watchdog,
     clock: AtomicU64,
     compiled: AtomicU64,
@@ -228,23 +272,21 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine and starts the watchdog. `max_fuel` bounds start functions;
-    /// `max_module_bytes` is the module size cap.
+    /// Builds the engine configuration, starts the watchdog and the compile pool.
     ///
     /// # Errors
-    /// Fails if the watchdog thread cannot be started.
-    pub fn new(max_fuel: u64, max_module_bytes: u64) -> std::io::Result<Self> {
-        let tag = engine::tag(&engine::build(max_fuel));
+    /// Fails if a thread cannot be started.
+    pub fn new(config: RuntimeConfig) -> std::io::Result<Self> {
+        let tag = engine::tag(&engine::build());
         Ok(Self {
-            max_fuel,
             tag,
             loaded: Mutex::new(HashMap::new()),
-            compile_lock: Mutex::new(()),
+            compiler: compile::Compiler::start(&config)?,
             watchdog: watchdog::Watchdog::start()?,
             clock: AtomicU64::new(0),
             compiled: AtomicU64::new(0),
             artifact_hits: AtomicU64::new(0),
-            max_module_bytes,
+            max_module_bytes: config.max_module_bytes,
         })
     }
 
@@ -258,22 +300,15 @@ impl Runtime {
         RuntimeStats {
             compiled: self.compiled.load(Ordering::Relaxed),
             artifact_cache_hits: self.artifact_hits.load(Ordering::Relaxed),
-            loaded: self
-                .loaded
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .len(),
+            loaded: lock(&self.loaded).len(),
+            compiling: self.compiler.pending(),
+            refused: self.compiler.refused_count(),
         }
     }
 
     /// Ids of the modules loaded in memory.
     pub fn loaded_ids(&self) -> Vec<FunctionId> {
-        self.loaded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .copied()
-            .collect()
+        lock(&self.loaded).keys().copied().collect()
     }
 
     /// Measures this machine's CPU speed score: fuel units executed per millisecond on
@@ -285,7 +320,7 @@ impl Runtime {
         // starting at once) only ever makes a run slower, so the fastest is the steady
         // speed.
         let measure = || -> Option<f64> {
-            let engine = engine::build(FUEL);
+            let engine = engine::build();
             let module = Module::new(&engine, SPIN_MODULE).ok()?;
             let mut store = Store::new(engine);
             let instance = Instance::new(&mut store, &module, &wasmer::imports! {}).ok()?;
@@ -293,7 +328,7 @@ impl Runtime {
                 instance.exports.get_typed_function(&store, "spin").ok()?;
             let mut best: f64 = 0.0;
             for _ in 0..7 {
-                set_remaining_points(&mut store, &instance, FUEL);
+                fuel::set_remaining(&mut store, &instance, FUEL)?;
                 let started = Instant::now();
                 // Runs out of fuel by design: the trap ends the measurement.
                 let _ = spin.call(&mut store, i64::MAX);
@@ -307,12 +342,7 @@ impl Runtime {
 
     /// The loaded module for `id`, if it is in memory. Cheap; never blocks on I/O.
     pub fn cached(&self, id: &FunctionId) -> Option<Arc<Loaded>> {
-        let loaded = self
-            .loaded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .cloned()?;
+        let loaded = lock(&self.loaded).get(id).cloned()?;
         loaded.last_used.store(
             self.clock.fetch_add(1, Ordering::Relaxed),
             Ordering::Relaxed,
@@ -322,80 +352,12 @@ impl Runtime {
 
     /// Drops a module from memory (e.g. after its blob was evicted).
     pub fn forget(&self, id: &FunctionId) {
-        self.loaded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
+        lock(&self.loaded).remove(id);
     }
 
-    /// Loads `id` from the store: verifies the blob, then loads its compiled artifact or
-    /// compiles it (and caches the artifact). Blocking; run it off the async runtime.
-    ///
-    /// # Errors
-    /// `NotFound`, `Corrupt`, `Invalid`, or `Internal` when compilation fails.
-    pub fn load(&self, store: &BlobStore, id: &FunctionId) -> Result<Arc<Loaded>, InvokeError> {
-        if let Some(l) = self.cached(id) {
-            return Ok(l);
-        }
-        let _one_at_a_time = self
-            .compile_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(l) = self.cached(id) {
-            return Ok(l);
-        }
-        let bytes = store.get(id)?;
-        let info = module::inspect(&bytes, self.max_module_bytes.max(bytes.len() as u64))
-            .map_err(|e: ModuleError| InvokeError::Invalid(e.to_string()))?;
-        let limits_pages = u32::try_from(info.manifest.memory_pages()).unwrap_or(u32::MAX);
-        let engine = engine::for_module(self.max_fuel, limits_pages);
-        let from_cache = store.get_artifact(id, &self.tag).and_then(|artifact| {
-            // SAFETY: the artifact was produced by `Module::serialize` of an engine with
-            // this exact tag (wasmer version, compiler, target, CPU features, codegen
-            // revision), written atomically by this node, and its blake3 checksum was
-            // just verified, so these are the bytes wasmer wrote.
-            match unsafe { Module::deserialize(&engine, artifact) } {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    tracing::warn!(function = %id, error = %e, "cached artifact unusable; recompiling");
-                    None
-                }
-            }
-        });
-        let (module, source) = match from_cache {
-            Some(m) => {
-                self.artifact_hits.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(function = %id, "loaded compiled artifact from cache");
-                (m, LoadSource::ArtifactCache)
-            }
-            None => {
-                let started = Instant::now();
-                let m = Module::new(&engine, &bytes)
-                    .map_err(|e| InvokeError::Invalid(format!("compile failed: {e}")))?;
-                self.compiled.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(function = %id, ms = started.elapsed().as_millis() as u64, "compiled");
-                match m.serialize() {
-                    Ok(art) => {
-                        if let Err(e) = store.put_artifact(id, &self.tag, &art) {
-                            tracing::warn!(function = %id, error = %e, "could not cache compiled artifact");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(function = %id, error = %e, "could not serialize module")
-                    }
-                }
-                (m, LoadSource::Compiled)
-            }
-        };
-        let loaded = Arc::new(Loaded {
-            id: *id,
-            manifest: info.manifest,
-            source,
-            module,
-            engine,
-            last_used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
-        });
-        let mut map = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Keeps `loaded` in memory, evicting the least recently used module when full.
+    fn remember(&self, loaded: &Arc<Loaded>) {
+        let mut map = lock(&self.loaded);
         if map.len() >= LOADED_CAPACITY {
             let victim = map
                 .iter()
@@ -405,174 +367,7 @@ impl Runtime {
                 map.remove(&v);
             }
         }
-        map.insert(*id, Arc::clone(&loaded));
-        Ok(loaded)
-    }
-
-    /// Runs one call of `loaded` with `input` under `limits`, with access to `state`
-    /// as its manifest allows (`None`: every state operation is unavailable). Blocking.
-    ///
-    /// # Errors
-    /// One variant per limit, a guest trap, or the function's own error.
-    pub fn invoke(
-        &self,
-        loaded: &Loaded,
-        input: &[u8],
-        limits: &EffectiveLimits,
-        state: Option<StateAccess>,
-    ) -> Result<Outcome, InvokeError> {
-        let size = input.len() as u64;
-        if size > limits.max_input_bytes {
-            return Err(InvokeError::InputTooLarge {
-                size,
-                limit: limits.max_input_bytes,
-            });
-        }
-        let mut store = Store::new(loaded.engine.clone());
-        let env = FunctionEnv::new(
-            &mut store,
-            HostState::new(
-                loaded.id,
-                limits.max_output_bytes,
-                state.map(|s| (s, loaded.manifest.clone())),
-            ),
-        );
-        let imports = host::imports(&mut store, &env);
-        let started = Instant::now();
-        engine::take_grow_refused();
-        let fail = |store: &mut Store, instance: Option<&Instance>, e: RuntimeError| {
-            classify(store, instance, &env, e, limits, false)
-        };
-        // Clear whatever an earlier instantiation on this thread left behind.
-        engine::take_fuel_cell();
-        let instance = match Instance::new(&mut store, &loaded.module, &imports) {
-            Ok(i) => i,
-            Err(wasmer::InstantiationError::Start(e)) => return Err(fail(&mut store, None, e)),
-            Err(wasmer::InstantiationError::Link(e)) if e.to_string().contains("memory") => {
-                return Err(InvokeError::MemoryLimit {
-                    limit: u64::from(limits.memory_pages) * kith_protocol::manifest::WASM_PAGE,
-                });
-            }
-            Err(e) => return Err(InvokeError::Internal(format!("instantiation failed: {e}"))),
-        };
-        let exports = || -> Result<_, wasmer::ExportError> {
-            let memory = instance.exports.get_memory(abi::EXPORT_MEMORY)?.clone();
-            let alloc: TypedFunction<i32, i32> = instance
-                .exports
-                .get_typed_function(&store, abi::EXPORT_ALLOC)?;
-            let call: TypedFunction<(i32, i32), i32> = instance
-                .exports
-                .get_typed_function(&store, abi::EXPORT_CALL)?;
-            Ok((memory, alloc, call))
-        };
-        let (memory, alloc, call) = exports().map_err(|e| InvokeError::Invalid(e.to_string()))?;
-        let fuel_cell = engine::take_fuel_cell()
-            .ok_or_else(|| InvokeError::Internal("the instance has no fuel counter".into()))?;
-        // SAFETY: `watch` is declared after `instance` and `store`, so it is dropped (and
-        // the call deregistered) before the instance goes away.
-        let watch = unsafe {
-            self.watchdog.watch(
-                started + Duration::from_millis(limits.timeout_ms),
-                fuel_cell,
-            )
-        };
-        let fail = |store: &mut Store, instance: Option<&Instance>, e: RuntimeError| {
-            classify(store, instance, &env, e, limits, watch.expired())
-        };
-        env.as_mut(&mut store).memory = Some(memory.clone());
-        set_remaining_points(&mut store, &instance, limits.fuel);
-
-        // At most 1 GiB by the manifest bound, so it fits in i32.
-        let len = i32::try_from(input.len()).map_err(|_| InvokeError::InputTooLarge {
-            size,
-            limit: limits.max_input_bytes,
-        })?;
-        let ptr = alloc
-            .call(&mut store, len)
-            .map_err(|e| fail(&mut store, Some(&instance), e))?;
-        let written = u64::try_from(ptr)
-            .ok()
-            .filter(|p| *p != 0 || len == 0)
-            .and_then(|p| memory.view(&store).write(p, input).ok());
-        if written.is_none() {
-            return Err(InvokeError::Trap {
-                message: format!(
-                    "kith_alloc({len}) returned {ptr}, which is not a writable buffer of that size"
-                ),
-            });
-        }
-        let status = call
-            .call(&mut store, ptr, len)
-            .map_err(|e| fail(&mut store, Some(&instance), e))?;
-        let fuel_used = match get_remaining_points(&mut store, &instance) {
-            MeteringPoints::Remaining(left) => limits.fuel.saturating_sub(left),
-            MeteringPoints::Exhausted => limits.fuel,
-        };
-        let wall = started.elapsed();
-        let state = env.as_mut(&mut store);
-        if status != abi::STATUS_OK {
-            let message = state
-                .error
-                .take()
-                .unwrap_or_else(|| format!("the function returned status {status}"));
-            return Err(InvokeError::FunctionError { message });
-        }
-        Ok(Outcome {
-            output: state.output.take().unwrap_or_default(),
-            fuel_used,
-            wall,
-            logs_dropped: state.logs_dropped,
-        })
-    }
-}
-
-fn classify(
-    store: &mut Store,
-    instance: Option<&Instance>,
-    env: &FunctionEnv<HostState>,
-    e: RuntimeError,
-    limits: &EffectiveLimits,
-    expired: bool,
-) -> InvokeError {
-    let grow_refused = engine::take_grow_refused();
-    if let Some(host) = e.downcast_ref::<HostError>() {
-        return match host {
-            HostError::OutputTooLarge { size, limit } => InvokeError::OutputTooLarge {
-                size: *size,
-                limit: *limit,
-            },
-            other => InvokeError::Trap {
-                message: other.to_string(),
-            },
-        };
-    }
-    if expired {
-        return InvokeError::Timeout {
-            limit_ms: limits.timeout_ms,
-        };
-    }
-    if let Some(instance) = instance
-        && matches!(
-            get_remaining_points(store, instance),
-            MeteringPoints::Exhausted
-        )
-    {
-        return InvokeError::OutOfFuel { limit: limits.fuel };
-    }
-    let code = e.clone().to_trap();
-    if code == Some(wasmer::sys::vm::TrapCode::StackOverflow) {
-        return InvokeError::StackOverflow {
-            limit: engine::WASM_STACK_BYTES as u64,
-        };
-    }
-    if grow_refused {
-        return InvokeError::MemoryLimit {
-            limit: u64::from(limits.memory_pages) * kith_protocol::manifest::WASM_PAGE,
-        };
-    }
-    let guest_message = env.as_mut(store).error.take();
-    InvokeError::Trap {
-        message: guest_message.unwrap_or_else(|| e.message()),
+        map.insert(loaded.id, Arc::clone(loaded));
     }
 }
 
@@ -584,11 +379,11 @@ mod tests {
     /// spin(5) = 3 * (5 + 4 + 3 + 2 + 1).
     #[test]
     fn the_spin_module_is_the_documented_loop() {
-        let engine = engine::build(1_000_000);
+        let engine = engine::build();
         let module = Module::new(&engine, SPIN_MODULE).unwrap();
         let mut store = Store::new(engine);
         let instance = Instance::new(&mut store, &module, &wasmer::imports! {}).unwrap();
-        set_remaining_points(&mut store, &instance, 1_000_000);
+        fuel::set_remaining(&mut store, &instance, 1_000_000).unwrap();
         let spin: TypedFunction<i64, i64> =
             instance.exports.get_typed_function(&store, "spin").unwrap();
         assert_eq!(spin.call(&mut store, 5).unwrap(), 45);

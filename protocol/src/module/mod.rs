@@ -1,13 +1,22 @@
-//! Structural checks of a module against the guest ABI, before anything is stored.
+//! Checks of a module before anything is stored or compiled.
 //!
-//! [`inspect`] runs the full WebAssembly validator, then checks the ABI: the required
-//! exports with their exact signatures, imports only of known host functions with
-//! their exact signatures, one 32-bit memory, and at most one valid manifest. Every
-//! refusal names the problem and, where there is one, the limit.
+//! [`inspect`] checks, in this order: the size cap; the magic and version; the
+//! structural limits ([`structure`]: counts, body sizes, locals, nesting, one memory);
+//! the full WebAssembly validator with exactly the accepted [`features`]; then the
+//! ABI: the required exports with their exact signatures, imports only of known host
+//! functions with their exact signatures, one 32-bit memory, tables within the
+//! manifest's `table_elements`, and at most one valid manifest. Every refusal names
+//! the problem and, where there is one, the limit.
+
+pub mod features;
+mod section;
+pub mod structure;
+
+pub use section::with_manifest;
 
 use wasmparser::{
     CompositeInnerType, ExternalKind, FuncType, Parser, Payload, TypeRef, ValType as WValType,
-    Validator, WasmFeatures,
+    Validator,
 };
 
 use crate::abi::{self, Signature, ValType};
@@ -44,6 +53,47 @@ pub enum ModuleError {
     /// The WebAssembly validator refused it (this covers truncation).
     #[error("invalid WebAssembly: {0}")]
     Invalid(String),
+    /// It uses a WebAssembly feature kith does not accept.
+    #[error(
+        "the module uses {feature}, a WebAssembly feature kith does not accept ({detail}); accepted: {accepted} (docs/abi.md, section 5)"
+    )]
+    Feature {
+        /// The feature.
+        feature: &'static str,
+        /// The validator's words.
+        detail: String,
+        /// The accepted features.
+        accepted: String,
+    },
+    /// Over a structural limit.
+    #[error("the module has {found} {what}, the limit is {max} ({limit})")]
+    Structure {
+        /// The limit's name.
+        limit: &'static str,
+        /// What was counted.
+        what: &'static str,
+        /// How many the module has.
+        found: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// More than one memory.
+    #[error(
+        "the module defines {0} memories; a kith function has exactly one (multi-memory is not accepted)"
+    )]
+    Memories(u64),
+    /// A table starts larger than the manifest allows.
+    #[error(
+        "table {index} starts with {initial} elements, above its manifest's table_elements = {limit}"
+    )]
+    TableAboveLimit {
+        /// The table's index.
+        index: usize,
+        /// Its initial size.
+        initial: u64,
+        /// The manifest's `table_elements`.
+        limit: u64,
+    },
     /// A required export is missing.
     #[error("missing export `{name}` ({what}), required by the kith ABI")]
     MissingExport {
@@ -105,64 +155,6 @@ pub enum ModuleError {
     Manifest(#[from] ManifestError),
 }
 
-/// Returns `module` with `manifest` as its only `kith.manifest` section (existing ones
-/// are removed; everything else is kept byte for byte, in order).
-///
-/// # Errors
-/// Fails if `module` is not a parseable WebAssembly module.
-pub fn with_manifest(module: &[u8], manifest: &Manifest) -> Result<Vec<u8>, ModuleError> {
-    if module.len() < 8 || &module[..4] != b"\0asm" {
-        return Err(ModuleError::NotWasm("missing the `\\0asm` magic number"));
-    }
-    let mut out = module[..8].to_vec();
-    for payload in Parser::new(0).parse_all(module) {
-        let payload = payload.map_err(|e| ModuleError::Invalid(e.to_string()))?;
-        let Some((id, range)) = payload.as_section() else {
-            continue;
-        };
-        if let Payload::CustomSection(section) = &payload
-            && section.name() == abi::MANIFEST_SECTION
-        {
-            continue;
-        }
-        // `range` covers the section's contents; re-emit id, size and contents.
-        let (start, end) = (to_usize(range.start), to_usize(range.end));
-        let contents = module
-            .get(start..end)
-            .ok_or_else(|| ModuleError::Invalid(format!("section {id} is truncated")))?;
-        out.push(id);
-        leb128(&mut out, range.end - range.start);
-        out.extend_from_slice(contents);
-    }
-    let json = manifest.to_json();
-    let name = abi::MANIFEST_SECTION.as_bytes();
-    let mut body = Vec::new();
-    leb128(&mut body, name.len() as u64);
-    body.extend_from_slice(name);
-    body.extend_from_slice(json.as_bytes());
-    out.push(0);
-    leb128(&mut out, body.len() as u64);
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
-fn to_usize(v: u64) -> usize {
-    // Offsets come from parsing an in-memory slice, so they fit in usize.
-    usize::try_from(v).unwrap_or(usize::MAX)
-}
-
-fn leb128(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
 /// Validates `bytes` as a kith function module, refusing anything above `max_bytes`.
 ///
 /// # Errors
@@ -183,11 +175,29 @@ pub fn inspect(bytes: &[u8], max_bytes: u64) -> Result<ModuleInfo, ModuleError> 
             "not a core module of binary format version 1 (components are not supported)",
         ));
     }
-    let mut validator = Validator::new_with_features(WasmFeatures::default());
-    validator
-        .validate_all(bytes)
-        .map_err(|e| ModuleError::Invalid(e.to_string()))?;
-    Scan::default().run(bytes)
+    let shape = structure::check(bytes)?;
+    let mut validator = Validator::new_with_features(features::accepted());
+    if let Err(e) = validator.validate_all(bytes) {
+        return Err(match features::needed(bytes) {
+            Some(feature) => ModuleError::Feature {
+                feature,
+                detail: e.message().to_owned(),
+                accepted: features::accepted_names(),
+            },
+            None => ModuleError::Invalid(e.to_string()),
+        });
+    }
+    let info = Scan::default().run(bytes)?;
+    for (index, initial) in shape.table_minimums.iter().enumerate() {
+        if *initial > info.manifest.table_elements {
+            return Err(ModuleError::TableAboveLimit {
+                index,
+                initial: *initial,
+                limit: info.manifest.table_elements,
+            });
+        }
+    }
+    Ok(info)
 }
 
 #[derive(Default)]

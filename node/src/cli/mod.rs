@@ -1,0 +1,377 @@
+//! The `kith` command line: one module per command (`up`, `state`, `alias`), the
+//! settings of `kith up` declared once (`settings`), and the printers (`print`).
+
+mod alias;
+mod print;
+pub mod settings;
+mod state;
+mod up;
+
+pub use alias::{AliasCommand, KeyCommand};
+pub use state::StateCommand;
+pub use up::UpArgs;
+
+use alias::alias_command;
+use print::{print_peers, print_ranking, print_status};
+use state::state_command;
+use up::{service_unit, up};
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kith_sdk::client::{Client, ClientError};
+
+/// kith: a peer node for networked computation.
+#[derive(Debug, Parser)]
+#[command(name = "kith", version, about)]
+pub struct Cli {
+    /// URL of the node's HTTP API, for commands that talk to a running node.
+    #[arg(
+        long,
+        global = true,
+        env = "KITH_API",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub api: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a node (embedded defaults; no config file needed).
+    Up(Box<UpArgs>),
+    /// Publish a WebAssembly module; prints its function id.
+    Publish {
+        /// The .wasm file.
+        file: PathBuf,
+    },
+    /// Call a function; writes its output to stdout.
+    Call {
+        /// The function id (64 hex characters), or an alias NAMESPACE/NAME@CHANNEL
+        /// (namespace id, or the name of a key on the node).
+        reference: String,
+        /// Routing key for split aliases: the same key always gets the same version
+        /// (e.g. a user id). Default: random.
+        #[arg(long)]
+        route_key: Option<String>,
+        /// Input text.
+        #[arg(long, conflicts_with = "input_file")]
+        input: Option<String>,
+        /// Read the input from a file.
+        #[arg(long)]
+        input_file: Option<PathBuf>,
+        /// Also print the receipt (who ran it, fuel, wall time) to stderr.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Print the placement ranking (each candidate's peer id and cost terms) to stderr.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// List connected and known peers.
+    Peers {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a stored function's manifest and size.
+    Info {
+        /// The function id.
+        reference: String,
+    },
+    /// Show the node's status.
+    Status {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a .wasm file against the ABI locally and print its manifest.
+    Inspect {
+        /// The .wasm file.
+        file: PathBuf,
+    },
+    /// Work with the manifest section of a .wasm file (for any source language).
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+    /// The node's configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Running the node as a system service.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Publisher keys: a key's public half is a namespace for aliases.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Aliases NAMESPACE/NAME@CHANNEL: move, split, promote, roll back, inspect.
+    #[command(subcommand)]
+    Alias(AliasCommand),
+    /// Application state: Automerge documents NAMESPACE/NAME that peers sync.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+/// `kith config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the configuration `kith up` would run with these flags, and where each
+    /// value comes from: default, profile, file or flag.
+    Show {
+        /// Print JSON: `[{"key", "value", "source"}]`.
+        #[arg(long)]
+        json: bool,
+        /// The same flags as `kith up`.
+        #[command(flatten)]
+        args: Box<UpArgs>,
+    },
+}
+
+/// `kith service …`
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Print a systemd unit that runs this binary as a service (save it as
+    /// /etc/systemd/system/kith.service, then `systemctl enable --now kith`).
+    Unit {
+        /// Settings file the service starts with.
+        #[arg(long, default_value = "/etc/kith.toml")]
+        config: PathBuf,
+        /// User (and group) to run as.
+        #[arg(long, default_value = "kith")]
+        user: String,
+        /// Data directory.
+        #[arg(long, default_value = "/var/lib/kith")]
+        data_dir: PathBuf,
+    },
+}
+
+/// `kith manifest …`
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Write a copy of FILE with JSON as its `kith.manifest` section (replacing any).
+    Set {
+        /// The .wasm file.
+        file: PathBuf,
+        /// The manifest as JSON, e.g. '{"fuel": 10000000, "timeout_ms": 1000}'.
+        json: String,
+        /// Where to write the result.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Any failure, for printing at the edge.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up(args) => {
+            init_tracing();
+            let config = args.config()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(up(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Publish { file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let p = client(&cli.api)?.publish(bytes).map_err(explain)?;
+            println!("{}", p.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call {
+            reference,
+            route_key,
+            input,
+            input_file,
+            verbose,
+            explain: explain_placement,
+        } => {
+            let input = match (input, input_file) {
+                (Some(text), _) => text.into_bytes(),
+                (None, Some(path)) => std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                (None, None) => {
+                    let mut buf = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut buf)
+                        .context("cannot read the input from stdin")?;
+                    buf
+                }
+            };
+            let c = client(&cli.api)?;
+            let out = match (&route_key, explain_placement) {
+                (Some(key), _) => c.call_with_key(&reference, input, key),
+                (None, true) => c.call_explained(&reference, input),
+                (None, false) => c.call(&reference, input),
+            }
+            .map_err(explain)?;
+            std::io::stdout().write_all(&out.output)?;
+            std::io::stdout().flush()?;
+            if let Some(ranking) = out.placement.as_ref().and_then(|p| p.as_array()) {
+                print_ranking(ranking, &out.executed_by);
+            }
+            if verbose && let Some((alias, seq)) = &out.alias {
+                eprintln!("alias {alias} (record {seq})");
+            }
+            if verbose {
+                eprintln!(
+                    "function {}\nexecuted by {}\nfuel used {}\nwall time {} µs",
+                    out.function, out.executed_by, out.fuel_used, out.wall_us
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Peers { json } => {
+            let v = client(&cli.api)?.get_json("/v1/peers").map_err(explain)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_peers(&v);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Key(KeyCommand::New { name }) => {
+            let v = client(&cli.api)?.key_new(&name).map_err(explain)?;
+            println!(
+                "{}  {}",
+                v["namespace"].as_str().unwrap_or_default(),
+                v["name"].as_str().unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Key(KeyCommand::List) => {
+            let v = client(&cli.api)?.get_json("/v1/keys").map_err(explain)?;
+            for k in v.as_array().into_iter().flatten() {
+                println!(
+                    "{}  {}",
+                    k["namespace"].as_str().unwrap_or_default(),
+                    k["name"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Alias(command) => alias_command(&cli.api, command),
+        Command::State(command) => state_command(&cli.api, command),
+        Command::Service(ServiceCommand::Unit {
+            config,
+            user,
+            data_dir,
+        }) => {
+            let exe = std::env::current_exe()
+                .ok()
+                .and_then(|p| p.canonicalize().ok())
+                .unwrap_or_else(|| PathBuf::from("/usr/local/bin/kith"));
+            print!("{}", service_unit(&exe, &config, &user, &data_dir));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Show { json, args }) => {
+            let rows = args.rows()?;
+            if json {
+                let v: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|(k, v, s)| serde_json::json!({"key": k, "value": v, "source": s}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).min(60);
+                for (k, v, s) in rows {
+                    println!("{k:<22} {v:<width$}  {s}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Info { reference } => {
+            let v = client(&cli.api)?
+                .get_json(&format!("/v1/functions/{reference}"))
+                .map_err(explain)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let v = client(&cli.api)?.get_json("/v1/status").map_err(explain)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_status(&v);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manifest(ManifestCommand::Set { file, json, output }) => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let manifest = kith_protocol::Manifest::parse(json.as_bytes())?;
+            let out = kith_protocol::module::with_manifest(&bytes, &manifest)?;
+            kith_protocol::module::inspect(&out, u64::MAX).with_context(|| {
+                format!(
+                    "{} with this manifest is not a valid kith function",
+                    file.display()
+                )
+            })?;
+            std::fs::write(&output, &out)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            println!("{}", kith_protocol::FunctionId::of(&out));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let info = kith_protocol::module::inspect(&bytes, u64::MAX)
+                .with_context(|| format!("{} is not a valid kith function", file.display()))?;
+            println!("id        {}", kith_protocol::FunctionId::of(&bytes));
+            println!("size      {} bytes", info.size);
+            println!(
+                "manifest  {}{}",
+                info.manifest.to_json(),
+                if info.has_manifest {
+                    ""
+                } else {
+                    " (defaults: no manifest section)"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn client(api: &str) -> anyhow::Result<Client> {
+    Client::new(api).map_err(explain)
+}
+
+fn explain(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Transport { url, source } => anyhow::anyhow!(
+            "cannot reach the kith node at {url} ({source}); is `kith up` running? (set --api or KITH_API)"
+        ),
+        other => anyhow::anyhow!(other),
+    }
+}
