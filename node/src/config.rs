@@ -220,16 +220,7 @@ impl NodeConfig {
 /// The platform's default data directory: `$KITH_DATA_DIR`, else
 /// `$XDG_DATA_HOME/kith`, else `$HOME/.local/share/kith`, else `./kith-data`.
 pub fn default_data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KITH_DATA_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("kith");
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(home).join(".local/share/kith");
-    }
-    PathBuf::from("kith-data")
+    kith_sdk::client::default_data_dir()
 }
 
 /// A device profile: caps that suit a kind of device, below the settings file and the

@@ -21,7 +21,6 @@ pub mod node;
 pub mod runtime;
 pub mod scheduler;
 pub mod state;
-mod state_api;
 mod statesync;
 pub mod store;
 
@@ -73,12 +72,26 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Running> {
     if let Some(settings) = net_settings {
         start_network(&node, settings)?;
     }
+    let token = api::token::load_or_create(&node.config().data_dir)?;
     let listener = tokio::net::TcpListener::bind(http)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {http}: {e}"))?;
     let http_addr = listener.local_addr()?;
+    let guard = api::guard::Guard::new(
+        http_addr,
+        &node.config().api,
+        token,
+        Arc::clone(&node.metrics),
+    );
+    if guard.token_required() {
+        tracing::info!(
+            http = %http_addr,
+            token_file = %node.config().data_dir.join(api::token::TOKEN_FILE).display(),
+            "the HTTP API needs the API token on every request but the status page and metrics"
+        );
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(Arc::clone(&node), listener, async move {
+    let task = tokio::spawn(serve(Arc::clone(&node), listener, guard, async move {
         let _ = stopped.await;
     }));
     Ok(Running {
@@ -198,9 +211,10 @@ const EARLY_ADVERT_GAP: Duration = Duration::from_millis(250);
 pub async fn serve(
     node: Arc<Node>,
     listener: tokio::net::TcpListener,
+    guard: api::guard::Guard,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = api::router(Arc::clone(&node));
+    let app = api::router(Arc::clone(&node), guard);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -55,9 +55,38 @@ pub struct TopFunction {
     pub counts: FunctionCounts,
 }
 
+/// Why the HTTP API refused a request before its route (`api/guard.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiRefusal {
+    /// Too many requests in flight.
+    Busy,
+    /// A `Host` the API does not serve.
+    Host,
+    /// A request from a web page of another origin.
+    CrossOrigin,
+    /// The API token was needed and missing or wrong.
+    Token,
+}
+
+impl ApiRefusal {
+    /// Every reason, in the order `/metrics` lists them.
+    pub const ALL: [Self; 4] = [Self::Busy, Self::Host, Self::CrossOrigin, Self::Token];
+
+    /// Its label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Busy => "busy",
+            Self::Host => "host",
+            Self::CrossOrigin => "cross_origin",
+            Self::Token => "token",
+        }
+    }
+}
+
 /// The node's call metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    api_refused: [AtomicU64; 4],
     errors_by_kind: Mutex<BTreeMap<String, u64>>,
     functions: Mutex<BTreeMap<FunctionId, FunctionCounts>>,
     other: Mutex<FunctionCounts>,
@@ -69,6 +98,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts a request the API refused before its route.
+    pub fn api_refused(&self, reason: ApiRefusal) {
+        self.api_refused[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests the API refused for `reason` since start.
+    pub fn api_refusals(&self, reason: ApiRefusal) -> u64 {
+        self.api_refused[reason as usize].load(Ordering::Relaxed)
+    }
+
     /// Records one call: its function, how long it took end to end here, the fuel it
     /// used, and its error kind and message if it failed.
     pub fn record(
@@ -233,6 +272,20 @@ pub fn render_node(node: &crate::node::Node) -> String {
         ("refused", st.calls_refused),
     ] {
         let _ = writeln!(out, "kith_calls_total{{result=\"{result}\"}} {n}");
+    }
+    header(
+        &mut out,
+        "kith_api_refused_total",
+        "counter",
+        "HTTP API requests refused before their route, by reason (docs/security.md).",
+    );
+    for reason in ApiRefusal::ALL {
+        let _ = writeln!(
+            out,
+            "kith_api_refused_total{{reason=\"{}\"}} {}",
+            reason.label(),
+            node.metrics.api_refusals(reason)
+        );
     }
     let nat = st.nat.clone().unwrap_or_default();
     let series: [(&str, &str, &str, f64); 22] = [

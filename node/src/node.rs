@@ -315,7 +315,7 @@ pub struct Node {
     /// Publisher keys, the alias registry and the trust policy.
     pub(crate) aliases: crate::aliases::Aliases,
     /// Call metrics (status page, `/metrics`).
-    pub(crate) metrics: crate::metrics::Metrics,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Application state documents held here.
     pub(crate) state: Arc<crate::state::StateStore>,
     /// Peers known to hold each document (from their heads announcements and syncs),
@@ -405,7 +405,7 @@ impl Node {
             store: Arc::new(store),
             runtime: Arc::new(runtime),
             aliases,
-            metrics: crate::metrics::Metrics::default(),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
             state: Arc::new(state),
             state_holders: Mutex::new(HashMap::new()),
             state_fetches: AtomicU64::new(0),

@@ -40,6 +40,7 @@ const RETRYABLE: &[&str] = &[
     "bad_request",
     "untrusted",
     "state_not_hosted",
+    "compile_timeout",
 ];
 
 /// One ranked candidate, for `kith call --explain`.
@@ -555,6 +556,12 @@ fn retryable(e: &CallError) -> bool {
         CallError::Remote { kind, .. } => {
             kind == "unreachable" || RETRYABLE.contains(&kind.as_str())
         }
+        // A module this node cannot compile in time (or not now) may compile on
+        // another peer.
+        CallError::Invoke(
+            crate::runtime::InvokeError::CompileTimeout { .. }
+            | crate::runtime::InvokeError::CompileBusy { .. },
+        ) => true,
         CallError::Invoke(_) => false,
     }
 }

@@ -1,5 +1,6 @@
 //! A blocking client for a kith node's HTTP API.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -78,15 +79,60 @@ struct ErrorDetail {
     message: String,
 }
 
+/// File name of the API token inside a node's data dir.
+pub const TOKEN_FILE: &str = "api-token";
+
+/// The platform's default data directory of a node: `$KITH_DATA_DIR`, else
+/// `$XDG_DATA_HOME/kith`, else `$HOME/.local/share/kith`, else `./kith-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KITH_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("kith");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".local/share/kith");
+    }
+    PathBuf::from("kith-data")
+}
+
+/// The API token a client on this machine uses by default: `$KITH_API_TOKEN`, else the
+/// token file in [`default_data_dir`], if there is one.
+pub fn local_token() -> Option<String> {
+    if let Ok(token) = std::env::var("KITH_API_TOKEN") {
+        return Some(token);
+    }
+    let text = std::fs::read_to_string(default_data_dir().join(TOKEN_FILE)).ok()?;
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
 impl Client {
-    /// A client for the node whose API is at `base` (e.g. `http://127.0.0.1:7070`).
+    /// A client for the node whose API is at `base` (e.g. `http://127.0.0.1:7070`),
+    /// sending this machine's API token ([`local_token`]) if there is one.
     ///
     /// # Errors
     /// Fails if the HTTP client cannot be built (no TLS is needed, so this is rare).
     pub fn new(base: &str) -> Result<Self, ClientError> {
+        Self::with_token(base, local_token().as_deref())
+    }
+
+    /// A client that sends `token` (`Authorization: Bearer …`) with every request, or
+    /// none.
+    ///
+    /// # Errors
+    /// As [`Client::new`].
+    pub fn with_token(base: &str, token: Option<&str>) -> Result<Self, ClientError> {
         let base = base.trim_end_matches('/').to_owned();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) =
+            token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(660))
+            .default_headers(headers)
             .build()
             .map_err(|source| ClientError::Transport {
                 url: base.clone(),

@@ -1,6 +1,7 @@
 //! Helpers for kith's integration tests: the guest modules, and real `kith` node
 //! processes on 127.0.0.1.
 
+pub mod browser;
 pub mod load;
 pub mod netns;
 pub mod relay;
@@ -101,11 +102,17 @@ impl NodeProcess {
             None => Command::new(bin),
         };
         let http = netns.map_or("127.0.0.1:0".to_owned(), |(_, ip)| format!("{ip}:7070"));
+        // A test may choose the API address itself.
+        let http_args: Vec<&str> = if extra.contains(&"--http") {
+            Vec::new()
+        } else {
+            vec!["--http", &http]
+        };
         let mut child = command
             .arg("up")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--http", &http])
+            .args(&http_args)
             .args(&net)
             .args(extra)
             .env(
@@ -151,12 +158,19 @@ impl NodeProcess {
         }
     }
 
-    /// A client for this node.
+    /// A client for this node, with the node's API token.
     ///
     /// # Panics
     /// Never in practice (no TLS to set up).
     pub fn client(&self) -> Client {
-        Client::new(&self.url).expect("client")
+        Client::with_token(&self.url, self.token().as_deref()).expect("client")
+    }
+
+    /// The node's API token (from its data dir), once it has made one.
+    pub fn token(&self) -> Option<String> {
+        std::fs::read_to_string(self.data_dir.join("api-token"))
+            .ok()
+            .map(|t| t.trim().to_owned())
     }
 
     /// The node's status JSON.

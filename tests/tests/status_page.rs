@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
-
 use kith_tests::{NodeProcess, get, guest, post};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
@@ -90,17 +88,6 @@ fn metrics_count_calls_errors_fuel_and_latency_in_prometheus_format() {
     assert_eq!(status["recent_errors"][0]["function"], hostile.as_str());
 }
 
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-}
-
 #[test]
 fn the_status_page_shows_the_node_and_a_call_just_made_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,37 +102,11 @@ fn the_status_page_shows_the_node_and_a_call_just_made_in_a_real_browser() {
         200
     );
 
-    let Some(browser) = chromium() else {
-        // CI installs Chromium and sets KITH_REQUIRE_CHROMIUM, so this never passes there
-        // without the browser check.
-        assert!(
-            std::env::var_os("KITH_REQUIRE_CHROMIUM").is_none(),
-            "KITH_REQUIRE_CHROMIUM is set but no Chromium was found"
-        );
-        eprintln!("no Chromium on this machine: browser check skipped");
+    let Some(browser) = kith_tests::browser::chromium() else {
         return;
     };
-    let profile = dir.path().join("chromium-profile");
-    let out = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(format!("{}/", node.url))
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dom =
+        kith_tests::browser::dump_dom(browser, dir.path(), &format!("{}/", node.url), 5000, &[]);
     // Filled in by the page's JavaScript from the live API, not present in the HTML.
     assert!(
         dom.contains(&format!(">{}<", node.node_id)),

@@ -36,6 +36,10 @@ pub struct Cli {
         default_value = "http://127.0.0.1:7070"
     )]
     pub api: String,
+    /// The node's API token, for a node that needs one (default: $KITH_API_TOKEN, else
+    /// the `api-token` file in the default data dir).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub api_token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -190,6 +194,9 @@ fn init_tracing() {
 /// # Errors
 /// Any failure, for printing at the edge.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(token) = &cli.api_token {
+        let _ = API_TOKEN.set(token.clone());
+    }
     match cli.command {
         Command::Up(args) => {
             init_tracing();
@@ -363,8 +370,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The token given with `--api-token`, for every client this process makes.
+static API_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn client(api: &str) -> anyhow::Result<Client> {
-    Client::new(api).map_err(explain)
+    let token = API_TOKEN
+        .get()
+        .cloned()
+        .or_else(kith_sdk::client::local_token);
+    Client::with_token(api, token.as_deref()).map_err(explain)
 }
 
 fn explain(e: ClientError) -> anyhow::Error {

@@ -21,14 +21,14 @@ use axum::routing::{get, post};
 use kith_protocol::state::{DocName, parse_path};
 use serde_json::json;
 
-use crate::api::{ApiError, read_body};
+use super::{ApiError, read_body};
 use crate::node::Node;
 use crate::state::StateOpError;
 
 type Shared = Arc<Node>;
 
 /// The state routes.
-pub(crate) fn routes() -> Router<Shared> {
+pub(super) fn routes() -> Router<Shared> {
     Router::new()
         .route("/v1/state", get(list))
         .route(
