@@ -457,6 +457,9 @@ impl Node {
             .await
             .map_err(PublishError::Compile)?;
         let info = info?;
+        if let Some(why) = self.runtime.refusal(&FunctionId::of(&bytes)) {
+            return Err(PublishError::Compile(why));
+        }
         let (id, created) = self.store.put(&bytes)?;
         match self.runtime.load(&self.store, &id).await {
             // Peers should learn at once that this function is warm here.

@@ -170,6 +170,11 @@ impl Runtime {
         Ok((loaded, Some(source)))
     }
 
+    /// Why this node refuses `id`, if it remembers refusing it.
+    pub fn refusal(&self, id: &FunctionId) -> Option<InvokeError> {
+        self.compiler.refusal(id)
+    }
+
     /// Runs `f` on the compile pool (validating a module, say: CPU work that must not
     /// hold up calls or the async runtime).
     ///

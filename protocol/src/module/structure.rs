@@ -44,7 +44,7 @@ pub struct Limits {
 /// The limits every node applies.
 pub const LIMITS: Limits = Limits {
     max_functions: 100_000,
-    max_function_body_bytes: 1024 * 1024,
+    max_function_body_bytes: 256 * 1024,
     max_locals: 20_000,
     max_nesting_depth: 1_000,
     max_types: 10_000,
