@@ -59,8 +59,8 @@ pub struct ApiSettings {
     pub hosts: Vec<String>,
     /// Require the API token on every request, even on a loopback address.
     pub token_always: bool,
-    /// Require the token for the read-only pages too (`/`, `/metrics`, `/v1/status`,
-    /// `/v1/peers`), which are otherwise open.
+    /// Where the token is required, require it for the read-only pages too (`/`,
+    /// `/metrics`, `/v1/status`, `/v1/peers`), which are otherwise open.
     pub token_for_reads: bool,
     /// Requests handled at once; beyond it the API answers busy.
     pub max_requests: usize,

@@ -139,6 +139,24 @@ pub fn refused_at_publish() -> Vec<Case> {
             ),
         ),
         r(
+            "types with 60000 parameters in all",
+            422,
+            "(max_type_values)",
+            module(
+                "{}",
+                &((0..60)
+                    .map(|i| {
+                        format!(
+                            "(type (func (param {}) (result {})))",
+                            repeat("i64 ", 1000),
+                            repeat("i32 ", i % 3)
+                        )
+                    })
+                    .collect::<String>()
+                    + CALL_OK),
+            ),
+        ),
+        r(
             "100001 functions",
             422,
             "(max_functions)",
@@ -158,6 +176,19 @@ pub fn refused_at_publish() -> Vec<Case> {
             422,
             "(max_data_segments)",
             module("{}", &(repeat(r#"(data "")"#, 100_001) + CALL_OK)),
+        ),
+        r(
+            "passive element segments of 200000 items",
+            422,
+            "(max_element_items)",
+            module(
+                "{}",
+                &format!(
+                    "(func $f) (elem func {}) (elem func {}) {CALL_OK}",
+                    repeat("$f ", 100_000),
+                    repeat("$f ", 100_000)
+                ),
+            ),
         ),
         r(
             "an export with the reserved prefix",

@@ -150,13 +150,17 @@ impl NodeProcess {
             words.len() == 6 && words[0] == "kith" && words[4] == "on",
             "unexpected first line from kith up: {line:?}"
         );
-        Self {
+        let node = Self {
             child: Some(child),
             url: words[5].to_owned(),
             node_id: words[2].to_owned(),
             data_dir: data_dir.to_owned(),
             log,
+        };
+        if let Some(token) = node.token() {
+            lock_tokens().push((node.url.clone(), token));
         }
+        node
     }
 
     /// A client for this node, with the node's API token.
@@ -267,6 +271,21 @@ fn signal(child: &Child, sig: i32) {
     }
 }
 
+/// A size field of `/proc/PID/status` (e.g. `VmRSS:`, `VmHWM:`), in bytes.
+///
+/// # Panics
+/// If the process or the field does not exist.
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    kb * 1024
+}
+
 /// Waits for `child` to exit, at most `limit`.
 pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
@@ -277,6 +296,47 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
         std::thread::sleep(Duration::from_millis(20));
     }
     None
+}
+
+/// The API tokens of the nodes this test started, by API URL: [`post`], [`send`] and
+/// [`get`] send a node's token with every request to it, as the CLI does on the
+/// node's machine (a node on an address other than loopback asks for it).
+static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn lock_tokens() -> std::sync::MutexGuard<'static, Vec<(String, String)>> {
+    TOKENS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `request` with the token of the node `url` belongs to, if this test started it.
+fn with_token(
+    request: reqwest::blocking::RequestBuilder,
+    url: &str,
+) -> reqwest::blocking::RequestBuilder {
+    let token = lock_tokens()
+        .iter()
+        .find(|(base, _)| url.starts_with(base.as_str()))
+        .map(|(_, t)| t.clone());
+    match token {
+        Some(t) => request.bearer_auth(t),
+        None => request,
+    }
+}
+
+/// `METHOD url` with `body` and no API token, as a stranger would send it.
+///
+/// # Panics
+/// On an unknown method or if the request cannot be sent.
+pub fn anonymous(method: &str, url: &str, body: Vec<u8>) -> Raw {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let resp = reqwest::blocking::Client::new()
+        .request(method.clone(), url)
+        .body(body)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    Raw::read(resp)
 }
 
 /// A raw HTTP response: status, headers and body.
@@ -347,8 +407,7 @@ impl Raw {
 /// # Panics
 /// If the request cannot be sent.
 pub fn post(url: &str, body: Vec<u8>) -> Raw {
-    let resp = reqwest::blocking::Client::new()
-        .post(url)
+    let resp = with_token(reqwest::blocking::Client::new().post(url), url)
         .body(body)
         .timeout(Duration::from_secs(120))
         .send()
@@ -362,12 +421,14 @@ pub fn post(url: &str, body: Vec<u8>) -> Raw {
 /// On an unknown method or if the request cannot be sent.
 pub fn send(method: &str, url: &str, body: Vec<u8>) -> Raw {
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
-    let resp = reqwest::blocking::Client::new()
-        .request(method.clone(), url)
-        .body(body)
-        .timeout(Duration::from_secs(120))
-        .send()
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let resp = with_token(
+        reqwest::blocking::Client::new().request(method.clone(), url),
+        url,
+    )
+    .body(body)
+    .timeout(Duration::from_secs(120))
+    .send()
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     Raw::read(resp)
 }
 
@@ -376,7 +437,7 @@ pub fn send(method: &str, url: &str, body: Vec<u8>) -> Raw {
 /// # Panics
 /// If the request cannot be sent.
 pub fn get(url: &str) -> Raw {
-    Raw::read(reqwest::blocking::get(url).unwrap_or_else(|e| panic!("GET {url}: {e}")))
+    send("GET", url, Vec::new())
 }
 
 /// `module` with a custom section named `pad` that makes it `total` bytes long; `seed`

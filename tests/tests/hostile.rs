@@ -24,21 +24,6 @@ const TABLE_ELEMENTS: u64 = 1 << 20;
 /// the allocator's slack.
 const MARGIN: u64 = 160 << 20;
 
-/// A `/proc/PID/status` field, in bytes.
-fn proc_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
-}
-
 struct Suite {
     node: NodeProcess,
     hello: String,
@@ -73,7 +58,7 @@ impl Suite {
             budget: 0,
         };
         suite.normal_call_works("warm-up");
-        let baseline = proc_kb(suite.node.pid(), "VmRSS:");
+        let baseline = kith_tests::proc_status_bytes(suite.node.pid(), "VmRSS:");
         let per_call = MEMORY + 4 * TABLE_ELEMENTS * 8 + (1 << 20);
         suite.budget = baseline + SLOTS * per_call;
         suite
@@ -95,7 +80,7 @@ impl Suite {
             "after {name}: the node is not answering"
         );
         self.normal_call_works(name);
-        let peak = proc_kb(self.node.pid(), "VmHWM:");
+        let peak = kith_tests::proc_status_bytes(self.node.pid(), "VmHWM:");
         assert!(
             peak <= self.budget + MARGIN,
             "after {name}: peak RSS {} MiB, over the budget of {} MiB plus {} MiB",

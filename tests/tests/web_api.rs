@@ -289,16 +289,16 @@ fn an_api_on_another_address_than_loopback_needs_the_token() {
     }
     // The status page, /metrics and /v1/status stay open.
     for path in ["/", "/metrics", "/v1/status", "/v1/peers"] {
-        let r = kith_tests::get(&format!("{}{path}", node.url));
+        let r = kith_tests::anonymous("GET", &format!("{}{path}", node.url), Vec::new());
         assert_eq!(r.status, 200, "{path}");
     }
     // Anything else needs the token.
     let hello = guest("hello");
-    let r = post(&format!("{}/v1/functions", node.url), hello.clone());
+    let r = kith_tests::anonymous("POST", &format!("{}/v1/functions", node.url), hello.clone());
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.kind(), "unauthorized");
     assert!(r.message().contains("api-token"), "{}", r.message());
-    let r = kith_tests::get(&format!("{}/v1/keys", node.url));
+    let r = kith_tests::anonymous("GET", &format!("{}/v1/keys", node.url), Vec::new());
     assert_eq!(r.status, 401);
     let wrong = kith_sdk::client::Client::with_token(&node.url, Some(&"0".repeat(64))).unwrap();
     assert!(wrong.publish(hello.clone()).is_err());
@@ -345,7 +345,8 @@ fn the_token_can_be_required_on_loopback_and_for_reads() {
         &["--offline", "--api-token-always", "--api-token-for-reads"],
     );
     for path in ["/v1/status", "/metrics", "/v1/keys"] {
-        assert_eq!(kith_tests::get(&format!("{}{path}", node.url)).status, 401);
+        let r = kith_tests::anonymous("GET", &format!("{}{path}", node.url), Vec::new());
+        assert_eq!(r.status, 401, "{path}");
     }
     assert_eq!(node.status()["functions_stored"], 0);
     node.client().publish(guest("hello")).unwrap();

@@ -6,12 +6,14 @@
 //!    `--api-host`. A web page whose name an attacker points at 127.0.0.1 sends its
 //!    own name as `Host`, and is refused (`bad_host`).
 //! 3. **The read-only pages stay open** — `GET /`, `/metrics`, `/v1/status`,
-//!    `/v1/peers` — unless `api_token_for_reads` is set.
-//! 4. **The cross-origin check** (CSRF): browsers mark every request a page makes with
-//!    `Sec-Fetch-Site` and, for anything but a plain GET, `Origin`. A request whose
-//!    `Sec-Fetch-Site` is not `same-origin` or `none`, or whose `Origin` is not this
-//!    API's own, is refused (`cross_origin`). Tools like curl send neither, and the
-//!    node's own status page is same-origin.
+//!    `/v1/peers` — unless the token is required and `api_token_for_reads` is set.
+//! 4. **The cross-origin check** (CSRF): browsers send `Origin` on every request but a
+//!    plain GET or HEAD, and mark requests to loopback and secure origins with
+//!    `Sec-Fetch-Site`. A request whose `Sec-Fetch-Site` is not `same-origin` or
+//!    `none`, or whose `Origin` is not this API's own, is refused (`cross_origin`).
+//!    Every route that changes anything is a POST, PUT or DELETE, so it always carries
+//!    `Origin` from a browser. Tools like curl send neither header, and the node's own
+//!    status page is same-origin.
 //! 5. **The API token**, on an API bound to an address other than loopback (or always,
 //!    with `api_token_always`): `Authorization: Bearer <token>`, else `unauthorized`.
 //!
@@ -67,7 +69,8 @@ impl Guard {
         }
     }
 
-    /// True if and only if requests must carry the token.
+    /// True if and only if requests (but the read-only pages, unless
+    /// `api_token_for_reads`) must carry the token.
     pub fn token_required(&self) -> bool {
         self.token_required
     }
@@ -119,20 +122,29 @@ impl Guard {
         headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| super::token::matches(given.trim(), &self.token))
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .is_some_and(|(_, given)| super::token::matches(given.trim(), &self.token))
     }
 }
 
-/// `host[:port]` → `host` (an IPv6 literal keeps its brackets).
+/// `host[:port]` → `host` (an IPv6 literal keeps its brackets); anything else after
+/// the name than `:` and a port makes the whole text the name, which matches nothing.
 fn host_name(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
+    let (name, rest) = if host.starts_with('[') {
+        match host.find(']') {
+            Some(end) => host.split_at(end + 1),
+            None => return host,
+        }
+    } else {
+        host.rsplit_once(':')
+            .map_or((host, ""), |(n, _)| (n, &host[n.len()..]))
+    };
+    let port_ok = rest.is_empty()
+        || rest
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if port_ok { name } else { host }
 }
 
 /// The middleware.
@@ -198,4 +210,21 @@ pub(crate) async fn check(State(guard): State<Arc<Guard>>, req: Request, next: N
         }
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn host_names_are_parsed_strictly() {
+        assert_eq!(host_name("127.0.0.1:7070"), "127.0.0.1");
+        assert_eq!(host_name("localhost"), "localhost");
+        assert_eq!(host_name("[::1]:7070"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+        // Anything odd after the name keeps the whole text, which names no host.
+        assert_eq!(host_name("[::1]junk"), "[::1]junk");
+        assert_eq!(host_name("127.0.0.1:"), "127.0.0.1:");
+        assert_eq!(host_name("127.0.0.1:70x"), "127.0.0.1:70x");
+    }
 }

@@ -229,6 +229,10 @@ async fn status(State(node): State<Shared>) -> impl IntoResponse {
     axum::Json(node.status())
 }
 
+/// How long a request body may take to arrive: a client that trickles it holds one of
+/// the `api_max_requests` places no longer than this.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub(crate) async fn read_body(
     body: Body,
     limit: u64,
@@ -236,7 +240,17 @@ pub(crate) async fn read_body(
     key: &str,
 ) -> Result<Vec<u8>, ApiError> {
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match limited.collect().await {
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "bad_request",
+            format!(
+                "the {what} did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
         Err(e) if e.is::<LengthLimitError>() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -10,7 +10,12 @@
 //! - **A deadline**: a compile that runs past `compile_timeout_ms` is aborted at the
 //!   next function boundary (the structural limits bound one function's body) and
 //!   the module is refused; the refusal is remembered (at most [`MAX_REFUSALS`]
-//!   modules, oldest forgotten first), so it is not compiled again on every call.
+//!   modules, oldest forgotten first), so it is not compiled again on every call. A
+//!   timeout is measured in wall time, which a busy machine stretches, so it is
+//!   remembered for [`TIMEOUT_MEMORY`] only: long enough that a slow module costs a
+//!   node one compile per that time at most, short enough that a module refused under
+//!   load gets another chance. A module the compiler rejects is remembered until
+//!   forgotten; running out of resources is not remembered at all.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -35,6 +40,9 @@ pub const COMPILE_QUEUE: usize = 16;
 
 /// Modules whose refusal is remembered.
 pub const MAX_REFUSALS: usize = 1024;
+
+/// How long a compile timeout is remembered.
+pub const TIMEOUT_MEMORY: Duration = Duration::from_secs(600);
 
 /// How the runtime compiles.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +71,8 @@ type Waiter = oneshot::Sender<Result<Arc<Loaded>, InvokeError>>;
 #[derive(Default)]
 struct Refusals {
     order: VecDeque<FunctionId>,
-    why: HashMap<FunctionId, InvokeError>,
+    /// Why, and until when (`None`: until forgotten).
+    why: HashMap<FunctionId, (InvokeError, Option<Instant>)>,
 }
 
 /// The compile pool and what it remembers.
@@ -98,12 +107,20 @@ impl Compiler {
     }
 
     fn refusal(&self, id: &FunctionId) -> Option<InvokeError> {
-        lock(&self.refused).why.get(id).cloned()
+        let mut r = lock(&self.refused);
+        let (why, until) = r.why.get(id)?;
+        if until.is_some_and(|t| Instant::now() >= t) {
+            r.why.remove(id);
+            r.order.retain(|o| o != id);
+            return None;
+        }
+        Some(why.clone())
     }
 
-    fn refuse(&self, id: FunctionId, why: InvokeError) {
+    fn refuse(&self, id: FunctionId, why: InvokeError, for_how_long: Option<Duration>) {
         let mut r = lock(&self.refused);
-        if r.why.insert(id, why).is_none() {
+        let until = for_how_long.map(|d| Instant::now() + d);
+        if r.why.insert(id, (why, until)).is_none() {
             r.order.push_back(id);
         }
         while r.order.len() > MAX_REFUSALS {
@@ -284,13 +301,18 @@ impl Runtime {
             Ok(_) | Err(CompileError::Aborted(_)) if elapsed > timeout => {
                 let why = late();
                 tracing::warn!(function = %id, ms = elapsed.as_millis() as u64, "compile over its deadline; refused");
-                self.compiler.refuse(*id, why.clone());
+                self.compiler.refuse(*id, why.clone(), Some(TIMEOUT_MEMORY));
                 return Err(why);
             }
             Ok(m) => m,
+            Err(CompileError::Resource(e)) => {
+                return Err(InvokeError::Internal(format!(
+                    "compile failed for want of resources: {e}"
+                )));
+            }
             Err(e) => {
                 let why = InvokeError::Invalid(format!("compile failed: {e}"));
-                self.compiler.refuse(*id, why.clone());
+                self.compiler.refuse(*id, why.clone(), None);
                 return Err(why);
             }
         };

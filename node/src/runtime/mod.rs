@@ -29,7 +29,7 @@ mod host;
 mod invoke;
 mod watchdog;
 
-pub use compile::{COMPILE_QUEUE, MAX_REFUSALS, RuntimeConfig};
+pub use compile::{COMPILE_QUEUE, MAX_REFUSALS, RuntimeConfig, TIMEOUT_MEMORY};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -277,6 +277,13 @@ impl Runtime {
     /// # Errors
     /// Fails if a thread cannot be started.
     pub fn new(config: RuntimeConfig) -> std::io::Result<Self> {
+        // wasmer compiles call trampolines on rayon's global pool, which has a thread
+        // per core by default: one is enough, so a compile never takes every core.
+        // (Fails harmlessly when the pool already exists.)
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "kith-trampolines".into())
+            .build_global();
         let tag = engine::tag(&engine::build());
         Ok(Self {
             tag,

@@ -25,6 +25,9 @@ pub struct Limits {
     pub max_types: u64,
     /// Parameters, or results, of one function type.
     pub max_type_arity: u64,
+    /// Parameters and results of all function types together (the compiler makes a
+    /// trampoline for every type, and its work grows with this sum).
+    pub max_type_values: u64,
     /// Imports.
     pub max_imports: u64,
     /// Exports.
@@ -39,6 +42,8 @@ pub struct Limits {
     pub max_data_segments: u64,
     /// Element segments.
     pub max_element_segments: u64,
+    /// Items of all element segments together.
+    pub max_element_items: u64,
 }
 
 /// The limits every node applies.
@@ -49,6 +54,7 @@ pub const LIMITS: Limits = Limits {
     max_nesting_depth: 1_000,
     max_types: 10_000,
     max_type_arity: 1_000,
+    max_type_values: 50_000,
     max_imports: 1_000,
     max_exports: 10_000,
     max_globals: 10_000,
@@ -56,6 +62,7 @@ pub const LIMITS: Limits = Limits {
     max_memories: 1,
     max_data_segments: 100_000,
     max_element_segments: 10_000,
+    max_element_items: 100_000,
 };
 
 /// What the structure told us, for the checks that need the manifest too.
@@ -94,6 +101,7 @@ pub fn check(bytes: &[u8]) -> Result<Shape, ModuleError> {
         match payload.map_err(invalid)? {
             Payload::TypeSection(reader) => {
                 let mut types: u64 = 0;
+                let mut values: u64 = 0;
                 for group in reader {
                     for sub in group.map_err(invalid)?.into_types() {
                         types += 1;
@@ -105,6 +113,13 @@ pub fn check(bytes: &[u8]) -> Result<Shape, ModuleError> {
                                 "parameters or results in one function type",
                                 arity,
                                 l.max_type_arity,
+                            )?;
+                            values += (f.params().len() + f.results().len()) as u64;
+                            over(
+                                "max_type_values",
+                                "parameters and results in all function types",
+                                values,
+                                l.max_type_values,
                             )?;
                         }
                     }
@@ -151,12 +166,30 @@ pub fn check(bytes: &[u8]) -> Result<Shape, ModuleError> {
                 u64::from(reader.count()),
                 l.max_exports,
             )?,
-            Payload::ElementSection(reader) => over(
-                "max_element_segments",
-                "element segments",
-                u64::from(reader.count()),
-                l.max_element_segments,
-            )?,
+            Payload::ElementSection(reader) => {
+                over(
+                    "max_element_segments",
+                    "element segments",
+                    u64::from(reader.count()),
+                    l.max_element_segments,
+                )?;
+                // Every instance gets its own copy of every passive segment's items
+                // (8 bytes each), before any guest code runs: they are counted here.
+                let mut items: u64 = 0;
+                for element in reader {
+                    let count = match element.map_err(invalid)?.items {
+                        wasmparser::ElementItems::Functions(f) => f.count(),
+                        wasmparser::ElementItems::Expressions(_, e) => e.count(),
+                    };
+                    items += u64::from(count);
+                    over(
+                        "max_element_items",
+                        "items in all element segments",
+                        items,
+                        l.max_element_items,
+                    )?;
+                }
+            }
             Payload::DataSection(reader) => over(
                 "max_data_segments",
                 "data segments",

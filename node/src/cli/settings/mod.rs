@@ -163,6 +163,16 @@ pub fn parse_file(text: &str) -> Result<Layer, String> {
     Ok(layer)
 }
 
+/// The configuration a settings file's text gives on its own (what the config-file
+/// fuzz target checks: parsing, then every value's check).
+///
+/// # Errors
+/// As [`parse_file`], or the first value refused.
+pub fn config_from_text(text: &str) -> Result<NodeConfig, String> {
+    let layer = parse_file(text)?;
+    resolve(&layer, None).map(|r| r.config)
+}
+
 /// A profile's values, read into a layer.
 fn profile_layer(profile: Profile) -> Layer {
     let mut layer = Layer::new();

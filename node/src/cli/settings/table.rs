@@ -521,7 +521,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "api_token_for_reads",
-        help: "Require the API token for the status page, /metrics, /v1/status and /v1/peers too",
+        help: "Where the API token is required, require it for the status page, /metrics, /v1/status and /v1/peers too",
         value_name: "",
         apply: Apply::Bool(|d, v| d.config.api.token_for_reads = v),
         show: |c| c.api.token_for_reads.to_string(),

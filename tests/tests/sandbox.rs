@@ -11,6 +11,7 @@ use kith_node::runtime::{InvokeError, Runtime, RuntimeConfig};
 use kith_node::store::Store;
 use kith_protocol::limits::{Caps, EffectiveLimits};
 use kith_protocol::module::{self, ModuleError};
+use kith_tests::hostile::module as module_with;
 
 struct Sandbox {
     _dir: tempfile::TempDir,
@@ -29,19 +30,6 @@ fn sandbox(config: RuntimeConfig) -> Sandbox {
     }
 }
 
-/// A module with the kith exports around `body`, and `manifest` as its manifest.
-fn wat(manifest: &str, body: &str) -> Vec<u8> {
-    let manifest = manifest.replace('"', "\\\"");
-    wat::parse_str(format!(
-        r#"(module
-             (@custom "kith.manifest" "{manifest}")
-             (memory (export "memory") 1)
-             (func (export "kith_alloc") (param i32) (result i32) i32.const 16)
-             {body})"#
-    ))
-    .unwrap()
-}
-
 impl Sandbox {
     fn call(&self, bytes: &[u8], input: &[u8]) -> Result<kith_node::runtime::Outcome, InvokeError> {
         let info = module::inspect(bytes, 1 << 24).unwrap();
@@ -53,17 +41,7 @@ impl Sandbox {
 }
 
 fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kb * 1024
+    kith_tests::proc_status_bytes(std::process::id(), "VmRSS:")
 }
 
 #[test]
@@ -71,7 +49,7 @@ fn table_grow_past_the_cap_is_refused_not_allocated() {
     let s = sandbox(RuntimeConfig::default());
     let before = rss_bytes();
     // Grow by 2^31 elements (16 GiB of table), then trap if refused.
-    let bytes = wat(
+    let bytes = module_with(
         r#"{"table_elements": 1000}"#,
         r#"(table 10 funcref)
            (func (export "kith_call") (param i32 i32) (result i32)
@@ -84,7 +62,7 @@ fn table_grow_past_the_cap_is_refused_not_allocated() {
     assert!(e.to_string().contains("table_elements"), "{e}");
     assert!(rss_bytes() < before + (64 << 20), "the table was allocated");
     // Within the cap, growing works.
-    let ok = wat(
+    let ok = module_with(
         r#"{"table_elements": 1000}"#,
         r#"(table 10 funcref)
            (func (export "kith_call") (param i32 i32) (result i32)
@@ -97,7 +75,7 @@ fn table_grow_past_the_cap_is_refused_not_allocated() {
 
 #[test]
 fn a_table_declared_over_the_cap_is_refused_at_publish() {
-    let bytes = wat(
+    let bytes = module_with(
         r#"{"table_elements": 100}"#,
         r#"(table 101 funcref)
            (func (export "kith_call") (param i32 i32) (result i32) i32.const 0)"#,
@@ -116,7 +94,7 @@ fn a_start_function_runs_under_the_call_deadline_and_fuel() {
     let started = Instant::now();
     let e = s
         .call(
-            &wat(r#"{"timeout_ms": 300, "fuel": 10000000000}"#, looping),
+            &module_with(r#"{"timeout_ms": 300, "fuel": 10000000000}"#, looping),
             b"",
         )
         .unwrap_err();
@@ -127,14 +105,14 @@ fn a_start_function_runs_under_the_call_deadline_and_fuel() {
         started.elapsed()
     );
     let e = s
-        .call(&wat(r#"{"fuel": 1000000}"#, looping), b"")
+        .call(&module_with(r#"{"fuel": 1000000}"#, looping), b"")
         .unwrap_err();
     assert!(
         matches!(e, InvokeError::OutOfFuel { limit: 1_000_000 }),
         "{e}"
     );
     // A start function that grows memory past the ceiling is a memory limit.
-    let grow = wat(
+    let grow = module_with(
         r#"{"memory_bytes": 131072}"#,
         r#"(func $grow (if (i32.eq (memory.grow (i32.const 100)) (i32.const -1)) (then unreachable)))
            (start $grow)
@@ -146,7 +124,7 @@ fn a_start_function_runs_under_the_call_deadline_and_fuel() {
         "{e}"
     );
     // A well-behaved start function still runs, once per call, before the entry point.
-    let counting = wat(
+    let counting = module_with(
         "{}",
         r#"(global $g (mut i32) (i32.const 0))
            (func $init (global.set $g (i32.add (global.get $g) (i32.const 41))))
@@ -161,7 +139,7 @@ fn a_start_function_runs_under_the_call_deadline_and_fuel() {
 fn bulk_memory_pays_for_its_length() {
     let s = sandbox(RuntimeConfig::default());
     // Each iteration fills 64 KiB: a handful of instructions, 16,384 units of fuel.
-    let fill = wat(
+    let fill = module_with(
         r#"{"fuel": 10000000, "timeout_ms": 30000}"#,
         r#"(func (export "kith_call") (param i32 i32) (result i32)
              (loop $l (memory.fill (i32.const 0) (i32.const 7) (i32.const 65536)) (br $l))
@@ -178,7 +156,7 @@ fn bulk_memory_pays_for_its_length() {
         started.elapsed()
     );
     // An ordinary call's fuel is about one unit per instruction.
-    let counted = wat(
+    let counted = module_with(
         "{}",
         r#"(func (export "kith_call") (param i32 i32) (result i32) (local $n i32)
              (local.set $n (i32.const 1000))
@@ -190,7 +168,7 @@ fn bulk_memory_pays_for_its_length() {
     let used = s.call(&counted, b"").unwrap().fuel_used;
     assert!((6000..=6100).contains(&used), "fuel used {used}");
     // memory.copy of 1 MiB costs 256 Ki units.
-    let copy = wat(
+    let copy = module_with(
         r#"{"memory_bytes": 4194304}"#,
         r#"(func (export "kith_call") (param i32 i32) (result i32)
              (drop (memory.grow (i32.const 32)))
@@ -281,7 +259,7 @@ fn a_compile_past_its_deadline_is_refused_and_remembered() {
     let funcs: String = (0..2000)
         .map(|i| format!("(func (result i32) (i32.add (i32.const {i}) (i32.const 1)))"))
         .collect();
-    let bytes = wat(
+    let bytes = module_with(
         "{}",
         &format!("{funcs} (func (export \"kith_call\") (param i32 i32) (result i32) i32.const 0)"),
     );

@@ -38,6 +38,11 @@ const CHANGES: u8 = 2;
 /// Frame header: kind, length, checksum.
 const HEADER: usize = 1 + 4 + 8;
 
+mod untrusted;
+
+pub use untrusted::{CHECK_CPU_SECS, CHECK_MEMORY, decode_sync_message, receive_sync_message};
+use untrusted::{check_changes, guarded};
+
 /// Limits on state.
 #[derive(Debug, Clone)]
 pub struct StateLimits {
@@ -200,6 +205,62 @@ fn frames(bytes: &[u8]) -> (Vec<(u8, &[u8])>, usize) {
     (out, at)
 }
 
+/// A document file's contents, decoded.
+pub struct Decoded {
+    /// The document's name (the first frame).
+    pub name: DocName,
+    /// The document.
+    pub doc: AutoCommit,
+    /// Bytes of its last full save.
+    pub full_bytes: u64,
+    /// Length of the file's good prefix; anything after it is a torn or corrupt tail.
+    pub good: usize,
+}
+
+/// Decodes a document file: its frames, then the document they hold.
+///
+/// # Errors
+/// When there is no name frame, the name is not a document name, a second name
+/// frame appears, or Automerge refuses a save or a change.
+pub fn decode_file(bytes: &[u8]) -> Result<Decoded, String> {
+    let (frames, good) = frames(bytes);
+    let Some(((NAME, name), rest)) = frames.split_first().map(|(a, b)| (*a, b)) else {
+        return Err("no name frame".into());
+    };
+    let name: DocName = std::str::from_utf8(name)
+        .map_err(|e| e.to_string())?
+        .parse()
+        .map_err(|e: kith_protocol::state::StateError| e.to_string())?;
+    let payloads: Vec<&[u8]> = rest.iter().map(|(_, p)| *p).collect();
+    check_changes("the saved document", &payloads).map_err(|e| e.to_string())?;
+    let mut doc = AutoCommit::new();
+    let mut full_bytes = 0;
+    for (kind, payload) in rest {
+        match *kind {
+            FULL => {
+                doc = guarded("full save", || AutoCommit::load(payload))?;
+                full_bytes = payload.len() as u64;
+            }
+            CHANGES => {
+                guarded("changes", || doc.load_incremental(payload))?;
+            }
+            _ => return Err("a second name frame".into()),
+        }
+    }
+    Ok(Decoded {
+        name,
+        doc,
+        full_bytes,
+        good,
+    })
+}
+
+/// Frames `payload` as the file format does (for tests and fuzzing seeds): kind 0 is
+/// the name, 1 a full save, 2 changes.
+pub fn encode_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    frame(kind, payload)
+}
+
 fn file_name(doc: &DocName) -> String {
     format!(
         "{}.doc",
@@ -253,29 +314,12 @@ impl StateStore {
         File::open(path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .map_err(|e| e.to_string())?;
-        let (frames, good) = frames(&bytes);
-        let Some(((NAME, name), rest)) = frames.split_first().map(|(a, b)| (*a, b)) else {
-            return Err("no name frame".into());
-        };
-        let name: DocName = std::str::from_utf8(name)
-            .map_err(|e| e.to_string())?
-            .parse()
-            .map_err(|e: kith_protocol::state::StateError| e.to_string())?;
-        let mut doc = AutoCommit::new();
-        let mut full_bytes = 0;
-        for (kind, payload) in rest {
-            match *kind {
-                FULL => {
-                    doc = AutoCommit::load(payload).map_err(|e| format!("full save: {e}"))?;
-                    full_bytes = payload.len() as u64;
-                }
-                CHANGES => {
-                    doc.load_incremental(payload)
-                        .map_err(|e| format!("changes: {e}"))?;
-                }
-                _ => return Err("a second name frame".into()),
-            }
-        }
+        let Decoded {
+            name,
+            mut doc,
+            full_bytes,
+            good,
+        } = decode_file(&bytes)?;
         if good < bytes.len() {
             tracing::warn!(path = %path.display(), kept = good, dropped = bytes.len() - good, "cut a torn tail off a state document (a crash during a write that was never acknowledged)");
             let f = OpenOptions::new()
@@ -674,13 +718,14 @@ impl StateStore {
                 limit: self.limits.max_doc_bytes,
             });
         }
-        let mut other = AutoCommit::load(bytes)
-            .map_err(|e| StateOpError::BadDocument(format!("not an Automerge document: {e}")))?;
+        check_changes("not an Automerge document", &[bytes])?;
+        let mut other = guarded("not an Automerge document", || AutoCommit::load(bytes))
+            .map_err(StateOpError::BadDocument)?;
         let entry = self.entry_or_create(doc, true)?;
         let mut entry = lock(&entry);
-        if let Err(e) = entry.doc.merge(&mut other) {
+        if let Err(e) = guarded("cannot merge", || entry.doc.merge(&mut other)) {
             self.revert(&mut entry)?;
-            return Err(StateOpError::BadDocument(format!("cannot merge: {e}")));
+            return Err(StateOpError::BadDocument(e));
         }
         self.persist(&mut entry)?;
         Ok(heads_hex(&entry.persisted))
@@ -776,9 +821,18 @@ impl StateStore {
         let state = peers
             .entry(peer.to_owned())
             .or_insert_with(sync::State::new);
-        doc.sync()
-            .generate_sync_message(state)
-            .map(sync::Message::encode)
+        // Generating reads the peer's bloom filters; should Automerge panic on what a
+        // peer sent, the peer's sync state is forgotten and the next sync starts over.
+        match guarded("sync message", || {
+            Ok::<_, std::convert::Infallible>(doc.sync().generate_sync_message(state))
+        }) {
+            Ok(message) => message.map(sync::Message::encode),
+            Err(_) => {
+                tracing::warn!(%peer, "Automerge panicked generating a sync message; forgetting the peer's sync state");
+                peers.remove(peer);
+                None
+            }
+        }
     }
 
     /// Applies a sync message from `peer` about `doc` and persists what it brought.
@@ -801,8 +855,7 @@ impl StateStore {
                 limit: self.limits.max_doc_bytes,
             });
         }
-        let message = sync::Message::decode(bytes)
-            .map_err(|e| StateOpError::BadDocument(format!("malformed sync message: {e}")))?;
+        let message = decode_sync_message(bytes)?;
         let entry = self
             .entry(doc)
             .ok_or_else(|| StateOpError::NoDocument(doc.clone()))?;
@@ -812,13 +865,16 @@ impl StateStore {
             let state = peers
                 .entry(peer.to_owned())
                 .or_insert_with(sync::State::new);
-            doc.sync().receive_sync_message(state, message)
+            // Should Automerge fail (or panic) half way, the document is reloaded
+            // from its file and the peer's sync state forgotten.
+            guarded("the sync message could not be applied", || {
+                doc.sync().receive_sync_message(state, message)
+            })
         };
-        if let Err(e) = result {
+        if let Err(why) = result {
+            entry.peers.remove(peer);
             self.revert(&mut entry)?;
-            return Err(StateOpError::BadDocument(format!(
-                "the sync message could not be applied: {e}"
-            )));
+            return Err(StateOpError::BadDocument(why));
         }
         self.persist(&mut entry)
     }
@@ -1122,6 +1178,17 @@ mod tests {
             store.receive_sync(&doc(), "p", b"\x42garbage"),
             Err(StateOpError::BadDocument(_))
         ));
+        // A sync message whose bloom filter claims entries but holds no bits (found by
+        // the state_sync fuzz target: Automerge divided by zero testing a hash on it).
+        let found: &[u8] = include_bytes!("../../../fuzz/corpus/state_sync/crash-bloom-zero-bits");
+        let message = kith_protocol::state::SyncRequest::decode(found)
+            .map_or_else(|_| found.to_vec(), |r| r.message);
+        let refused = store.receive_sync(&doc(), "p", &message);
+        assert!(
+            matches!(&refused, Err(StateOpError::BadDocument(m)) if m.contains("bloom filter")),
+            "{refused:?}"
+        );
+        let _ = store.sync_message(&doc(), "p");
         // Many small writes run into the document cap; the refused one leaves nothing.
         let mut refused = false;
         for i in 0..100 {
