@@ -85,9 +85,13 @@ fn json_transform_and_cpu_heavy() {
     let big = call(&f.node, &cpu, b"20000");
     assert_eq!(big.body, b"2262");
     let fuel = |r: &Raw| r.header("kith-fuel-used").parse::<u64>().unwrap();
+    // Both pay the same for growing memory at start (3 fuel per byte); the trial
+    // divisions below 20000 are millions of operations more.
     assert!(
-        fuel(&big) > 50 * fuel(&small),
-        "work grows with the size parameter"
+        fuel(&big) > fuel(&small) + 1_000_000,
+        "work grows with the size parameter: {} then {}",
+        fuel(&small),
+        fuel(&big)
     );
 }
 

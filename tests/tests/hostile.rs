@@ -20,7 +20,7 @@ const SLOTS: u64 = 2;
 const MEMORY: u64 = 64 << 20;
 const TABLE_ELEMENTS: u64 = 1 << 20;
 /// What the node may use beyond its calls' budget: compiling (the largest function
-/// body the structural limits allow compiles in under 100 MiB), the HTTP server, and
+/// body the structural limits allow took 99 MiB to compile), the HTTP server, and
 /// the allocator's slack.
 const MARGIN: u64 = 160 << 20;
 

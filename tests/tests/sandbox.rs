@@ -167,7 +167,8 @@ fn bulk_memory_pays_for_its_length() {
     );
     let used = s.call(&counted, b"").unwrap().fuel_used;
     assert!((6000..=6100).contains(&used), "fuel used {used}");
-    // memory.copy of 1 MiB costs 256 Ki units.
+    // Growing by 32 pages costs 32 × 196,608, a memory.copy of 1 MiB 256 Ki units,
+    // each on top of its base of 16.
     let copy = module_with(
         r#"{"memory_bytes": 4194304}"#,
         r#"(func (export "kith_call") (param i32 i32) (result i32)
@@ -176,7 +177,7 @@ fn bulk_memory_pays_for_its_length() {
              i32.const 0)"#,
     );
     let used = s.call(&copy, b"").unwrap().fuel_used;
-    let expected = 32 * 16_384 + 262_144;
+    let expected = 32 * 196_608 + 262_144 + 2 * 16;
     assert!(
         (expected..expected + 100).contains(&used),
         "fuel used {used}, expected about {expected}"

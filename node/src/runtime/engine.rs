@@ -24,7 +24,7 @@ use wasmer_types::entity::{EntityRef, PrimaryMap};
 
 /// Bumped whenever anything that shapes compiled code changes (cost function, memory
 /// style, guard size), so stale cached artifacts are never loaded.
-const CODEGEN_REVISION: u32 = 3;
+const CODEGEN_REVISION: u32 = 4;
 
 /// Bytes of guard region after each dynamic memory. Small on purpose: a Pi or a qemu
 /// user-mode process cannot afford gigabytes of reserved address space per instance.
