@@ -558,7 +558,8 @@ fn a_config_file_sets_bootstrap_peers_and_bad_files_are_refused() {
     );
     let err = bad("cpu_share = 3.0\n");
     assert!(
-        err.contains("--cpu-share must be above 0 and at most 1"),
+        err.contains("bad.toml")
+            && err.contains("cpu_share: must be above 0 and at most 1 (got 3)"),
         "{err}"
     );
 }
