@@ -64,14 +64,15 @@ pub enum AliasOpError {
 
 impl AliasOpError {
     /// The error kind, as in the HTTP API.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> kith_protocol::ErrorKind {
+        use kith_protocol::ErrorKind as K;
         match self {
-            Self::Invalid(AliasError::BadSignature) => "bad_record",
-            Self::Invalid(_) | Self::UnknownNamespace(_) => "bad_request",
-            Self::NotFound(_) => "not_found",
-            Self::NotOwner(_) => "forbidden",
-            Self::KeyExists(_) | Self::NoPrevious(_) => "conflict",
-            Self::Io(_) => "internal",
+            Self::Invalid(AliasError::BadSignature) => K::BadRecord,
+            Self::Invalid(_) | Self::UnknownNamespace(_) => K::BadRequest,
+            Self::NotFound(_) => K::NotFound,
+            Self::NotOwner(_) => K::Forbidden,
+            Self::KeyExists(_) | Self::NoPrevious(_) => K::Conflict,
+            Self::Io(_) => K::Internal,
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct NodeConfig {
     pub max_concurrent_calls: usize,
     /// Calls waiting for a slot; beyond this, calls are refused as busy.
     pub max_queued_calls: usize,
+    /// How a call tries candidates: at most `max_attempts`, and how long past its
+    /// timeout a peer may take to answer (`kith_protocol::attempt`).
+    pub attempts: kith_protocol::attempt::Config,
     /// Share of this machine's CPU (all cores) that calls may use on average, in
     /// (0, 1]. Below 1, calls draw fuel from a budget of `cpu_score` × 1000 × cores ×
     /// share fuel per second (burst: one second's worth); when it is spent, calls are
@@ -202,6 +205,7 @@ impl NodeConfig {
             caps: Caps::default(),
             max_concurrent_calls: cores,
             max_queued_calls: 256,
+            attempts: kith_protocol::attempt::Config::default(),
             cpu_share: 1.0,
             store_budget_bytes: 1024 * 1024 * 1024,
             device: default_device(),

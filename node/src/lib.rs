@@ -215,8 +215,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = api::router(Arc::clone(&node), guard);
+    let draining = Arc::clone(&node);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // From the signal on, new calls (from the API or from peers) are refused
+            // as shutting_down and peers are told at once that no slot is free; the
+            // API then finishes its open requests.
+            draining.stop_taking_calls();
+        })
         .await?;
     node.drain(SHUTDOWN_GRACE).await;
     Ok(())

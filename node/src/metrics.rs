@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use kith_protocol::FunctionId;
+use kith_protocol::{ErrorKind, FunctionId};
 use serde::Serialize;
 
 /// Functions tracked individually.
@@ -31,7 +31,7 @@ pub struct RecentError {
     /// The function.
     pub function: String,
     /// The error kind.
-    pub kind: String,
+    pub kind: ErrorKind,
     /// The message.
     pub message: String,
 }
@@ -87,7 +87,9 @@ impl ApiRefusal {
 #[derive(Debug, Default)]
 pub struct Metrics {
     api_refused: [AtomicU64; 4],
-    errors_by_kind: Mutex<BTreeMap<String, u64>>,
+    /// Failed calls by kind: one counter per [`ErrorKind`], so the label set is
+    /// bounded by construction whatever peers send.
+    errors_by_kind: Mutex<BTreeMap<ErrorKind, u64>>,
     functions: Mutex<BTreeMap<FunctionId, FunctionCounts>>,
     other: Mutex<FunctionCounts>,
     recent: Mutex<VecDeque<RecentError>>,
@@ -115,7 +117,7 @@ impl Metrics {
         function: &FunctionId,
         elapsed: Duration,
         fuel: u64,
-        error: Option<(&str, String)>,
+        error: Option<(ErrorKind, String)>,
     ) {
         let failed = u64::from(error.is_some());
         {
@@ -142,9 +144,7 @@ impl Metrics {
             Ordering::Relaxed,
         );
         if let Some((kind, message)) = error {
-            *lock(&self.errors_by_kind)
-                .entry(kind.to_owned())
-                .or_default() += 1;
+            *lock(&self.errors_by_kind).entry(kind).or_default() += 1;
             let mut recent = lock(&self.recent);
             if recent.len() == RECENT_ERRORS {
                 recent.pop_front();
@@ -152,7 +152,7 @@ impl Metrics {
             recent.push_back(RecentError {
                 at_ms: now_ms(),
                 function: function.to_hex(),
-                kind: kind.to_owned(),
+                kind,
                 message,
             });
         }
@@ -201,7 +201,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "kith_call_errors_total{{kind=\"{}\"}} {n}",
-                escape(kind)
+                kind.code()
             );
         }
         header(

@@ -13,7 +13,7 @@ use kith_protocol::capacity::DeviceClass;
 use kith_protocol::limits::EffectiveLimits;
 use kith_protocol::module::{self, ModuleError};
 use kith_protocol::ratelimit::TokenBucket;
-use kith_protocol::{FunctionId, Manifest};
+use kith_protocol::{ErrorKind, FunctionId, Manifest};
 use libp2p_identity::{Keypair, PeerId};
 use serde::Serialize;
 
@@ -127,11 +127,14 @@ pub enum CallError {
         /// The namespace.
         namespace: kith_protocol::alias::Namespace,
     },
+    /// The node is shutting down: it takes no new calls (another peer may).
+    #[error("shutting_down: this node is shutting down and takes no new calls; try another peer")]
+    ShuttingDown,
     /// The call failed on the peer that ran it.
     #[error("{message}")]
     Remote {
-        /// The error kind the peer reported (an HTTP API kind).
-        kind: String,
+        /// The error kind the peer reported.
+        kind: ErrorKind,
         /// Its message.
         message: String,
         /// The peer.
@@ -140,13 +143,14 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// The error kind, as in the HTTP API (`docs/http-api.md`).
-    pub fn kind(&self) -> &str {
+    /// The error kind (`docs/http-api.md`).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Busy { .. } | Self::CpuShare { .. } | Self::OffHours { .. } => "busy",
-            Self::Untrusted { .. } => "untrusted",
-            Self::StateNotHosted { .. } => "state_not_hosted",
-            Self::Remote { kind, .. } => kind,
+            Self::Busy { .. } | Self::CpuShare { .. } | Self::OffHours { .. } => ErrorKind::Busy,
+            Self::Untrusted { .. } => ErrorKind::Untrusted,
+            Self::StateNotHosted { .. } => ErrorKind::StateNotHosted,
+            Self::ShuttingDown => ErrorKind::ShuttingDown,
+            Self::Remote { kind, .. } => *kind,
             Self::Invoke(e) => e.kind(),
         }
     }
@@ -305,7 +309,7 @@ pub struct Node {
     /// Manifest and module size of functions seen, for placement.
     pub(crate) metas: Mutex<HashMap<FunctionId, (Manifest, u64)>>,
     /// Smoothed fuel per call of functions seen, for placement.
-    pub(crate) fuel_seen: Mutex<HashMap<FunctionId, u64>>,
+    pub(crate) fuel_seen: Mutex<HashMap<FunctionId, kith_protocol::placement::FuelAverage>>,
     pub(crate) fetched: AtomicU64,
     pub(crate) served_fetches: AtomicU64,
     pub(crate) forwarded: AtomicU64,
@@ -518,7 +522,10 @@ impl Node {
         match result {
             Ok(_) => self.served.fetch_add(1, Ordering::Relaxed),
             Err(
-                CallError::Busy { .. } | CallError::CpuShare { .. } | CallError::OffHours { .. },
+                CallError::Busy { .. }
+                | CallError::CpuShare { .. }
+                | CallError::OffHours { .. }
+                | CallError::ShuttingDown,
             ) => self.refused.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),
         };
@@ -574,7 +581,7 @@ impl Node {
         input: Vec<u8>,
     ) -> Result<Receipt, CallError> {
         if self.draining.load(Ordering::SeqCst) {
-            return Err(InvokeError::Internal("the node is shutting down".into()).into());
+            return Err(CallError::ShuttingDown);
         }
         if let Some(hours) = self
             .config
@@ -722,9 +729,23 @@ impl Node {
         }
     }
 
+    /// Stops taking new calls: they are refused as `shutting_down` (retryable, so
+    /// an entry node tries another peer), and the next advert, sent at once, offers
+    /// no free slot.
+    pub fn stop_taking_calls(&self) {
+        if !self.draining.swap(true, Ordering::SeqCst) {
+            self.advert_now.notify_one();
+        }
+    }
+
+    /// True once the node stopped taking calls.
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
     /// Stops accepting calls and waits (at most `grace`) for running ones to finish.
     pub async fn drain(&self, grace: Duration) {
-        self.draining.store(true, Ordering::SeqCst);
+        self.stop_taking_calls();
         if !self.executor.drain(grace).await {
             tracing::warn!(
                 ?grace,

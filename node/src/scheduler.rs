@@ -10,38 +10,25 @@
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
+use kith_protocol::attempt::{Attempts, Step, Verdict};
 use kith_protocol::capacity::{Advert, Cached, backend};
-use kith_protocol::placement::{self, Call, Cost, PeerView};
+use kith_protocol::placement::{self, Call, Cost, FuelAverage, PeerView};
 use kith_protocol::wire::{
     self, FetchRequest, FetchResponse, InvokeRequest, InvokeResponse, MAX_HOPS,
 };
-use kith_protocol::{FunctionId, Manifest, module};
+use kith_protocol::{ErrorKind, FunctionId, Manifest, module};
 use libp2p::PeerId;
 use serde::Serialize;
 
+use crate::clock::now_ms;
 use crate::net::{Inbound, Net};
 use crate::node::{CallError, Node, Receipt};
 use crate::runtime::InvokeError;
 
 /// Adverts older than this are not used for placement, in milliseconds.
 const ADVERT_FRESH_MS: u128 = 10_000;
-/// How long past a function's own timeout a forwarded call may take to answer
-/// (compiling on a cold peer, transfer) before the peer counts as unreachable.
-const FORWARD_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 /// Fuel assumed for a function never seen run.
 const DEFAULT_EXPECTED_FUEL: u64 = 1_000_000;
-/// Remote error kinds that mean "did not run; try the next candidate".
-const RETRYABLE: &[&str] = &[
-    "busy",
-    "rate_limited",
-    "not_found",
-    "exceeds_node_caps",
-    "shutting_down",
-    "bad_request",
-    "untrusted",
-    "state_not_hosted",
-    "compile_timeout",
-];
 
 /// One ranked candidate, for `kith call --explain`.
 #[derive(Debug, Clone, Serialize)]
@@ -93,13 +80,18 @@ impl Node {
         hops: u8,
         from: Option<PeerId>,
     ) -> Result<Receipt, CallError> {
+        if self.draining() {
+            return Err(CallError::ShuttingDown);
+        }
         self.ensure_stored(&id, from).await?;
+        // A call that came from a peer runs here or nowhere: whatever hop count the
+        // peer claims, it is never forwarded again.
         let net = match self.net.get() {
-            Some(net) if hops < MAX_HOPS => net,
+            Some(net) if from.is_none() && hops < MAX_HOPS => net,
             _ => return self.call_local(id, input).await,
         };
         let (manifest, size) = self.meta(&id).await?;
-        let ranked = self.rank(net, &id, &manifest, size);
+        let (ranked, fallbacks) = self.rank(net, &id, &manifest, size);
         let explain: Vec<Ranked> = ranked
             .iter()
             .map(|c| Ranked {
@@ -108,41 +100,43 @@ impl Node {
                 cost: c.cost,
             })
             .collect();
+        let mut attempts = Attempts::new(
+            &ranked,
+            &fallbacks,
+            &self.config.attempts,
+            manifest.timeout_ms,
+        );
         let mut last: Option<CallError> = None;
-        for candidate in &ranked {
-            let attempt = if candidate.local {
+        while let Step::Try {
+            peer,
+            local,
+            deadline_ms,
+        } = attempts.next(now_ms())
+        {
+            let result = if local {
                 self.call_local(id, input.clone()).await
             } else {
-                self.forward(net, candidate.peer, id, input.clone(), hops, &manifest)
+                let patience = deadline_ms.saturating_sub(now_ms());
+                self.forward(net, peer, id, input.clone(), hops, patience)
                     .await
             };
-            match attempt {
-                Ok(mut receipt) => {
-                    self.note_fuel(&id, receipt.fuel_used);
-                    receipt.placement = explain;
-                    return Ok(receipt);
-                }
-                Err(e) if retryable(&e) => {
-                    tracing::debug!(peer = %candidate.peer, error = %e, "candidate did not take the call; trying the next");
+            let answer = result.as_ref().map(|_| ()).map_err(CallError::kind);
+            match (attempts.on_answer(peer, answer), result) {
+                (Verdict::TryNext { penalise }, Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "candidate did not take the call; trying the next");
+                    if penalise {
+                        net.penalise(peer);
+                    }
                     last = Some(e);
                 }
-                Err(e) => return Err(e),
-            }
-        }
-        // Peers whose latest advert said "full" may have freed a slot since (adverts
-        // are periodic): ask them, nearest first, before giving up.
-        let tried: Vec<PeerId> = ranked.iter().map(|c| c.peer).collect();
-        for peer in self.saturated_peers(net, &manifest, &tried) {
-            match self
-                .forward(net, peer, id, input.clone(), hops, &manifest)
-                .await
-            {
-                Ok(mut receipt) => {
+                (_, Err(e)) => return Err(e),
+                (_, Ok(mut receipt)) => {
+                    // A peer cannot have used more fuel than the call's budget.
+                    receipt.fuel_used = receipt.fuel_used.min(manifest.fuel);
+                    self.note_fuel(&id, receipt.fuel_used, manifest.fuel);
                     receipt.placement = explain;
                     return Ok(receipt);
                 }
-                Err(e) if retryable(&e) => last = Some(e),
-                Err(e) => return Err(e),
             }
         }
         match last {
@@ -152,23 +146,6 @@ impl Node {
         }
     }
 
-    /// Connected peers with a fresh advert that offer enough memory but said they were
-    /// saturated, nearest first, excluding `tried`.
-    fn saturated_peers(&self, net: &Net, manifest: &Manifest, tried: &[PeerId]) -> Vec<PeerId> {
-        let table = net.table.read().unwrap_or_else(PoisonError::into_inner);
-        let mut peers: Vec<(f64, PeerId)> = table
-            .usable(ADVERT_FRESH_MS)
-            .filter(|(peer, _, advert)| {
-                !tried.contains(peer)
-                    && advert.saturated()
-                    && advert.memory_bytes >= manifest.memory_bytes
-            })
-            .map(|(peer, info, _)| (info.rtt_ms.unwrap_or(f64::MAX), peer))
-            .collect();
-        peers.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        peers.into_iter().map(|(_, p)| p).collect()
-    }
-
     async fn forward(
         &self,
         net: &Net,
@@ -176,12 +153,12 @@ impl Node {
         id: FunctionId,
         input: Vec<u8>,
         hops: u8,
-        manifest: &Manifest,
+        patience_ms: u64,
     ) -> Result<Receipt, CallError> {
         self.forwarded.fetch_add(1, Ordering::Relaxed);
         // A peer that runs the call answers within its timeout (with the output or a
         // `timeout` error); one that says nothing for longer has hung or is gone.
-        let patience = std::time::Duration::from_millis(manifest.timeout_ms) + FORWARD_SLACK;
+        let patience = std::time::Duration::from_millis(patience_ms);
         let request = InvokeRequest {
             id,
             hops: hops + 1,
@@ -191,11 +168,11 @@ impl Node {
             Ok(answer) => answer,
             Err(_) => {
                 return Err(CallError::Remote {
-                    kind: "unreachable".into(),
+                    kind: ErrorKind::Unreachable,
                     message: format!(
                         "peer {peer} did not answer within {} ms (the function's timeout_ms plus {} ms)",
                         patience.as_millis(),
-                        FORWARD_SLACK.as_millis()
+                        self.config.attempts.forward_slack_ms
                     ),
                     peer,
                 });
@@ -221,7 +198,7 @@ impl Node {
                 peer,
             }),
             Err(e) => Err(CallError::Remote {
-                kind: "unreachable".into(),
+                kind: ErrorKind::Unreachable,
                 message: e.to_string(),
                 peer,
             }),
@@ -279,13 +256,17 @@ impl Node {
         Ok(meta)
     }
 
-    fn note_fuel(&self, id: &FunctionId, fuel: u64) {
+    fn note_fuel(&self, id: &FunctionId, fuel: u64, budget: u64) {
         let mut seen = self
             .fuel_seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let e = seen.entry(*id).or_insert(fuel);
-        *e = (*e * 7 + fuel) / 8;
+        match seen.get_mut(id) {
+            Some(average) => average.note(fuel, budget),
+            None => {
+                seen.insert(*id, FuelAverage::first(fuel, budget));
+            }
+        }
     }
 
     fn rank(
@@ -294,14 +275,13 @@ impl Node {
         id: &FunctionId,
         manifest: &Manifest,
         size: u64,
-    ) -> Vec<placement::Candidate<PeerId>> {
+    ) -> (Vec<placement::Candidate<PeerId>>, Vec<PeerId>) {
         let expected_fuel = self
             .fuel_seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(id)
-            .copied()
-            .unwrap_or(DEFAULT_EXPECTED_FUEL.min(manifest.fuel));
+            .map_or(DEFAULT_EXPECTED_FUEL.min(manifest.fuel), |a| a.value());
         // The function's documents: a candidate lacking them fetches them first.
         let docs = manifest.state_docs();
         let doc_keys: Vec<FunctionId> = docs.iter().map(placement::doc_key).collect();
@@ -343,7 +323,11 @@ impl Node {
                 known_state: None,
             });
         }
-        placement::rank(&call, views, &local, &placement::Config::default())
+        let fallbacks = placement::fallbacks(&call, views.iter().copied(), &local);
+        (
+            placement::rank(&call, views, &local, &placement::Config::default()),
+            fallbacks,
+        )
     }
 
     /// This node's advert, without identity, sequence, time and coordinate (the network
@@ -374,8 +358,9 @@ impl Node {
         let clamp = |v: usize| u16::try_from(v).unwrap_or(u16::MAX);
         let max_concurrent = clamp(self.config.max_concurrent_calls);
         let max_queued = clamp(self.config.max_queued_calls);
-        // A spent CPU share, or hours when nothing is offered, read as "full".
-        let (running, queued) = if self.cpu_share_spent() || !self.offering() {
+        // A spent CPU share, hours when nothing is offered, or shutting down read as
+        // "full".
+        let (running, queued) = if self.cpu_share_spent() || !self.offering() || self.draining() {
             (max_concurrent, max_queued)
         } else {
             (
@@ -453,7 +438,7 @@ impl Node {
                         }
                     }
                     Err(e) => InvokeResponse::Err {
-                        kind: e.kind().to_owned(),
+                        kind: e.kind(),
                         message: e.to_string(),
                     },
                 };
@@ -543,26 +528,6 @@ fn serve_chunk(store: &crate::store::Store, request: &FetchRequest) -> FetchResp
             bytes,
         },
         _ => FetchResponse::NotFound,
-    }
-}
-
-fn retryable(e: &CallError) -> bool {
-    match e {
-        CallError::Busy { .. }
-        | CallError::CpuShare { .. }
-        | CallError::OffHours { .. }
-        | CallError::Untrusted { .. }
-        | CallError::StateNotHosted { .. } => true,
-        CallError::Remote { kind, .. } => {
-            kind == "unreachable" || RETRYABLE.contains(&kind.as_str())
-        }
-        // A module this node cannot compile in time (or not now) may compile on
-        // another peer.
-        CallError::Invoke(
-            crate::runtime::InvokeError::CompileTimeout { .. }
-            | crate::runtime::InvokeError::CompileBusy { .. },
-        ) => true,
-        CallError::Invoke(_) => false,
     }
 }
 

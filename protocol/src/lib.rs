@@ -12,11 +12,15 @@
 //! - [`module`]: structural checks of a module against the ABI, before it is stored.
 //! - [`limits`]: the operator's caps and the effective per-call limits.
 //! - [`alias`]: signed alias records, the registry peers sync, split resolution.
+//! - [`attempt`]: a call's attempts: next candidate, retries, giving up.
+//! - [`error`]: the error kinds, with wire code, HTTP status and disposition.
 //! - [`capacity`], [`placement`], [`vivaldi`]: adverts, placement, network coordinates.
 
 pub mod abi;
 pub mod alias;
+pub mod attempt;
 pub mod capacity;
+pub mod error;
 mod id;
 pub mod limits;
 pub mod manifest;
@@ -27,6 +31,7 @@ pub mod state;
 pub mod vivaldi;
 pub mod wire;
 
+pub use error::{Disposition, ErrorKind};
 pub use id::{FunctionId, ParseIdError};
 pub use limits::{Caps, EffectiveLimits, LimitExceeded};
 pub use manifest::{Manifest, ManifestError};

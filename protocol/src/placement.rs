@@ -232,3 +232,55 @@ pub fn rank<'a, P: Copy + Ord + 'a>(
     });
     out
 }
+
+/// The fallbacks among `peers` for `call`: peers that offer the memory and a backend
+/// but whose latest advert said every slot and queue place was taken. Adverts are
+/// periodic, so a slot may have freed since; a call tries them, nearest first (by
+/// measured RTT, else by coordinates), only after every capable candidate refused
+/// (see [`crate::attempt`]). The placing peer itself is never a fallback: it knows its
+/// own load exactly.
+pub fn fallbacks<'a, P: Copy + Ord + 'a>(
+    call: &Call<'_>,
+    peers: impl IntoIterator<Item = PeerView<'a, P>>,
+    local: &Advert,
+) -> Vec<P> {
+    let mut out: Vec<(f64, P)> = peers
+        .into_iter()
+        .filter(|v| !v.local && capable(call, v.advert) == Err(Incapable::Saturated))
+        .map(|v| {
+            let rtt = v
+                .measured_rtt_ms
+                .filter(|m| m.is_finite() && *m >= 0.0)
+                .unwrap_or_else(|| local.coord.rtt_ms(&v.advert.coord));
+            (rtt, v.peer)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    out.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The fuel a function's next call is expected to use: a moving average (weight 1/8
+/// for each new call) of what its calls used. Each sample is clamped to the call's
+/// budget first (no peer can truthfully report more), and the sum is taken in 128
+/// bits, so no report can overflow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FuelAverage(u64);
+
+impl FuelAverage {
+    /// The average after one call that used `fuel` of `budget`.
+    pub fn first(fuel: u64, budget: u64) -> Self {
+        Self(fuel.min(budget))
+    }
+
+    /// Adds a call that used `fuel` of `budget`.
+    pub fn note(&mut self, fuel: u64, budget: u64) {
+        let sample = u128::from(fuel.min(budget));
+        let mixed = (u128::from(self.0) * 7 + sample) / 8;
+        self.0 = u64::try_from(mixed).unwrap_or(u64::MAX);
+    }
+
+    /// The expected fuel.
+    pub fn value(self) -> u64 {
+        self.0
+    }
+}

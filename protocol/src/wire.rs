@@ -9,6 +9,7 @@
 //! - `/kith/invoke/1`: [`InvokeRequest`] → [`InvokeResponse`] (run a call).
 
 use crate::FunctionId;
+use crate::error::ErrorKind;
 
 /// Format version of every body.
 pub const VERSION: u8 = 1;
@@ -261,11 +262,12 @@ pub enum InvokeResponse {
         /// The output.
         output: Vec<u8>,
     },
-    /// The call failed or was refused. `kind` is an HTTP API error kind (e.g. `busy`,
-    /// `out_of_fuel`); see `docs/http-api.md`.
+    /// The call failed or was refused. `kind` travels as its wire code (e.g. `busy`,
+    /// `out_of_fuel`; see `docs/http-api.md`); a code this version does not know
+    /// decodes as [`ErrorKind::RemoteError`].
     Err {
         /// The error kind.
-        kind: String,
+        kind: ErrorKind,
         /// A human-readable message.
         message: String,
     },
@@ -289,7 +291,7 @@ impl InvokeResponse {
                 b
             }
             Self::Err { kind, message } => {
-                let kind = truncate(kind, MAX_KIND);
+                let kind = truncate(kind.code(), MAX_KIND);
                 let message = truncate(message, MAX_MESSAGE);
                 let mut b = vec![VERSION, 1, kind.len() as u8];
                 b.extend_from_slice(kind.as_bytes());
@@ -338,7 +340,7 @@ impl InvokeResponse {
                         .map_err(|_| WireError::Malformed("error text is not UTF-8"))
                 };
                 Ok(Self::Err {
-                    kind: text(kind)?,
+                    kind: ErrorKind::from_code(&text(kind)?),
                     message: text(message)?,
                 })
             }
@@ -394,7 +396,7 @@ mod tests {
                 output: b"out".to_vec(),
             },
             InvokeResponse::Err {
-                kind: "busy".into(),
+                kind: ErrorKind::Busy,
                 message: "full".into(),
             },
         ] {

@@ -4,7 +4,7 @@
 
 use kith_protocol::FunctionId;
 use kith_protocol::capacity::{Advert, Cached, DeviceClass, backend};
-use kith_protocol::placement::{Call, Config, PeerView, capable, doc_key, rank};
+use kith_protocol::placement::{Call, Config, PeerView, capable, doc_key, fallbacks, rank};
 use kith_protocol::vivaldi::Coord;
 use proptest::prelude::*;
 
@@ -47,6 +47,38 @@ fn view(peer: u32, advert: &Advert, rtt: f64) -> PeerView<'_, u32> {
         known_warm: None,
         known_state: None,
     }
+}
+
+/// A peer whose advert says it is full is no candidate, but a fallback (nearest
+/// first), tried after every candidate: adverts are periodic and a slot may be free by
+/// now. A peer short of memory is neither; the placing peer is never a fallback.
+#[test]
+fn saturated_peers_are_fallbacks_not_candidates() {
+    let free = advert();
+    let full = Advert {
+        running: 4,
+        queued: 16,
+        ..advert()
+    };
+    let small = Advert {
+        memory_bytes: 1 << 20,
+        ..full.clone()
+    };
+    let mut me = view(0, &full, 0.0);
+    me.local = true;
+    let views = [
+        me,
+        view(1, &full, 30.0),
+        view(2, &free, 50.0),
+        view(3, &full, 5.0),
+        view(4, &small, 1.0),
+    ];
+    let ranked: Vec<u32> = rank(&call(), views, &free, &Config::default())
+        .iter()
+        .map(|c| c.peer)
+        .collect();
+    assert_eq!(ranked, [2]);
+    assert_eq!(fallbacks(&call(), views, &free), [3, 1]);
 }
 
 #[test]

@@ -7,10 +7,12 @@
 //!
 //! A call's life: it **arrives** at an entry peer in its region (Poisson arrivals,
 //! thinned to the diurnal rate), the strategy ranks candidates, and the entry tries
-//! them in order, at most `sim.max_attempts`. A request to a peer that has vanished
-//! or sits across a partition costs `sim.failure_detect_ms` before the next try; a
-//! peer whose slots and queue are full refuses at once (a round trip) — exactly the
-//! node's retry rules. The executing peer fetches the module if it lacks it (from the
+//! them with protocol's call attempts (`kith_protocol::attempt`, the code the node
+//! runs): in order, then the saturated fallbacks, each peer once, at most
+//! `sim.max_attempts`, retrying what the error kind's disposition says to retry. A
+//! request to a peer that has vanished or sits across a partition costs
+//! `sim.failure_detect_ms` before it counts as `unreachable`; a peer whose slots and
+//! queue are full answers `busy` at once (a round trip). The executing peer fetches the module if it lacks it (from the
 //! nearest known peer that has it, else the origin; the flow's rate is its fair share
 //! of both ends' links when it starts), compiles it (time scaled by its CPU score),
 //! runs it (fuel over CPU score), and answers. Peers going offline kill what they
@@ -18,7 +20,9 @@
 
 use std::collections::{BinaryHeap, VecDeque};
 
+use kith_protocol::ErrorKind;
 use kith_protocol::alias::{self, Alias, Namespace, Target};
+use kith_protocol::attempt::{self, Attempts, Step, Verdict};
 use kith_protocol::capacity::{Advert, Cached};
 use kith_protocol::placement::{self, PeerView};
 
@@ -86,7 +90,10 @@ pub struct Call {
     pub rtt_ms: f32,
     /// RTT(chosen) / RTT(nearest capable peer) from the oracle, NaN when not sampled.
     pub stretch: f32,
-    candidates: Box<[u32]>,
+    /// The call's attempts while it is pending (dropped when it ends).
+    tries: Option<Box<Attempts<u32>>>,
+    /// Why the attempt in flight failed, when a retry is scheduled.
+    failed_with: ErrorKind,
     slot_start_us: u64,
 }
 
@@ -607,7 +614,7 @@ impl<'w> Engine<'w> {
             Ev::Done { call } => self.done(call),
             Ev::Retry { call, attempt } => {
                 if self.calls[call as usize].attempts == attempt + 1 {
-                    self.attempt(call);
+                    self.answered_with_error(call);
                 }
             }
             Ev::Churn { peer } => self.churn(peer),
@@ -780,7 +787,7 @@ impl Engine<'_> {
         for call in running.into_iter().chain(queued) {
             self.totals.peer_failures += 1;
             let attempt = self.calls[call as usize].attempts.saturating_sub(1);
-            self.at(self.now_us + detect, Ev::Retry { call, attempt });
+            self.fail_attempt(call, attempt, ErrorKind::Unreachable, self.now_us + detect);
         }
     }
 }
@@ -865,28 +872,27 @@ impl Engine<'_> {
             outcome: Outcome::Pending,
             rtt_ms: f32::NAN,
             stretch: f32::NAN,
-            candidates: Box::new([]),
+            tries: None,
+            failed_with: ErrorKind::Unreachable,
             slot_start_us: 0,
         });
         if entry == NONE {
             self.end(id, Outcome::NoEntry);
             return;
         }
-        let candidates = self.place(entry, function);
-        if candidates.is_empty() {
+        let tries = self.place(entry, function);
+        let Some(first) = tries.order().next() else {
             self.end(id, Outcome::NoCapablePeer);
             return;
-        }
-        if (id as usize).is_multiple_of(self.scenario.sim.oracle_every as usize)
-            && candidates[0] != entry
-        {
+        };
+        if (id as usize).is_multiple_of(self.scenario.sim.oracle_every as usize) && first != entry {
             let best = self.oracle(entry, function);
             if best.is_finite() && best > 0.0 {
-                let chosen = self.world.rtt_ms(entry, candidates[0]);
+                let chosen = self.world.rtt_ms(entry, first);
                 self.calls[id as usize].stretch = (chosen / best) as f32;
             }
         }
-        self.calls[id as usize].candidates = candidates.into_boxed_slice();
+        self.calls[id as usize].tries = Some(Box::new(tries));
         self.attempt(id);
     }
 
@@ -937,10 +943,15 @@ impl Engine<'_> {
         )
     }
 
-    /// The candidates to try, in order, at most `max_attempts`.
-    fn place(&mut self, e: u32, function: u16) -> Vec<u32> {
+    /// The call's attempts: protocol's attempt rules over the strategy's order.
+    fn place(&mut self, e: u32, function: u16) -> Attempts<u32> {
+        let config = attempt::Config {
+            max_attempts: self.scenario.sim.max_attempts as usize,
+            ..attempt::Config::default()
+        };
+        let timeout_ms = 0;
         let call = self.protocol_call(function);
-        let max = self.scenario.sim.max_attempts as usize;
+        let max = config.max_attempts;
         let world = self.world;
         if self.strategy == Strategy::Cloud {
             let mut servers: Vec<(bool, usize, u32)> = (world.population..world.peers.len())
@@ -955,7 +966,8 @@ impl Engine<'_> {
                 servers.truncate(k);
             }
             servers.sort_unstable();
-            return servers.into_iter().map(|s| s.2).collect();
+            let order = servers.into_iter().map(|s| (s.2, false));
+            return Attempts::from_order(order, &config, timeout_ms);
         }
         let view: Vec<u32> = world.peers[e as usize]
             .view
@@ -969,7 +981,7 @@ impl Engine<'_> {
         let local = self.local_advert(e);
         match self.strategy {
             Strategy::Kith => {
-                let views = std::iter::once(PeerView {
+                let views: Vec<PeerView<'_, u32>> = std::iter::once(PeerView {
                     peer: e,
                     advert: &local,
                     measured_rtt_ms: Some(0.0),
@@ -984,12 +996,11 @@ impl Engine<'_> {
                     local: false,
                     known_warm: None,
                     known_state: None,
-                }));
-                placement::rank(&call, views, &local, &self.placement)
-                    .into_iter()
-                    .take(max)
-                    .map(|c| c.peer)
-                    .collect()
+                }))
+                .collect();
+                let fallbacks = placement::fallbacks(&call, views.iter().copied(), &local);
+                let ranked = placement::rank(&call, views, &local, &self.placement);
+                Attempts::new(&ranked, &fallbacks, &config, timeout_ms)
             }
             Strategy::Random | Strategy::Nearest => {
                 let mut capable: Vec<u32> =
@@ -1019,10 +1030,10 @@ impl Engine<'_> {
                     keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                     capable = keyed.into_iter().map(|k| k.1).collect();
                 }
-                capable.truncate(max);
-                capable
+                let order = capable.into_iter().map(|q| (q, q == e));
+                Attempts::from_order(order, &config, timeout_ms)
             }
-            Strategy::Cloud => Vec::new(),
+            Strategy::Cloud => Attempts::from_order([], &config, timeout_ms),
         }
     }
 
@@ -1091,28 +1102,54 @@ impl Engine<'_> {
 
     fn end(&mut self, call: u32, outcome: Outcome) {
         let c = &mut self.calls[call as usize];
+        c.tries = None;
         if c.outcome == Outcome::Pending {
             c.outcome = outcome;
             c.done_us = self.now_us;
         }
     }
 
+    /// Schedules the entry's learning, at `t_us`, that the attempt in flight failed
+    /// with `kind`.
+    fn fail_attempt(&mut self, call: u32, attempt: u8, kind: ErrorKind, t_us: u64) {
+        self.calls[call as usize].failed_with = kind;
+        self.at(t_us, Ev::Retry { call, attempt });
+    }
+
+    /// The entry learnt that the attempt in flight failed: the attempt rules decide
+    /// whether the call goes on.
+    fn answered_with_error(&mut self, call: u32) {
+        let c = &mut self.calls[call as usize];
+        let (peer, kind) = (c.executor, c.failed_with);
+        let Some(tries) = c.tries.as_mut() else {
+            return;
+        };
+        match tries.on_answer(peer, Err(kind)) {
+            Verdict::TryNext { .. } | Verdict::Stale => self.attempt(call),
+            Verdict::Fail(_) | Verdict::Done => self.end(call, Outcome::Exhausted),
+        }
+    }
+
     fn attempt(&mut self, call: u32) {
-        let max = self.scenario.sim.max_attempts as usize;
-        let c = &self.calls[call as usize];
-        let (k, entry) = (c.attempts as usize, c.entry);
+        let now_ms = self.now_us / 1000;
+        let c = &mut self.calls[call as usize];
+        let entry = c.entry;
         if c.outcome != Outcome::Pending {
             return;
         }
-        if !self.online(entry) {
+        if !self.peers[entry as usize].online() {
             self.end(call, Outcome::Lost);
             return;
         }
-        let Some(&target) = c.candidates.get(k).filter(|_| k < max) else {
+        let step = match c.tries.as_mut() {
+            Some(tries) => tries.next(now_ms),
+            None => Step::GiveUp { last: None },
+        };
+        let Step::Try { peer: target, .. } = step else {
             self.end(call, Outcome::Exhausted);
             return;
         };
-        let attempt = k as u8;
+        let attempt = c.attempts;
         let rtt = self.world.rtt_ms(entry, target);
         let c = &mut self.calls[call as usize];
         c.attempts += 1;
@@ -1126,7 +1163,7 @@ impl Engine<'_> {
         if !self.online(target) || !self.reachable(entry, target) {
             self.totals.peer_failures += 1;
             let detect = us(self.scenario.sim.failure_detect_ms);
-            self.at(self.now_us + detect, Ev::Retry { call, attempt });
+            self.fail_attempt(call, attempt, ErrorKind::Unreachable, self.now_us + detect);
             return;
         }
         let input = self.world.functions[self.calls[call as usize].function as usize]
@@ -1145,7 +1182,7 @@ impl Engine<'_> {
         if !self.online(target) || !self.reachable(entry, target) {
             self.totals.peer_failures += 1;
             let detect = us(self.scenario.sim.failure_detect_ms);
-            self.at(self.now_us + detect, Ev::Retry { call, attempt });
+            self.fail_attempt(call, attempt, ErrorKind::Unreachable, self.now_us + detect);
             return;
         }
         self.admit(call, target, attempt);
@@ -1163,7 +1200,7 @@ impl Engine<'_> {
             self.totals.refused_busy += 1;
             let entry = self.calls[call as usize].entry;
             let t = self.now_us + self.one_way_us(p, entry, 64.0);
-            self.at(t, Ev::Retry { call, attempt });
+            self.fail_attempt(call, attempt, ErrorKind::Busy, t);
         }
     }
 
@@ -1215,7 +1252,7 @@ impl Engine<'_> {
                 self.totals.peer_failures += 1;
                 let entry = self.calls[call as usize].entry;
                 let t = now + self.one_way_us(p, entry, 64.0);
-                self.at(t, Ev::Retry { call, attempt });
+                self.fail_attempt(call, attempt, ErrorKind::NotFound, t);
                 return;
             };
             cold = true;

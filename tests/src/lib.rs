@@ -2,6 +2,7 @@
 //! processes on 127.0.0.1.
 
 pub mod browser;
+pub mod cluster;
 pub mod hostile;
 pub mod load;
 pub mod netns;

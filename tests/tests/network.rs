@@ -5,13 +5,13 @@
 
 use std::time::{Duration, Instant};
 
+use kith_tests::cluster::{self, publish};
 use kith_tests::relay::DelayRelay;
 use kith_tests::{NodeProcess, guest, padded, post};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
 const PEER: &str = env!("CARGO_BIN_EXE_kith-test-peer");
 
-/// Starts the misbehaving test peer; returns it, its stdout, and its peer id once ready.
 fn test_peer(
     args: &[&str],
 ) -> (
@@ -19,70 +19,11 @@ fn test_peer(
     std::io::BufReader<std::process::ChildStdout>,
     String,
 ) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(PEER)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let id = line
-        .trim()
-        .strip_prefix("ready ")
-        .unwrap_or_else(|| panic!("test peer did not start: {line:?}"))
-        .to_owned();
-    (kith_tests::KillOnDrop(child), out, id)
+    cluster::test_peer(PEER, args)
 }
 
-/// Starts `n` nodes: the first alone, the rest bootstrapping from it; waits until every
-/// node has an advert from every other.
 fn network(dir: &std::path::Path, n: usize, extra: &[&[&str]]) -> Vec<NodeProcess> {
-    let no_extra: &[&str] = &[];
-    let flags = |i: usize| -> Vec<String> {
-        let mut v = vec!["--advert-interval-ms".to_owned(), "500".to_owned()];
-        v.extend(
-            extra
-                .get(i)
-                .copied()
-                .unwrap_or(no_extra)
-                .iter()
-                .map(|s| (*s).to_owned()),
-        );
-        v
-    };
-    let first_flags = flags(0);
-    let first_refs: Vec<&str> = first_flags.iter().map(String::as_str).collect();
-    let first = NodeProcess::start(BIN, &dir.join("node0"), &first_refs);
-    let boot = first.p2p_addr();
-    let mut nodes = vec![first];
-    for i in 1..n {
-        let mut f = flags(i);
-        f.extend(["--bootstrap".to_owned(), boot.clone()]);
-        let refs: Vec<&str> = f.iter().map(String::as_str).collect();
-        nodes.push(NodeProcess::start(
-            BIN,
-            &dir.join(format!("node{i}")),
-            &refs,
-        ));
-    }
-    for node in &nodes {
-        node.wait_for_peers(Duration::from_secs(30), |peers| {
-            peers
-                .iter()
-                .filter(|p| p["connected"] == true && !p["advert"].is_null())
-                .count()
-                >= n - 1
-        });
-    }
-    nodes
-}
-
-fn publish(node: &NodeProcess, bytes: Vec<u8>) -> String {
-    let r = post(&format!("{}/v1/functions", node.url), bytes);
-    assert!(r.status == 201 || r.status == 200, "{:?}", r.json());
-    r.json()["id"].as_str().unwrap().to_owned()
+    cluster::network(BIN, dir, n, extra)
 }
 
 #[test]

@@ -128,7 +128,9 @@ fn a_function_on_one_node_writes_and_a_function_on_another_reads_after_sync() {
             let total =
                 |n: &NodeProcess| get(&format!("{}/v1/state/{VISITS}?path=total", n.url)).json();
             let (ta, tb) = (total(&a), total(&b));
-            ta == tb && ta == 12
+            // A counter call's increment and its log entry are two changes, which
+            // may reach B in separate sync rounds: wait for the log too.
+            ta == tb && ta == 12 && call_ok(&b, &report, "").0["visits_logged"] == 8
         },
     );
     let (out, _) = call_ok(&b, &report, "");

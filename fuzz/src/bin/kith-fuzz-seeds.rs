@@ -54,7 +54,7 @@ fn main() {
         }
         .encode(),
         wire::InvokeResponse::Err {
-            kind: "busy".into(),
+            kind: kith_protocol::ErrorKind::Busy,
             message: "busy: 2 calls running".into(),
         }
         .encode(),

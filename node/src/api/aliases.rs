@@ -6,6 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use kith_protocol::ErrorKind;
+
 use super::calls::parse_id;
 use super::{ApiError, MAX_JSON_BODY, Shared, read_body};
 
@@ -44,8 +46,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiE
     let bytes = read_body(body, MAX_JSON_BODY, "JSON body", "MAX_JSON_BODY").await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
+            ErrorKind::BadRequest,
             format!("the request body is not the expected JSON: {e}"),
         )
     })

@@ -8,6 +8,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kith_protocol::FunctionId;
 
+use kith_protocol::ErrorKind;
+
 use super::{ApiError, Shared, read_body};
 
 /// The routes of functions and calls.
@@ -21,13 +23,8 @@ pub(super) fn routes() -> axum::Router<Shared> {
 }
 
 pub(super) fn parse_id(text: &str) -> Result<FunctionId, ApiError> {
-    text.parse().map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_reference",
-            format!("{text:?}: {e}"),
-        )
-    })
+    text.parse()
+        .map_err(|e| ApiError::new(ErrorKind::BadReference, format!("{text:?}: {e}")))
 }
 
 async fn publish(State(node): State<Shared>, body: Body) -> Result<Response, ApiError> {
@@ -50,9 +47,7 @@ async fn function_info(
     let node2 = Arc::clone(&node);
     let info = tokio::task::spawn_blocking(move || node2.function_info(&id))
         .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))??;
     Ok(axum::Json(info).into_response())
 }
 

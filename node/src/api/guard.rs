@@ -23,10 +23,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
+
+use kith_protocol::ErrorKind;
 
 use super::ApiError;
 use crate::config::ApiSettings;
@@ -153,8 +155,7 @@ pub(crate) async fn check(State(guard): State<Arc<Guard>>, req: Request, next: N
         return guard.refuse(
             ApiRefusal::Busy,
             ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "busy",
+                ErrorKind::Busy,
                 format!(
                     "busy: {} API requests are in flight (api_max_requests); retry shortly",
                     guard.max_requests
@@ -168,9 +169,7 @@ pub(crate) async fn check(State(guard): State<Arc<Guard>>, req: Request, next: N
         if !guard.host_allowed(host) {
             return guard.refuse(
                 ApiRefusal::Host,
-                ApiError::new(
-                    StatusCode::MISDIRECTED_REQUEST,
-                    "bad_host",
+                ApiError::new(ErrorKind::BadHost,
                     format!(
                         "this node's API does not answer to host {host:?} (a defence against DNS rebinding); \
                          if the node really is reached by that name, start it with --api-host NAME"
@@ -186,9 +185,7 @@ pub(crate) async fn check(State(guard): State<Arc<Guard>>, req: Request, next: N
         if let Some(why) = Guard::cross_origin(headers) {
             return guard.refuse(
                 ApiRefusal::CrossOrigin,
-                ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "cross_origin",
+                ApiError::new(ErrorKind::CrossOrigin,
                     format!(
                         "refused a request from a web page of another origin ({why}): the API acts only \
                          for its own status page and for programs such as the kith CLI (docs/security.md)"
@@ -199,9 +196,7 @@ pub(crate) async fn check(State(guard): State<Arc<Guard>>, req: Request, next: N
         if guard.token_required && !guard.has_token(headers) {
             return guard.refuse(
                 ApiRefusal::Token,
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
+                ApiError::new(ErrorKind::Unauthorized,
                     "this request needs the node's API token: send `Authorization: Bearer TOKEN` with the \
                      token in the node's data dir (file api-token); the kith CLI and the SDK client on \
                      the node's machine send it by themselves",

@@ -33,6 +33,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use kith_protocol::ErrorKind;
 use kith_protocol::module::ModuleError;
 use serde_json::json;
 
@@ -44,20 +45,29 @@ use crate::store::StoreError;
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    kind: &'static str,
+    kind: ErrorKind,
     message: String,
     /// The peer that ran the call and reported the error, when it was not this node.
     peer: Option<String>,
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    /// An error of `kind`, answered with the kind's HTTP status.
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            status,
+            status: StatusCode::from_u16(kind.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             kind,
             message: message.into(),
             peer: None,
         }
+    }
+
+    /// The same error answered with another status (a body that timed out is a
+    /// `bad_request` answered 408).
+    pub(crate) fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
     }
 }
 
@@ -71,7 +81,10 @@ impl IntoResponse for ApiError {
         if let Some(value) = self.peer.and_then(|p| HeaderValue::from_str(&p).ok()) {
             resp.headers_mut().insert("kith-executed-by", value);
         }
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
+        if matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -84,84 +97,27 @@ impl From<PublishError> for ApiError {
         let msg = e.to_string();
         match e {
             PublishError::Invalid(ModuleError::TooLarge { .. }) => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "module_too_large", msg)
+                Self::new(ErrorKind::ModuleTooLarge, msg)
             }
-            PublishError::Invalid(_) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_module", msg)
-            }
+            PublishError::Invalid(_) => Self::new(ErrorKind::InvalidModule, msg),
             PublishError::Store(StoreError::OverBudget { .. }) => {
-                Self::new(StatusCode::INSUFFICIENT_STORAGE, "store_full", msg)
+                Self::new(ErrorKind::StoreFull, msg)
             }
-            PublishError::Store(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg),
+            PublishError::Store(_) => Self::new(ErrorKind::Internal, msg),
             PublishError::Compile(e) => e.into(),
         }
     }
 }
 
-/// The HTTP status of an error kind (`docs/http-api.md`).
-pub fn status_of(kind: &str) -> StatusCode {
-    use StatusCode as S;
-    match kind {
-        "bad_reference" | "bad_request" => S::BAD_REQUEST,
-        "not_found" => S::NOT_FOUND,
-        "untrusted" | "forbidden" | "state_not_hosted" => S::FORBIDDEN,
-        "conflict" => S::CONFLICT,
-        "bad_record" => S::BAD_REQUEST,
-        "input_too_large" | "module_too_large" | "too_large" => S::PAYLOAD_TOO_LARGE,
-        "busy" | "rate_limited" => S::TOO_MANY_REQUESTS,
-        "timeout" => S::GATEWAY_TIMEOUT,
-        "store_full" => S::INSUFFICIENT_STORAGE,
-        "corrupt" | "internal" => S::INTERNAL_SERVER_ERROR,
-        "unreachable" => S::BAD_GATEWAY,
-        "unauthorized" => S::UNAUTHORIZED,
-        "cross_origin" => S::FORBIDDEN,
-        "bad_host" => S::MISDIRECTED_REQUEST,
-        _ => S::UNPROCESSABLE_ENTITY,
-    }
-}
-
-fn kind_static(kind: &str) -> &'static str {
-    const KINDS: &[&str] = &[
-        "input_too_large",
-        "output_too_large",
-        "out_of_fuel",
-        "memory_limit",
-        "table_limit",
-        "compile_timeout",
-        "timeout",
-        "stack_overflow",
-        "trap",
-        "function_error",
-        "exceeds_node_caps",
-        "not_found",
-        "corrupt",
-        "invalid_module",
-        "internal",
-        "busy",
-        "rate_limited",
-        "bad_request",
-        "unreachable",
-        "untrusted",
-        "state_not_hosted",
-    ];
-    KINDS
-        .iter()
-        .find(|k| **k == kind)
-        .copied()
-        .unwrap_or("remote_error")
-}
-
 impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
-        let kind = e.kind();
-        Self::new(status_of(kind), kind, e.to_string())
+        Self::new(e.kind(), e.to_string())
     }
 }
 
 impl From<CallError> for ApiError {
     fn from(e: CallError) -> Self {
-        let kind = kind_static(e.kind());
-        let mut error = Self::new(status_of(kind), kind, e.to_string());
+        let mut error = Self::new(e.kind(), e.to_string());
         if let CallError::Remote { peer, .. } = &e {
             error.peer = Some(peer.to_string());
         }
@@ -190,11 +146,7 @@ pub fn router(node: Shared, guard: guard::Guard) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such route; see docs/http-api.md",
-    )
+    ApiError::new(ErrorKind::NotFound, "no such route; see docs/http-api.md")
 }
 
 /// The status page: plain HTML and JavaScript served by the binary; it polls
@@ -242,28 +194,26 @@ pub(crate) async fn read_body(
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await else {
         return Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "bad_request",
+            ErrorKind::BadRequest,
             format!(
                 "the {what} did not arrive within {} s",
                 BODY_TIMEOUT.as_secs()
             ),
-        ));
+        )
+        .with_status(StatusCode::REQUEST_TIMEOUT));
     };
     match read {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
         Err(e) if e.is::<LengthLimitError>() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
             if what == "module" {
-                "module_too_large"
+                ErrorKind::ModuleTooLarge
             } else {
-                "input_too_large"
+                ErrorKind::InputTooLarge
             },
             format!("{what} is larger than {limit} bytes ({key})"),
         )),
         Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
+            ErrorKind::BadRequest,
             format!("reading the {what}: {e}"),
         )),
     }
@@ -271,15 +221,13 @@ pub(crate) async fn read_body(
 
 impl From<crate::state::StateOpError> for ApiError {
     fn from(e: crate::state::StateOpError) -> Self {
-        let kind = e.kind();
-        Self::new(status_of(kind), kind, e.to_string())
+        Self::new(e.kind(), e.to_string())
     }
 }
 
 impl From<crate::aliases::AliasOpError> for ApiError {
     fn from(e: crate::aliases::AliasOpError) -> Self {
-        let kind = e.kind();
-        Self::new(status_of(kind), kind, e.to_string())
+        Self::new(e.kind(), e.to_string())
     }
 }
 

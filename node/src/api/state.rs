@@ -15,11 +15,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kith_protocol::state::{DocName, parse_path};
 use serde_json::json;
+
+use kith_protocol::ErrorKind;
 
 use super::{ApiError, read_body};
 use crate::node::Node;
@@ -51,7 +53,7 @@ struct PathQuery {
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    ApiError::new(ErrorKind::BadRequest, message)
 }
 
 fn doc_name(node: &Node, namespace: &str, name: &str) -> Result<DocName, ApiError> {
@@ -81,7 +83,7 @@ async fn write<T: Send + 'static>(
     let node = Arc::clone(node);
     tokio::task::spawn_blocking(move || node.state_write(&doc, |s| op(s, &doc)))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?
         .map_err(ApiError::from)
 }
 

@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use kith_protocol::FunctionId;
 use kith_protocol::alias;
 use kith_protocol::capacity::Advert;
 use kith_protocol::ratelimit::TokenBucket;
@@ -40,6 +39,7 @@ use kith_protocol::vivaldi;
 use kith_protocol::wire::{
     self, FetchRequest, FetchResponse, InvokeRequest, InvokeResponse, WireError,
 };
+use kith_protocol::{ErrorKind, FunctionId};
 use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
 use libp2p::identity::Keypair;
@@ -378,7 +378,8 @@ impl Net {
             alias_topic,
             state_topic,
             state_requests: HashMap::new(),
-            seq: 0,
+            // A restarted node's adverts must outrank the ones peers remember.
+            seq: kith_protocol::capacity::first_seq(now_ms()),
             coord: vivaldi::Coord::default(),
             fetches: HashMap::new(),
             next_fetch: 0,
@@ -437,6 +438,15 @@ impl Net {
     /// Announces this node as a provider of `id`.
     pub async fn provide(&self, id: FunctionId) {
         let _ = self.commands.send(Command::Provide(id)).await;
+    }
+
+    /// Counts a misbehaviour against `peer` (it did not answer a call in time, or
+    /// answered with nonsense).
+    pub fn penalise(&self, peer: PeerId) {
+        self.table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .penalise(&peer);
     }
 
     /// Announces this node as a provider of `id` without waiting (dropped if the
@@ -1944,10 +1954,7 @@ impl Task {
         peer: PeerId,
         body: &[u8],
     ) -> Result<oneshot::Receiver<InvokeResponse>, InvokeResponse> {
-        let refuse = |kind: &str, message: String| InvokeResponse::Err {
-            kind: kind.into(),
-            message,
-        };
+        let refuse = |kind: ErrorKind, message: String| InvokeResponse::Err { kind, message };
         let now = now_ms();
         let rate = self.config.invoke_rate_per_peer;
         let allowed = self
@@ -1957,7 +1964,7 @@ impl Task {
             .try_take(now);
         if !allowed {
             return Err(refuse(
-                "rate_limited",
+                ErrorKind::RateLimited,
                 format!(
                     "more than {rate} invoke requests per second from {peer} (invoke_rate_per_peer)"
                 ),
@@ -1965,7 +1972,7 @@ impl Task {
         }
         let request = InvokeRequest::decode(body).map_err(|e| {
             self.table().penalise(&peer);
-            refuse("bad_request", e.to_string())
+            refuse(ErrorKind::BadRequest, e.to_string())
         })?;
         let (respond, rx) = oneshot::channel();
         self.inbound
@@ -1974,7 +1981,7 @@ impl Task {
                 request,
                 respond,
             })
-            .map_err(|_| refuse("busy", "the node's inbound queue is full".into()))?;
+            .map_err(|_| refuse(ErrorKind::Busy, "the node's inbound queue is full".into()))?;
         Ok(rx)
     }
 }

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kith_protocol::{FunctionId, Manifest};
+use kith_protocol::{ErrorKind, FunctionId, Manifest};
 use wasmer::{Engine, Instance, Module, Store, TypedFunction};
 
 use crate::clock::lock;
@@ -175,25 +175,26 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
-    /// The error kind, as in the HTTP API (`docs/http-api.md`).
-    pub fn kind(&self) -> &'static str {
+    /// The error kind (`docs/http-api.md`).
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
         match self {
-            Self::InputTooLarge { .. } => "input_too_large",
-            Self::OutputTooLarge { .. } => "output_too_large",
-            Self::OutOfFuel { .. } => "out_of_fuel",
-            Self::MemoryLimit { .. } => "memory_limit",
-            Self::TableLimit { .. } => "table_limit",
-            Self::Timeout { .. } => "timeout",
-            Self::StackOverflow { .. } => "stack_overflow",
-            Self::Trap { .. } => "trap",
-            Self::FunctionError { .. } => "function_error",
-            Self::Incapable(_) => "exceeds_node_caps",
-            Self::NotFound(_) => "not_found",
-            Self::Corrupt(_) => "corrupt",
-            Self::Invalid(_) => "invalid_module",
-            Self::CompileTimeout { .. } => "compile_timeout",
-            Self::CompileBusy { .. } => "busy",
-            Self::Internal(_) => "internal",
+            Self::InputTooLarge { .. } => K::InputTooLarge,
+            Self::OutputTooLarge { .. } => K::OutputTooLarge,
+            Self::OutOfFuel { .. } => K::OutOfFuel,
+            Self::MemoryLimit { .. } => K::MemoryLimit,
+            Self::TableLimit { .. } => K::TableLimit,
+            Self::Timeout { .. } => K::Timeout,
+            Self::StackOverflow { .. } => K::StackOverflow,
+            Self::Trap { .. } => K::Trap,
+            Self::FunctionError { .. } => K::FunctionError,
+            Self::Incapable(_) => K::ExceedsNodeCaps,
+            Self::NotFound(_) => K::NotFound,
+            Self::Corrupt(_) => K::Corrupt,
+            Self::Invalid(_) => K::InvalidModule,
+            Self::CompileTimeout { .. } => K::CompileTimeout,
+            Self::CompileBusy { .. } => K::Busy,
+            Self::Internal(_) => K::Internal,
         }
     }
 }

@@ -113,14 +113,15 @@ pub enum StateOpError {
 
 impl StateOpError {
     /// The error kind (`docs/http-api.md`).
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> kith_protocol::ErrorKind {
+        use kith_protocol::ErrorKind as K;
         match self {
-            Self::BadRequest(_) | Self::BadDocument(_) => "bad_request",
-            Self::NoDocument(_) | Self::NoValue { .. } => "not_found",
-            Self::NotHosted(_) => "forbidden",
-            Self::TooLarge { .. } => "too_large",
-            Self::Conflict(_) => "conflict",
-            Self::Io(_) => "internal",
+            Self::BadRequest(_) | Self::BadDocument(_) => K::BadRequest,
+            Self::NoDocument(_) | Self::NoValue { .. } => K::NotFound,
+            Self::NotHosted(_) => K::Forbidden,
+            Self::TooLarge { .. } => K::TooLarge,
+            Self::Conflict(_) => K::Conflict,
+            Self::Io(_) => K::Internal,
         }
     }
 }

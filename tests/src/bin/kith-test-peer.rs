@@ -10,6 +10,14 @@
 //!                                       the alias topic once the node subscribes, and
 //!                                       answer the node's alias sync with it; runs until
 //!                                       killed
+//! kith-test-peer invoke TARGET ID HOPS send one invoke request for ID claiming hop
+//!                                       count HOPS; print the answer (`ok` or the error's
+//!                                       code), exit
+//! kith-test-peer liar  TARGET ID ANSWER advertise a huge, idle peer with ID warm every
+//!                                       500 ms, and answer every invoke with ANSWER:
+//!                                       `fuel` (output "lie", fuel_used u64::MAX) or
+//!                                       `kind` (an error with a made-up kind code); runs
+//!                                       until killed
 //! ```
 //!
 //! TARGET is the node's multiaddr ending in `/p2p/<peer id>`. It prints `ready <peer id>`
@@ -66,7 +74,8 @@ async fn main() {
         max_request: 64 << 20,
         max_response: 64 << 20,
     };
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+    let swarm_key = libp2p::identity::Keypair::generate_ed25519();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(swarm_key.clone())
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
@@ -144,12 +153,37 @@ async fn main() {
         .gossipsub
         .subscribe(&alias_topic)
         .unwrap();
+    let advert_topic = gossipsub::IdentTopic::new(kith_node::net::ADVERT_TOPIC);
+    if mode == "liar" {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&advert_topic)
+            .unwrap();
+    }
+    let liar_key = swarm_key.clone();
+    let mut advert_seq = 0u64;
+    let mut advert_tick = tokio::time::interval(Duration::from_millis(500));
 
     let flood_count: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(0);
     let mut counts: HashMap<&'static str, u64> = HashMap::new();
     let mut answered = 0usize;
     loop {
-        match swarm.select_next_some().await {
+        let event = tokio::select! {
+            event = swarm.select_next_some() => event,
+            _ = advert_tick.tick() => {
+                if mode == "liar" {
+                    advert_seq += 1;
+                    let advert = liar_advert(&liar_key, id, advert_seq);
+                    let _ = swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .publish(advert_topic.clone(), advert);
+                }
+                continue;
+            }
+        };
+        match event {
             SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == target_peer => {
                 if mode == "forge" {
                     // Wait for the node's subscription before announcing.
@@ -159,6 +193,19 @@ async fn main() {
                         .kad
                         .start_providing(kad::RecordKey::new(id.as_bytes()))
                         .unwrap();
+                } else if mode == "liar" {
+                    // Ready once the node hears the adverts (its subscription).
+                } else if mode == "invoke" {
+                    println!("ready {}", swarm.local_peer_id());
+                    let request = InvokeRequest {
+                        id,
+                        hops: args[4].parse().expect("hops"),
+                        input: b"x".to_vec(),
+                    };
+                    swarm
+                        .behaviour_mut()
+                        .invoke
+                        .send_request(&peer_id, request.encode());
                 } else {
                     println!("ready {}", swarm.local_peer_id());
                     for _ in 0..flood_count {
@@ -184,6 +231,28 @@ async fn main() {
                     .publish(alias_topic.clone(), forged.clone())
                     .expect("publish the forged record");
                 println!("ready {}", swarm.local_peer_id());
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
+                peer_id,
+                topic,
+            })) if mode == "liar" && peer_id == target_peer && topic == advert_topic.hash() => {
+                println!("ready {}", swarm.local_peer_id());
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Invoke(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            })) if mode == "liar" => {
+                let bytes = if args[4] == "fuel" {
+                    InvokeResponse::Ok {
+                        fuel_used: u64::MAX,
+                        wall_us: 1,
+                        output: b"lie".to_vec(),
+                    }
+                    .encode()
+                } else {
+                    made_up_kind_answer()
+                };
+                let _ = swarm.behaviour_mut().invoke.send_response(channel, bytes);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Aliases(request_response::Event::Message {
                 message: request_response::Message::Request { channel, .. },
@@ -224,19 +293,29 @@ async fn main() {
                     .send_response(channel, answer.encode());
             }
             SwarmEvent::Behaviour(BehaviourEvent::Invoke(event)) => {
-                let kind = match event {
+                let answer = match event {
                     request_response::Event::Message {
                         message: request_response::Message::Response { response, .. },
                         ..
-                    } => match InvokeResponse::decode(&response) {
-                        Ok(InvokeResponse::Ok { .. }) => "ok",
-                        Ok(InvokeResponse::Err { kind, .. }) if kind == "rate_limited" => {
-                            "rate_limited"
-                        }
-                        _ => "other",
-                    },
-                    request_response::Event::OutboundFailure { .. } => "other",
+                    } => InvokeResponse::decode(&response).ok(),
+                    request_response::Event::OutboundFailure { .. } => None,
                     _ => continue,
+                };
+                if mode == "invoke" {
+                    match answer {
+                        Some(InvokeResponse::Ok { .. }) => println!("ok"),
+                        Some(InvokeResponse::Err { kind, .. }) => println!("{kind}"),
+                        None => println!("no answer"),
+                    }
+                    return;
+                }
+                let kind = match answer {
+                    Some(InvokeResponse::Ok { .. }) => "ok",
+                    Some(InvokeResponse::Err {
+                        kind: kith_protocol::ErrorKind::RateLimited,
+                        ..
+                    }) => "rate_limited",
+                    _ => "other",
                 };
                 *counts.entry(kind).or_default() += 1;
                 answered += 1;
@@ -253,4 +332,41 @@ async fn main() {
             _ => {}
         }
     }
+}
+
+/// An invoke error answer whose kind code no kith version knows, as raw bytes (the
+/// encoder only writes known codes): version, status 1, code length, code, message.
+fn made_up_kind_answer() -> Vec<u8> {
+    let code = b"x-made-up-kind-chosen-by-a-peer";
+    let mut b = vec![wire::VERSION, 1, code.len() as u8];
+    b.extend_from_slice(code);
+    b.extend_from_slice(b"a made-up kind");
+    b
+}
+
+/// A signed advert of an idle peer far larger than any real device, with `id` warm.
+fn liar_advert(key: &libp2p::identity::Keypair, id: FunctionId, seq: u64) -> Vec<u8> {
+    use kith_protocol::capacity::{Advert, Cached, DeviceClass, backend};
+    let mut cached = Cached::default();
+    cached.insert(&id);
+    let advert = Advert {
+        peer: key.public().try_into_ed25519().unwrap().to_bytes(),
+        seq,
+        issued_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+        device: DeviceClass::Server,
+        cores: 64,
+        cpu_score: 100_000_000,
+        memory_bytes: 1 << 40,
+        max_concurrent: 1000,
+        max_queued: 1000,
+        running: 0,
+        queued: 0,
+        backends: backend::CRANELIFT,
+        coord: Default::default(),
+        cached,
+    };
+    advert.encode(|m| key.sign(m).unwrap().try_into().unwrap())
 }

@@ -150,6 +150,20 @@ pub(crate) const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "max_attempts",
+        help: "Candidates one call tries (this node and peers) before it fails, 1 to 16",
+        value_name: "N",
+        apply: Apply::Int(|d, v| {
+            if !(1..=16).contains(&v) {
+                return Err(format!("must be 1 to 16 (got {v})"));
+            }
+            d.config.attempts.max_attempts = usize_of(v)?;
+            Ok(())
+        }),
+        show: |c| c.attempts.max_attempts.to_string(),
+        profile: none,
+    },
+    Setting {
         key: "cpu_share",
         help: "Share of this machine's CPU that calls may use on average, in (0, 1]",
         value_name: "F",
