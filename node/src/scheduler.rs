@@ -25,8 +25,6 @@ use crate::net::{Inbound, Net};
 use crate::node::{CallError, Node, Receipt};
 use crate::runtime::InvokeError;
 
-/// Adverts older than this are not used for placement, in milliseconds.
-const ADVERT_FRESH_MS: u128 = 10_000;
 /// Fuel assumed for a function never seen run.
 const DEFAULT_EXPECTED_FUEL: u64 = 1_000_000;
 
@@ -311,9 +309,10 @@ impl Node {
                 local: true,
                 known_warm: Some(warm_here),
                 known_state: Some(state_here),
+                penalty: 0.0,
             });
         }
-        for (peer, info, advert) in table.usable(ADVERT_FRESH_MS) {
+        for (peer, info, advert) in table.usable() {
             views.push(PeerView {
                 peer,
                 advert,
@@ -321,6 +320,7 @@ impl Node {
                 local: false,
                 known_warm: None,
                 known_state: None,
+                penalty: table.penalty(&peer),
             });
         }
         let fallbacks = placement::fallbacks(&call, views.iter().copied(), &local);
@@ -483,25 +483,27 @@ impl Node {
             return Vec::new();
         };
         let table = net.table.read().unwrap_or_else(PoisonError::into_inner);
+        let now = now_ms();
         table
-            .peers
+            .book
             .iter()
             .map(|(peer, info)| {
-                let advert = info.advert.as_ref().map(|(a, at)| AdvertSummary {
+                let advert = info.advert().map(|(a, at)| AdvertSummary {
                     device: a.device,
                     cpu_score: a.cpu_score,
                     memory_bytes: a.memory_bytes,
                     free_slots: a.max_concurrent.saturating_sub(a.running),
                     max_concurrent: a.max_concurrent,
                     queued: a.queued,
-                    age_ms: u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    age_ms: now.saturating_sub(at),
                 });
                 PeerSummary {
                     peer_id: peer.to_string(),
                     connected: info.connected,
-                    address: info.addr.as_ref().map(ToString::to_string),
+                    address: info.extra.as_ref().map(ToString::to_string),
                     rtt_ms: info.rtt_ms,
                     penalties: info.penalties,
+                    penalty: table.penalty(peer),
                     advert,
                 }
             })
@@ -544,6 +546,8 @@ pub struct PeerSummary {
     pub rtt_ms: Option<f64>,
     /// Times it misbehaved.
     pub penalties: u32,
+    /// Its penalty now (decays by half every minute; placement adds it to its cost).
+    pub penalty: f64,
     /// Its latest advert.
     pub advert: Option<AdvertSummary>,
 }

@@ -14,6 +14,7 @@
 //! - [`alias`]: signed alias records, the registry peers sync, split resolution.
 //! - [`attempt`]: a call's attempts: next candidate, retries, giving up.
 //! - [`error`]: the error kinds, with wire code, HTTP status and disposition.
+//! - [`peerbook`]: what a node knows of its peers (adverts, RTT, decaying penalties).
 //! - [`capacity`], [`placement`], [`vivaldi`]: adverts, placement, network coordinates.
 
 pub mod abi;
@@ -25,6 +26,7 @@ mod id;
 pub mod limits;
 pub mod manifest;
 pub mod module;
+pub mod peerbook;
 pub mod placement;
 pub mod ratelimit;
 pub mod state;

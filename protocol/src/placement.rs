@@ -3,7 +3,7 @@
 //! "Nearest" means the lowest **expected completion time**:
 //!
 //! ```text
-//! total = rtt + queue wait + cold start + execution
+//! total = rtt + queue wait + cold start + execution + penalty
 //! ```
 //!
 //! - `rtt`: measured (ping) when known, else predicted from network coordinates;
@@ -16,6 +16,9 @@
 //!   summary, which lists held documents too), fetching them: a sync exchange plus
 //!   their size over bandwidth.
 //! - `execution`: the call's expected fuel over the peer's CPU score.
+//! - `penalty`: the peer's decayed penalty (`crate::peerbook`) times
+//!   [`Config::penalty_ms`]: a peer that failed calls or sent bad bytes ranks below an
+//!   equal one that did not, until its penalty decays.
 //!
 //! A peer is **capable** when it offers at least the memory the manifest asks for, has
 //! a backend, and is not saturated (every slot and queue place taken). Incapable peers
@@ -41,6 +44,8 @@ pub struct Config {
     /// Fixed cost of fetching missing state documents (a sync session of about two
     /// round trips with a peer that holds them), ms.
     pub state_fetch_ms: f64,
+    /// Cost added per unit of a peer's penalty (one failed call is one unit), ms.
+    pub penalty_ms: f64,
 }
 
 impl Default for Config {
@@ -56,6 +61,8 @@ impl Default for Config {
             call_overhead_ms: 0.05,
             // Two round trips on a typical home link.
             state_fetch_ms: 40.0,
+            // One unanswered call costs a peer as much as a distant region's RTT.
+            penalty_ms: 200.0,
         }
     }
 }
@@ -99,6 +106,9 @@ pub struct PeerView<'a, P> {
     /// True if the placing peer knows for certain whether the candidate holds all
     /// the call's state documents (e.g. itself); otherwise the summary decides.
     pub known_state: Option<bool>,
+    /// The candidate's decayed penalty (`crate::peerbook::PeerBook::penalty`), 0 for
+    /// none.
+    pub penalty: f64,
 }
 
 /// The cost terms of one candidate, in milliseconds.
@@ -115,6 +125,8 @@ pub struct Cost {
     pub cold_ms: f64,
     /// Execution on that peer.
     pub exec_ms: f64,
+    /// The peer's penalty, as cost.
+    pub penalty_ms: f64,
     /// The sum.
     pub total_ms: f64,
 }
@@ -197,13 +209,19 @@ pub fn cost<P>(call: &Call<'_>, view: &PeerView<'_, P>, local: &Advert, config: 
     } else {
         cold_ms + config.state_fetch_ms + call.state_bytes as f64 / config.fetch_bytes_per_ms
     };
+    let penalty_ms = if view.penalty.is_finite() && view.penalty > 0.0 && !view.local {
+        view.penalty * config.penalty_ms
+    } else {
+        0.0
+    };
     Cost {
         rtt_ms,
         rtt_measured,
         queue_ms,
         cold_ms,
         exec_ms,
-        total_ms: rtt_ms + queue_ms + cold_ms + exec_ms,
+        penalty_ms,
+        total_ms: rtt_ms + queue_ms + cold_ms + exec_ms + penalty_ms,
     }
 }
 

@@ -46,6 +46,7 @@ fn view(peer: u32, advert: &Advert, rtt: f64) -> PeerView<'_, u32> {
         local: false,
         known_warm: None,
         known_state: None,
+        penalty: 0.0,
     }
 }
 
@@ -186,6 +187,7 @@ fn unmeasured_peers_use_coordinates_and_local_has_no_rtt() {
         local: true,
         known_warm: Some(true),
         known_state: None,
+        penalty: 0.0,
         ..view(0, &me, 99.0)
     };
     let ranked = rank(&call(), [unmeasured, local], &me, &Config::default());
@@ -227,6 +229,7 @@ fn holding_the_state_documents_counts_as_warm() {
         local: true,
         known_warm: Some(true),
         known_state: Some(false),
+        penalty: 0.0,
         ..view(0, &holder, 0.0)
     };
     let ranked = rank(&c, [local], &advert(), &Config::default());
@@ -276,6 +279,7 @@ proptest! {
             local: false,
             known_warm: None,
             known_state: None,
+            penalty: 0.0,
         }).collect();
         let ranked = rank(&c, views.clone(), &me, &Config::default());
         for cand in &ranked {

@@ -988,6 +988,7 @@ impl Engine<'_> {
                     local: true,
                     known_warm: Some(self.warm(e, function)),
                     known_state: None,
+                    penalty: 0.0,
                 })
                 .chain(view.iter().map(|&q| PeerView {
                     peer: q,
@@ -996,6 +997,7 @@ impl Engine<'_> {
                     local: false,
                     known_warm: None,
                     known_state: None,
+                    penalty: 0.0,
                 }))
                 .collect();
                 let fallbacks = placement::fallbacks(&call, views.iter().copied(), &local);

@@ -71,6 +71,8 @@ const REDIAL_AFTER: Duration = Duration::from_secs(30);
 const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(10);
 /// How often reservations, pinned relays and relayed connections are checked.
 const MAINTENANCE: Duration = Duration::from_secs(1);
+/// Adverts one source may send at once before its rate limit applies.
+const ADVERT_BURST: f64 = 3.0;
 /// A relayed connection is closed only once a direct one has existed this long, so
 /// requests the peer sent over the relay just before have arrived (and are waited for).
 const RELAYED_GRACE: Duration = Duration::from_secs(1);
@@ -809,6 +811,7 @@ impl Task {
                     self.dial_bootstrap(true);
                     self.redial_bootstrap();
                     self.maintain_relays();
+                    self.prune_peer_maps();
                     let peers: Vec<PeerId> = self.relayed.keys().copied().collect();
                     for peer in peers {
                         self.drop_relayed(peer);
@@ -986,10 +989,10 @@ impl Task {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut order: Vec<(u8, u32, f64, PeerId)> = Vec::new();
+        // Penalties decay, so a provider that once sent bad bytes is tried again later.
         let rank = |group: u8, p: &PeerId| {
-            let info = table.peers.get(p);
-            let penalties = info.map_or(0, |i| i.penalties);
-            (group, penalties, table.rtt_ms(p).unwrap_or(f64::MAX), *p)
+            let penalty = table.penalty(p).ceil() as u32;
+            (group, penalty, table.rtt_ms(p).unwrap_or(f64::MAX), *p)
         };
         if let Some(p) = &fetch.prefer {
             order.push((0, 0, -1.0, *p));
@@ -999,9 +1002,9 @@ impl Task {
         }
         for p in table.connected() {
             let claims = table
-                .peers
+                .book
                 .get(&p)
-                .and_then(|i| i.advert.as_ref())
+                .and_then(|i| i.advert())
                 .is_some_and(|(a, _)| a.cached.may_contain(&fetch.id));
             if claims {
                 order.push(rank(0, &p));
@@ -1258,9 +1261,9 @@ impl Task {
                     .table
                     .read()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .peers
+                    .book
                     .get(&peer_id)
-                    .and_then(|i| i.addr.as_ref())
+                    .and_then(|i| i.extra.as_ref())
                     .is_some_and(is_loopback);
                 for addr in info.listen_addrs {
                     if local || !is_loopback(&addr) {
@@ -1404,10 +1407,9 @@ impl Task {
             return;
         };
         let now = now_ms();
-        let bucket = self
-            .advert_buckets
-            .entry(source)
-            .or_insert_with(|| TokenBucket::new(self.config.advert_rate_per_peer, 3.0, now));
+        let bucket = self.advert_buckets.entry(source).or_insert_with(|| {
+            TokenBucket::new(self.config.advert_rate_per_peer, ADVERT_BURST, now)
+        });
         if !bucket.try_take(now) {
             tracing::debug!(peer = %source, "advert rate limit: dropped");
             return;
@@ -1503,6 +1505,31 @@ impl Task {
 
     /// Keeps reservations where they are needed: on every configured relay, and, while
     /// AutoNAT says we are private, on up to [`MAX_AUTO_RELAYS`] connected relays.
+    /// Drops what per-peer maps hold for peers that no longer need it: the peer book
+    /// forgets peers gone for 10 minutes; invoke rate-limit buckets are kept only for
+    /// connected peers (a reconnecting peer starts with a full bucket, which costs it a
+    /// handshake), advert buckets until they refill; counters at zero and retry
+    /// timestamps past their back-off go.
+    fn prune_peer_maps(&mut self) {
+        let forgotten = self.table().evict();
+        if forgotten > 0 {
+            tracing::debug!(forgotten, "peer book: forgot peers gone for a while");
+        }
+        let swarm = &self.swarm;
+        self.invoke_buckets.retain(|p, _| swarm.is_connected(p));
+        // Adverts come from sources gossip forwards, not only connected peers: a
+        // source's bucket goes once it has refilled (forgetting it changes nothing).
+        let now_ms = now_ms();
+        self.advert_buckets
+            .retain(|_, b| b.balance(now_ms) < ADVERT_BURST);
+        self.serving.retain(|_, n| *n > 0);
+        let now = Instant::now();
+        self.relay_tried
+            .retain(|_, t| now.duration_since(*t) < REDIAL_AFTER);
+        self.reversal_tried
+            .retain(|_, t| now.duration_since(*t) < REDIAL_AFTER);
+    }
+
     fn maintain_relays(&mut self) {
         let now = Instant::now();
         for i in 0..self.pinned_relays.len() {

@@ -1,42 +1,39 @@
-//! What this node knows about its peers.
-
-use std::collections::BTreeMap;
-use std::time::Instant;
+//! What this node knows about its peers: protocol's peer book (adverts, freshness,
+//! RTT, decaying penalties, eviction), keyed by libp2p peer id with the address each
+//! is connected at, and this node's own view.
 
 use kith_protocol::capacity::Advert;
+use kith_protocol::peerbook::{self, AdvertVerdict, PeerBook};
 use kith_protocol::vivaldi::Coord;
 use libp2p::{Multiaddr, PeerId};
 
-/// Weight of a new RTT sample in the moving average.
-const RTT_ALPHA: f64 = 0.3;
+use crate::clock::now_ms;
 
-/// One peer.
-#[derive(Debug, Clone)]
-pub struct PeerInfo {
-    /// Connected now.
-    pub connected: bool,
-    /// Last address it was connected at.
-    pub addr: Option<Multiaddr>,
-    /// Smoothed ping RTT, in milliseconds.
-    pub rtt_ms: Option<f64>,
-    /// Its latest valid advert, and when it arrived.
-    pub advert: Option<(Advert, Instant)>,
-    /// Times it misbehaved (bad bytes, malformed messages, forged adverts).
-    pub penalties: u32,
-}
+/// One peer, as the book holds it; `extra` is the address it was last connected at.
+pub type PeerInfo = peerbook::Entry<Option<Multiaddr>>;
 
-/// All known peers (ordered by peer id, so iteration is deterministic) and this node's
-/// own view.
-#[derive(Debug, Default)]
+/// The peer book and this node's own view.
+#[derive(Debug)]
 pub struct PeerTable {
-    /// Known peers.
-    pub peers: BTreeMap<PeerId, PeerInfo>,
+    /// Known peers (ordered by peer id, so iteration is deterministic).
+    pub book: PeerBook<PeerId, Option<Multiaddr>>,
     /// This node's latest advert.
     pub local: Option<Advert>,
     /// Addresses this node listens on (relayed ones included).
     pub listen_addrs: Vec<Multiaddr>,
     /// Whether peers can reach this node directly.
     pub nat: Reachability,
+}
+
+impl Default for PeerTable {
+    fn default() -> Self {
+        Self {
+            book: PeerBook::new(peerbook::Config::default()),
+            local: None,
+            listen_addrs: Vec::new(),
+            nat: Reachability::default(),
+        }
+    }
 }
 
 /// What this node knows about its own reachability (AutoNAT, relays, hole punches).
@@ -61,75 +58,57 @@ pub struct Reachability {
 }
 
 impl PeerTable {
-    fn entry(&mut self, peer: PeerId) -> &mut PeerInfo {
-        self.peers.entry(peer).or_insert(PeerInfo {
-            connected: false,
-            addr: None,
-            rtt_ms: None,
-            advert: None,
-            penalties: 0,
-        })
-    }
-
     pub(crate) fn on_connected(&mut self, peer: PeerId, addr: Multiaddr) {
-        let e = self.entry(peer);
-        e.connected = true;
-        e.addr = Some(addr);
+        match self.book.on_connected(now_ms(), peer) {
+            Some(e) => e.extra = Some(addr),
+            None => tracing::debug!(%peer, "peer book full of connected peers; not recorded"),
+        }
     }
 
     pub(crate) fn on_disconnected(&mut self, peer: &PeerId) {
-        if let Some(e) = self.peers.get_mut(peer) {
-            e.connected = false;
-        }
+        self.book.on_disconnected(now_ms(), peer);
     }
 
     /// Records an RTT sample; returns the peer's advertised coordinate, if known.
     pub(crate) fn observe_rtt(&mut self, peer: &PeerId, rtt_ms: f64) -> Option<Coord> {
-        let e = self.entry(*peer);
-        e.rtt_ms = Some(match e.rtt_ms {
-            Some(old) => old * (1.0 - RTT_ALPHA) + rtt_ms * RTT_ALPHA,
-            None => rtt_ms,
-        });
-        e.advert.as_ref().map(|(a, _)| a.coord)
+        self.book.on_rtt(now_ms(), *peer, rtt_ms)
     }
 
     /// Keeps `advert` if it is newer than the one held.
     pub(crate) fn advert(&mut self, peer: PeerId, advert: Advert) {
-        let e = self.entry(peer);
-        if e.advert
-            .as_ref()
-            .is_some_and(|(old, _)| old.seq >= advert.seq)
-        {
-            return;
+        if self.book.on_advert(now_ms(), peer, advert) == AdvertVerdict::Full {
+            tracing::debug!(%peer, "peer book full of connected peers; advert not recorded");
         }
-        e.advert = Some((advert, Instant::now()));
     }
 
+    /// Counts one misbehaviour of `peer` (a decaying penalty placement sees).
     pub(crate) fn penalise(&mut self, peer: &PeerId) {
-        self.entry(*peer).penalties += 1;
+        self.book.penalise(now_ms(), *peer, 1.0);
+    }
+
+    /// `peer`'s decayed penalty now.
+    pub fn penalty(&self, peer: &PeerId) -> f64 {
+        self.book.penalty(now_ms(), peer)
     }
 
     /// Smoothed RTT to `peer`.
     pub fn rtt_ms(&self, peer: &PeerId) -> Option<f64> {
-        self.peers.get(peer).and_then(|e| e.rtt_ms)
+        self.book.rtt_ms(peer)
     }
 
-    /// Connected peers whose latest advert arrived at most `fresh_ms` ago, with their
-    /// entry and advert, in peer-id order.
-    pub fn usable(&self, fresh_ms: u128) -> impl Iterator<Item = (PeerId, &PeerInfo, &Advert)> {
-        self.peers.iter().filter_map(move |(peer, info)| {
-            let (advert, at) = info.advert.as_ref()?;
-            (info.connected && at.elapsed().as_millis() <= fresh_ms)
-                .then_some((*peer, info, advert))
-        })
+    /// Connected peers with a fresh advert, with their entry and advert, in peer-id
+    /// order.
+    pub fn usable(&self) -> impl Iterator<Item = (PeerId, &PeerInfo, &Advert)> {
+        self.book.usable(now_ms())
     }
 
     /// Peers connected now.
     pub fn connected(&self) -> Vec<PeerId> {
-        self.peers
-            .iter()
-            .filter(|(_, e)| e.connected)
-            .map(|(p, _)| *p)
-            .collect()
+        self.book.connected()
+    }
+
+    /// Forgets peers gone for a while; returns how many.
+    pub(crate) fn evict(&mut self) -> usize {
+        self.book.evict(now_ms()).len()
     }
 }
