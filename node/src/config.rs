@@ -156,6 +156,8 @@ pub struct NetSettings {
     pub advert_interval_ms: u64,
     /// Invoke requests accepted from one peer per second.
     pub invoke_rate_per_peer: f64,
+    /// Requests of one peer the node works on at once (calls, fetches, syncs).
+    pub max_requests_per_peer: usize,
     /// Relay circuits for peers behind NATs (for well-connected nodes that opt in).
     pub relay_server: bool,
     /// Relays to keep a reservation on (`…/p2p/<relay id>`), whatever AutoNAT says.
@@ -178,6 +180,7 @@ impl Default for NetSettings {
             mdns: true,
             advert_interval_ms: 2_000,
             invoke_rate_per_peer: 10_000.0,
+            max_requests_per_peer: 64,
             relay_server: false,
             relays: Vec::new(),
         }

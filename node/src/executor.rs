@@ -22,7 +22,6 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 pub(crate) struct Executor {
     tx: Sender<Job>,
     running: Arc<AtomicUsize>,
-    workers: usize,
 }
 
 /// The queue is full.
@@ -52,11 +51,7 @@ impl Executor {
                     }
                 })?;
         }
-        Ok(Self {
-            tx,
-            running,
-            workers,
-        })
+        Ok(Self { tx, running })
     }
 
     /// Calls running now.
@@ -67,15 +62,6 @@ impl Executor {
     /// Calls waiting for a worker.
     pub(crate) fn queued(&self) -> usize {
         self.tx.len()
-    }
-
-    /// True if and only if a new call would be refused right now.
-    pub(crate) fn is_full(&self) -> bool {
-        let capacity = self.tx.capacity().unwrap_or(usize::MAX);
-        if capacity == 0 {
-            return self.running() >= self.workers;
-        }
-        self.tx.is_full()
     }
 
     /// Queues `f`; its result arrives on the returned receiver (dropped without a value

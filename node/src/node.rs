@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use kith_protocol::admission::{self, Refusal};
 use kith_protocol::capacity::DeviceClass;
 use kith_protocol::limits::EffectiveLimits;
 use kith_protocol::module::{self, ModuleError};
@@ -580,27 +581,32 @@ impl Node {
         id: FunctionId,
         input: Vec<u8>,
     ) -> Result<Receipt, CallError> {
-        if self.draining.load(Ordering::SeqCst) {
-            return Err(CallError::ShuttingDown);
-        }
-        if let Some(hours) = self
-            .config
-            .offer_hours
-            .filter(|h| !h.contains(crate::config::local_hour()))
-        {
-            return Err(CallError::OffHours { hours });
-        }
-        if !self.aliases.may_run(&id) {
-            return Err(CallError::Untrusted { function: id });
-        }
-        // A gateway (max_concurrent_calls = 0) runs nothing itself.
-        if self.config.max_concurrent_calls == 0 || self.executor.is_full() {
-            return Err(self.busy(self.executor.running(), self.executor.queued()));
-        }
-        if self.cpu_share_spent() {
-            return Err(CallError::CpuShare {
-                share: self.config.cpu_share,
-                fuel_per_sec: fuel_per_sec(self.cpu_score, self.config.cpu_share),
+        // Protocol's admission decides, in its order; the executor's bounded queue
+        // then enforces the slot and queue caps atomically.
+        let (running, queued) = self.load_now();
+        let load = admission::Load {
+            draining: self.draining(),
+            offering: self.offering(),
+            trusted: self.aliases.may_run(&id),
+            slots: self.config.max_concurrent_calls,
+            queue: self.config.max_queued_calls,
+            running,
+            queued,
+            cpu_share_spent: self.cpu_share_spent(),
+        };
+        if let Err(refusal) = admission::admit(&load) {
+            return Err(match refusal {
+                Refusal::ShuttingDown => CallError::ShuttingDown,
+                Refusal::OffHours => match self.config.offer_hours {
+                    Some(hours) => CallError::OffHours { hours },
+                    None => self.busy(running, queued),
+                },
+                Refusal::Untrusted => CallError::Untrusted { function: id },
+                Refusal::Gateway | Refusal::Full => self.busy(running, queued),
+                Refusal::CpuShare => CallError::CpuShare {
+                    share: self.config.cpu_share,
+                    fuel_per_sec: fuel_per_sec(self.cpu_score, self.config.cpu_share),
+                },
             });
         }
         let (loaded, cold) = self.runtime.load(&self.store, &id).await?;

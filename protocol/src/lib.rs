@@ -12,12 +12,14 @@
 //! - [`module`]: structural checks of a module against the ABI, before it is stored.
 //! - [`limits`]: the operator's caps and the effective per-call limits.
 //! - [`alias`]: signed alias records, the registry peers sync, split resolution.
+//! - [`admission`]: whether a node takes a call now, and the order of its checks.
 //! - [`attempt`]: a call's attempts: next candidate, retries, giving up.
 //! - [`error`]: the error kinds, with wire code, HTTP status and disposition.
 //! - [`peerbook`]: what a node knows of its peers (adverts, RTT, decaying penalties).
 //! - [`capacity`], [`placement`], [`vivaldi`]: adverts, placement, network coordinates.
 
 pub mod abi;
+pub mod admission;
 pub mod alias;
 pub mod attempt;
 pub mod capacity;

@@ -21,6 +21,7 @@
 use std::collections::{BinaryHeap, VecDeque};
 
 use kith_protocol::ErrorKind;
+use kith_protocol::admission::{self, Admit};
 use kith_protocol::alias::{self, Alias, Namespace, Target};
 use kith_protocol::attempt::{self, Attempts, Step, Verdict};
 use kith_protocol::capacity::{Advert, Cached};
@@ -1190,19 +1191,32 @@ impl Engine<'_> {
         self.admit(call, target, attempt);
     }
 
-    /// The node's admission: a free slot runs, a free queue place waits, else busy.
+    /// The node's admission (`kith_protocol::admission`): a free slot runs, a free
+    /// queue place waits, a refusal goes back to the entry. Simulated peers are never
+    /// shutting down, off hours (being offline models that), untrusting or capped in
+    /// CPU share.
     fn admit(&mut self, call: u32, p: u32, attempt: u8) {
         let class = &self.world.classes[self.world.peers[p as usize].class as usize].spec;
         let s = &mut self.peers[p as usize];
-        if s.running.len() < class.slots as usize {
-            self.start(call, p, attempt);
-        } else if s.queue.len() < class.queue as usize {
-            s.queue.push_back(call);
-        } else {
-            self.totals.refused_busy += 1;
-            let entry = self.calls[call as usize].entry;
-            let t = self.now_us + self.one_way_us(p, entry, 64.0);
-            self.fail_attempt(call, attempt, ErrorKind::Busy, t);
+        let load = admission::Load {
+            draining: false,
+            offering: true,
+            trusted: true,
+            slots: class.slots as usize,
+            queue: class.queue as usize,
+            running: s.running.len(),
+            queued: s.queue.len(),
+            cpu_share_spent: false,
+        };
+        match admission::admit(&load) {
+            Ok(Admit::Run) => self.start(call, p, attempt),
+            Ok(Admit::Queue) => s.queue.push_back(call),
+            Err(refusal) => {
+                self.totals.refused_busy += 1;
+                let entry = self.calls[call as usize].entry;
+                let t = self.now_us + self.one_way_us(p, entry, 64.0);
+                self.fail_attempt(call, attempt, refusal.kind(), t);
+            }
         }
     }
 

@@ -232,3 +232,39 @@ fn lies_about_fuel_and_error_kinds_are_contained() {
         .unwrap();
     assert!(liar["penalties"].as_u64().unwrap() >= 1, "{liar}");
 }
+
+/// One peer may have at most `max_requests_per_peer` requests in progress on a node:
+/// the rest of a burst is answered `busy` at once instead of each waiting in a task of
+/// its own, however generous the rate limit.
+#[test]
+fn a_peer_has_a_bounded_number_of_requests_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(
+        BIN,
+        &dir.path().join("node"),
+        &[
+            "--max-concurrent-calls",
+            "1",
+            "--max-queued-calls",
+            "100",
+            "--max-requests-per-peer",
+            "4",
+        ],
+    );
+    let hostile = publish(&node, guest("hostile"));
+    // Each "sleep" call runs until its 2 s timeout, one at a time.
+    let (mut flooder, mut out, _) =
+        test_peer(PEER, &["flood", &node.p2p_addr(), &hostile, "20", "sleep"]);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let _ = flooder.0.wait();
+    let counts: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(counts["busy"], 16, "{counts}");
+    assert_eq!(
+        counts["other"], 4,
+        "the four admitted ran into their timeout: {counts}"
+    );
+    let hello = publish(&node, guest("hello"));
+    let r = post(&format!("{}/v1/call/{hello}", node.url), b"after".to_vec());
+    assert_eq!(r.status, 200, "{}", r.text());
+}

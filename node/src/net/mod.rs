@@ -105,6 +105,9 @@ pub struct NetConfig {
     pub fetch_timeout: Duration,
     /// Invoke requests accepted from one peer per second (burst: 4x).
     pub invoke_rate_per_peer: f64,
+    /// Requests of one peer the node works on at once; beyond it an invoke is answered
+    /// `busy` and other requests are dropped (the peer sees the stream close).
+    pub max_requests_per_peer: usize,
     /// Adverts accepted from one peer per second (burst: 3).
     pub advert_rate_per_peer: f64,
     /// Relay circuits for other peers (circuit relay v2 server).
@@ -1828,7 +1831,7 @@ impl Task {
         channel: AnswerChannel,
         encode: fn(&T) -> Vec<u8>,
     ) {
-        if self.inbound.try_send(request).is_err() {
+        if self.serving_full(peer) || self.inbound.try_send(request).is_err() {
             return;
         }
         *self.serving.entry(peer).or_default() += 1;
@@ -1974,8 +1977,14 @@ impl Task {
         }
     }
 
+    /// True when `peer` already has `max_requests_per_peer` requests being answered.
+    fn serving_full(&self, peer: PeerId) -> bool {
+        self.serving.get(&peer).copied().unwrap_or(0) >= self.config.max_requests_per_peer
+    }
+
     /// Passes an invoke request on to the node, or says why not: over the peer's rate,
-    /// malformed (the peer is penalised), or the node's inbound queue is full.
+    /// malformed (the peer is penalised), too many of its requests in progress, or the
+    /// node's inbound queue is full.
     fn admit_invoke(
         &mut self,
         peer: PeerId,
@@ -2001,6 +2010,15 @@ impl Task {
             self.table().penalise(&peer);
             refuse(ErrorKind::BadRequest, e.to_string())
         })?;
+        if self.serving_full(peer) {
+            let limit = self.config.max_requests_per_peer;
+            return Err(refuse(
+                ErrorKind::Busy,
+                format!(
+                    "busy: {limit} requests from {peer} are in progress here (max_requests_per_peer)"
+                ),
+            ));
+        }
         let (respond, rx) = oneshot::channel();
         self.inbound
             .try_send(Inbound::Invoke {

@@ -126,6 +126,22 @@ impl StateOpError {
     }
 }
 
+/// Most sync sessions (one per peer and direction) kept per document.
+pub const MAX_SYNC_SESSIONS: usize = 64;
+
+/// The sync state of `peer`'s session, made if new. A document keeps at most
+/// [`MAX_SYNC_SESSIONS`]: a new one beyond that replaces another (the smallest key),
+/// whose next sync then starts over from scratch — slower for that peer, never wrong.
+fn session<'a>(peers: &'a mut HashMap<String, sync::State>, peer: &str) -> &'a mut sync::State {
+    if !peers.contains_key(peer)
+        && peers.len() >= MAX_SYNC_SESSIONS
+        && let Some(evict) = peers.keys().min().cloned()
+    {
+        peers.remove(&evict);
+    }
+    peers.entry(peer.to_owned()).or_default()
+}
+
 /// A document's summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct DocInfo {
@@ -806,10 +822,7 @@ impl StateStore {
             return;
         };
         let mut entry = lock(&entry);
-        let state = entry
-            .peers
-            .entry(peer.to_owned())
-            .or_insert_with(sync::State::new);
+        let state = session(&mut entry.peers, peer);
         state.their_heads = Some(heads.iter().map(|h| automerge::ChangeHash(*h)).collect());
         state.in_flight = false;
     }
@@ -819,9 +832,7 @@ impl StateStore {
         let entry = self.entry(doc)?;
         let mut entry = lock(&entry);
         let Entry { doc, peers, .. } = &mut *entry;
-        let state = peers
-            .entry(peer.to_owned())
-            .or_insert_with(sync::State::new);
+        let state = session(peers, peer);
         // Generating reads the peer's bloom filters; should Automerge panic on what a
         // peer sent, the peer's sync state is forgotten and the next sync starts over.
         match guarded("sync message", || {
@@ -863,9 +874,7 @@ impl StateStore {
         let mut entry = lock(&entry);
         let result = {
             let Entry { doc, peers, .. } = &mut *entry;
-            let state = peers
-                .entry(peer.to_owned())
-                .or_insert_with(sync::State::new);
+            let state = session(peers, peer);
             // Should Automerge fail (or panic) half way, the document is reloaded
             // from its file and the peer's sync state forgotten.
             guarded("the sync message could not be applied", || {
@@ -1104,6 +1113,20 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn sync_sessions_per_document_are_capped() {
+        let mut peers = HashMap::new();
+        for i in 0..MAX_SYNC_SESSIONS + 10 {
+            session(&mut peers, &format!("in:{i:04}"));
+            assert!(peers.len() <= MAX_SYNC_SESSIONS);
+        }
+        assert!(peers.contains_key(&format!("in:{:04}", MAX_SYNC_SESSIONS + 9)));
+        // An existing session is found, not replaced.
+        let before = peers.len();
+        session(&mut peers, &format!("in:{:04}", MAX_SYNC_SESSIONS + 9));
+        assert_eq!(peers.len(), before);
+    }
 
     fn doc() -> DocName {
         DocName::new(Namespace([3; 32]), "cart").unwrap()

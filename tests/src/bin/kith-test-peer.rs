@@ -4,8 +4,10 @@
 //! ```text
 //! kith-test-peer lie   TARGET ID        provide ID on Kademlia and answer every fetch
 //!                                       of it with bytes that do not match; runs until killed
-//! kith-test-peer flood TARGET ID COUNT  send COUNT invoke requests for ID at once, print
-//!                                       {"ok": n, "rate_limited": n, "other": n}, exit
+//! kith-test-peer flood TARGET ID COUNT [INPUT]
+//!                                       send COUNT invoke requests for ID at once (input
+//!                                       INPUT, default "flood"), print {"ok": n,
+//!                                       "rate_limited": n, "busy": n, "other": n}, exit
 //! kith-test-peer forge TARGET RECORD    RECORD is an alias record in hex: announce it on
 //!                                       the alias topic once the node subscribes, and
 //!                                       answer the node's alias sync with it; runs until
@@ -212,7 +214,11 @@ async fn main() {
                         let request = InvokeRequest {
                             id,
                             hops: 1,
-                            input: b"flood".to_vec(),
+                            input: args
+                                .get(5)
+                                .map_or("flood", String::as_str)
+                                .as_bytes()
+                                .to_vec(),
                         };
                         swarm
                             .behaviour_mut()
@@ -315,15 +321,20 @@ async fn main() {
                         kind: kith_protocol::ErrorKind::RateLimited,
                         ..
                     }) => "rate_limited",
+                    Some(InvokeResponse::Err {
+                        kind: kith_protocol::ErrorKind::Busy,
+                        ..
+                    }) => "busy",
                     _ => "other",
                 };
                 *counts.entry(kind).or_default() += 1;
                 answered += 1;
                 if answered == flood_count {
                     println!(
-                        "{{\"ok\": {}, \"rate_limited\": {}, \"other\": {}}}",
+                        "{{\"ok\": {}, \"rate_limited\": {}, \"busy\": {}, \"other\": {}}}",
                         counts.get("ok").copied().unwrap_or(0),
                         counts.get("rate_limited").copied().unwrap_or(0),
+                        counts.get("busy").copied().unwrap_or(0),
                         counts.get("other").copied().unwrap_or(0)
                     );
                     return;

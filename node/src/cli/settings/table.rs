@@ -480,6 +480,29 @@ pub(crate) const SETTINGS: &[Setting] = &[
         profile: none,
     },
     Setting {
+        key: "max_requests_per_peer",
+        help: "Requests of one peer (calls, fetches, syncs) this node works on at once; beyond it a call is answered `busy` and other requests are dropped",
+        value_name: "N",
+        apply: Apply::Int(|d, v| {
+            if v == 0 {
+                return Err("must be at least 1".into());
+            }
+            d.net.max_requests_per_peer = usize_of(v)?;
+            Ok(())
+        }),
+        show: |c| net(c).max_requests_per_peer.to_string(),
+        profile: |p| {
+            Some(
+                match p {
+                    Profile::Pi => "32",
+                    Profile::Router => "8",
+                    Profile::Vm => "64",
+                }
+                .into(),
+            )
+        },
+    },
+    Setting {
         key: "trust",
         help: "A publisher namespace to trust: its id, or the name of a key on this node (repeatable)",
         value_name: "NAMESPACE",
