@@ -14,6 +14,7 @@
 //! - [`alias`]: signed alias records, the registry peers sync, split resolution.
 //! - [`admission`]: whether a node takes a call now, and the order of its checks.
 //! - [`attempt`]: a call's attempts: next candidate, retries, giving up.
+//! - [`fetch`]: a fetch session: provider order, chunks, verification, penalties.
 //! - [`error`]: the error kinds, with wire code, HTTP status and disposition.
 //! - [`peerbook`]: what a node knows of its peers (adverts, RTT, decaying penalties).
 //! - [`capacity`], [`placement`], [`vivaldi`]: adverts, placement, network coordinates.
@@ -24,6 +25,7 @@ pub mod alias;
 pub mod attempt;
 pub mod capacity;
 pub mod error;
+pub mod fetch;
 mod id;
 pub mod limits;
 pub mod manifest;

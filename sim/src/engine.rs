@@ -25,6 +25,7 @@ use kith_protocol::admission::{self, Admit};
 use kith_protocol::alias::{self, Alias, Namespace, Target};
 use kith_protocol::attempt::{self, Attempts, Step, Verdict};
 use kith_protocol::capacity::{Advert, Cached};
+use kith_protocol::fetch::{self, Known};
 use kith_protocol::placement::{self, PeerView};
 
 use crate::rng::{Rng, Stream};
@@ -1220,21 +1221,28 @@ impl Engine<'_> {
         }
     }
 
-    /// Where a cold peer fetches from: the nearest known peer holding the module,
-    /// else the origin. `None` when neither is reachable.
+    /// Where a cold peer fetches from: the first peer protocol's fetch session asks
+    /// (`kith_protocol::fetch`: connected claimants by penalty, then RTT) among the
+    /// reachable peers it knows that hold the module, else the origin. `None` when
+    /// neither is reachable.
     fn provider(&self, p: u32, function: u16) -> Option<(Option<u32>, f64)> {
         let world = self.world;
-        let mut best: Option<(f64, u32)> = None;
-        for &q in world.peers[p as usize].view.iter() {
-            if self.online(q) && self.warm(q, function) && self.reachable(p, q) {
-                let r = world.rtt_ms(p, q);
-                if best.is_none_or(|b| r < b.0) {
-                    best = Some((r, q));
-                }
-            }
-        }
-        if let Some((r, q)) = best {
-            return Some((Some(q), r));
+        let known: Vec<Known<u32>> = world.peers[p as usize]
+            .view
+            .iter()
+            .filter(|&&q| self.online(q) && self.warm(q, function) && self.reachable(p, q))
+            .map(|&q| Known {
+                peer: q,
+                claims: true,
+                penalty: 0.0,
+                rtt_ms: Some(world.rtt_ms(p, q)),
+            })
+            .collect();
+        let id = world.functions[function as usize].id;
+        if let fetch::Step::Ask { peer, .. } =
+            fetch::Session::new(id, u64::MAX, None).next(p, &known)
+        {
+            return Some((Some(peer), world.rtt_ms(p, peer)));
         }
         let origin = world.origin.0;
         let region = world.peers[p as usize].region as usize;

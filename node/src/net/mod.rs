@@ -20,6 +20,7 @@
 //! about peers (adverts, RTTs, addresses) is shared in a [`PeerTable`].
 
 pub mod codec;
+mod fetch;
 mod table;
 
 pub use codec::Frames;
@@ -131,6 +132,16 @@ pub enum FetchError {
         asked: usize,
         /// Peers that sent bytes that did not match the id.
         bad: usize,
+    },
+    /// Too many fetches (or callers of one fetch) in progress.
+    #[error(
+        "busy: too many module fetches in progress (limit {limit}); function {id} was not fetched"
+    )]
+    Busy {
+        /// The function.
+        id: FunctionId,
+        /// The limit hit.
+        limit: usize,
     },
     /// The network task is gone.
     #[error("the network is shut down")]
@@ -386,10 +397,7 @@ impl Net {
             // A restarted node's adverts must outrank the ones peers remember.
             seq: kith_protocol::capacity::first_seq(now_ms()),
             coord: vivaldi::Coord::default(),
-            fetches: HashMap::new(),
-            next_fetch: 0,
-            provider_queries: HashMap::new(),
-            fetch_requests: HashMap::new(),
+            fetches: fetch::Fetches::default(),
             invoke_requests: HashMap::new(),
             answers: FuturesUnordered::new(),
             invoke_buckets: HashMap::new(),
@@ -701,24 +709,6 @@ fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<Swarm<Behavi
     Ok(swarm)
 }
 
-/// One fetch in progress.
-struct Fetch {
-    id: FunctionId,
-    reply: oneshot::Sender<Result<Vec<u8>, FetchError>>,
-    providers: Vec<PeerId>,
-    /// Still waiting for the provider query.
-    querying: bool,
-    /// A request to one peer is outstanding.
-    in_flight: bool,
-    /// A peer known to hold the module (the one that forwarded us the call).
-    prefer: Option<PeerId>,
-    /// Bytes received so far from the current provider, and the total it stated.
-    buffer: Vec<u8>,
-    total: Option<u64>,
-    asked: HashSet<PeerId>,
-    bad: usize,
-}
-
 type Answer = (PeerId, AnswerChannel, Option<Vec<u8>>);
 
 enum AnswerChannel {
@@ -743,10 +733,8 @@ struct Task {
         HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<state::SyncResponse, String>>)>,
     seq: u64,
     coord: vivaldi::Coord,
-    fetches: HashMap<u64, Fetch>,
-    next_fetch: u64,
-    provider_queries: HashMap<kad::QueryId, u64>,
-    fetch_requests: HashMap<OutboundRequestId, (u64, PeerId)>,
+    /// Modules being fetched.
+    fetches: fetch::Fetches,
     invoke_requests: HashMap<
         OutboundRequestId,
         (
@@ -844,32 +832,7 @@ impl Task {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Fetch { id, prefer, reply } => {
-                let n = self.next_fetch;
-                self.next_fetch += 1;
-                let query = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .get_providers(provider_key(&id));
-                self.provider_queries.insert(query, n);
-                self.fetches.insert(
-                    n,
-                    Fetch {
-                        id,
-                        reply,
-                        providers: Vec::new(),
-                        querying: true,
-                        in_flight: false,
-                        prefer,
-                        buffer: Vec::new(),
-                        total: None,
-                        asked: HashSet::new(),
-                        bad: 0,
-                    },
-                );
-                self.next_provider(n);
-            }
+            Command::Fetch { id, prefer, reply } => self.start_fetch(id, prefer, reply),
             Command::Provide(id) => {
                 if let Err(e) = self
                     .swarm
@@ -980,153 +943,6 @@ impl Task {
     /// is over, every other connected peer. Within a group, peers with fewer penalties
     /// and then lower RTT come first. One request is outstanding at a time; the first
     /// claimant is asked as soon as it is known, without waiting for the query to end.
-    fn next_provider(&mut self, n: u64) {
-        let Some(fetch) = self.fetches.get_mut(&n) else {
-            return;
-        };
-        if fetch.in_flight {
-            return;
-        }
-        let table = self
-            .table
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut order: Vec<(u8, u32, f64, PeerId)> = Vec::new();
-        // Penalties decay, so a provider that once sent bad bytes is tried again later.
-        let rank = |group: u8, p: &PeerId| {
-            let penalty = table.penalty(p).ceil() as u32;
-            (group, penalty, table.rtt_ms(p).unwrap_or(f64::MAX), *p)
-        };
-        if let Some(p) = &fetch.prefer {
-            order.push((0, 0, -1.0, *p));
-        }
-        for p in &fetch.providers {
-            order.push(rank(0, p));
-        }
-        for p in table.connected() {
-            let claims = table
-                .book
-                .get(&p)
-                .and_then(|i| i.advert())
-                .is_some_and(|(a, _)| a.cached.may_contain(&fetch.id));
-            if claims {
-                order.push(rank(0, &p));
-            } else if !fetch.querying {
-                order.push(rank(1, &p));
-            }
-        }
-        drop(table);
-        order.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then(a.2.total_cmp(&b.2)));
-        let local = *self.swarm.local_peer_id();
-        let next = order
-            .into_iter()
-            .map(|(_, _, _, p)| p)
-            .find(|p| *p != local && !fetch.asked.contains(p));
-        match next {
-            Some(peer) => {
-                fetch.asked.insert(peer);
-                fetch.in_flight = true;
-                fetch.buffer.clear();
-                fetch.total = None;
-                let req = FetchRequest {
-                    id: fetch.id,
-                    offset: 0,
-                    max_len: wire::FETCH_CHUNK,
-                }
-                .encode();
-                let rid = self.swarm.behaviour_mut().fetch.send_request(&peer, req);
-                self.fetch_requests.insert(rid, (n, peer));
-            }
-            // The provider query may still turn someone up.
-            None if fetch.querying => {}
-            None => {
-                if let Some(f) = self.fetches.remove(&n) {
-                    let _ = f.reply.send(Err(FetchError::NotFound {
-                        id: f.id,
-                        asked: f.asked.len(),
-                        bad: f.bad,
-                    }));
-                }
-            }
-        }
-    }
-
-    fn fetch_answer(&mut self, rid: OutboundRequestId, body: Option<Vec<u8>>) {
-        let Some((n, peer)) = self.fetch_requests.remove(&rid) else {
-            return;
-        };
-        let Some(fetch) = self.fetches.get_mut(&n) else {
-            return;
-        };
-        fetch.in_flight = false;
-        let max = self.config.max_module_bytes;
-        match body.map(|b| FetchResponse::decode(&b)) {
-            Some(Ok(FetchResponse::Found {
-                total,
-                offset,
-                bytes,
-            })) => {
-                let problem = if total > max {
-                    Some(format!(
-                        "module of {total} bytes exceeds max_module_bytes = {max}"
-                    ))
-                } else if offset != fetch.buffer.len() as u64
-                    || fetch.total.is_some_and(|t| t != total)
-                    || (bytes.is_empty() && total > 0)
-                {
-                    Some(format!(
-                        "chunk at {offset} of {total} does not continue the {} bytes received",
-                        fetch.buffer.len()
-                    ))
-                } else {
-                    None
-                };
-                if let Some(problem) = problem {
-                    fetch.bad += 1;
-                    tracing::warn!(function = %fetch.id, %peer, %problem, "bad fetch answer; penalising the peer");
-                    self.table().penalise(&peer);
-                    self.next_provider(n);
-                    return;
-                }
-                fetch.total = Some(total);
-                fetch.buffer.extend_from_slice(&bytes);
-                let received = fetch.buffer.len() as u64;
-                if received < total {
-                    // Ask the same peer for the next chunk.
-                    fetch.in_flight = true;
-                    let req = FetchRequest {
-                        id: fetch.id,
-                        offset: received,
-                        max_len: wire::FETCH_CHUNK,
-                    }
-                    .encode();
-                    let rid = self.swarm.behaviour_mut().fetch.send_request(&peer, req);
-                    self.fetch_requests.insert(rid, (n, peer));
-                    return;
-                }
-                let module = std::mem::take(&mut fetch.buffer);
-                if fetch.id.matches(&module) {
-                    if let Some(f) = self.fetches.remove(&n) {
-                        tracing::info!(function = %f.id, %peer, bytes = module.len(), "fetched and verified");
-                        let _ = f.reply.send(Ok(module));
-                    }
-                    return;
-                }
-                fetch.bad += 1;
-                tracing::warn!(function = %fetch.id, %peer, bytes = module.len(), "peer sent bytes that do not match the function id; penalising it");
-                self.table().penalise(&peer);
-            }
-            Some(Ok(FetchResponse::NotFound)) => {}
-            Some(Err(e)) => {
-                fetch.bad += 1;
-                tracing::warn!(%peer, error = %e, "malformed fetch answer; penalising the peer");
-                self.table().penalise(&peer);
-            }
-            None => {}
-        }
-        self.next_provider(n);
-    }
-
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr {
@@ -1376,35 +1192,6 @@ impl Task {
 
     /// Progress of a provider query: ask a new provider at once; when the query is
     /// over, fall back to every connected peer.
-    fn providers_found(
-        &mut self,
-        query: kad::QueryId,
-        result: &kad::GetProvidersResult,
-        last: bool,
-    ) {
-        let Some(&n) = self.provider_queries.get(&query) else {
-            return;
-        };
-        if let (Ok(kad::GetProvidersOk::FoundProviders { providers, .. }), Some(f)) =
-            (result, self.fetches.get_mut(&n))
-        {
-            f.providers.extend(providers.iter().copied());
-            self.next_provider(n);
-        }
-        let done =
-            last || matches!(
-                result,
-                Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. })
-            ) || result.is_err();
-        if done {
-            self.provider_queries.remove(&query);
-            if let Some(f) = self.fetches.get_mut(&n) {
-                f.querying = false;
-            }
-            self.next_provider(n);
-        }
-    }
-
     fn advert(&mut self, from: PeerId, message: gossipsub::Message) {
         let Some(source) = message.source else {
             return;
@@ -1661,7 +1448,7 @@ impl Task {
         }
         let busy = self.serving.get(&peer).is_some_and(|n| *n > 0)
             || self.invoke_requests.values().any(|(p, _)| *p == peer)
-            || self.fetch_requests.values().any(|(_, p)| *p == peer)
+            || self.fetches.asking(&peer)
             || self.alias_requests.values().any(|p| *p == peer)
             || self.state_requests.values().any(|(p, _)| *p == peer);
         if busy {
@@ -1746,45 +1533,6 @@ impl Task {
             .build();
         if let Err(e) = self.swarm.dial(opts) {
             tracing::debug!(%peer, error = %e, "cannot dial a peer heard of");
-        }
-    }
-
-    fn fetch_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    let Ok(request) = FetchRequest::decode(&request) else {
-                        self.table().penalise(&peer);
-                        return;
-                    };
-                    let (respond, rx) = oneshot::channel();
-                    let request = Inbound::Fetch {
-                        peer,
-                        request,
-                        respond,
-                    };
-                    self.ask_node(
-                        peer,
-                        request,
-                        rx,
-                        AnswerChannel::Fetch(channel),
-                        FetchResponse::encode,
-                    );
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => self.fetch_answer(request_id, Some(response)),
-            },
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                tracing::debug!(error = %error, "fetch request failed");
-                self.fetch_answer(request_id, None);
-            }
-            _ => {}
         }
     }
 
