@@ -1,0 +1,59 @@
+//! Why a fetch or an invoke request failed.
+
+use kith_protocol::FunctionId;
+use kith_protocol::wire::WireError;
+use libp2p::PeerId;
+
+/// Why a fetch failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// No peer had it (or every peer that claimed to sent bad bytes).
+    #[error("no peer could provide function {id} (asked {asked} peers, {bad} sent bad bytes)")]
+    NotFound {
+        /// The function.
+        id: FunctionId,
+        /// Peers asked.
+        asked: usize,
+        /// Peers that sent bytes that did not match the id.
+        bad: usize,
+    },
+    /// Too many fetches (or callers of one fetch) in progress.
+    #[error(
+        "busy: too many module fetches in progress (limit {limit}); function {id} was not fetched"
+    )]
+    Busy {
+        /// The function.
+        id: FunctionId,
+        /// The limit hit.
+        limit: usize,
+    },
+    /// The network task is gone.
+    #[error("the network is shut down")]
+    Closed,
+}
+
+/// Why an invoke request got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvokeFailure {
+    /// The peer could not be reached, hung up or timed out.
+    #[error("peer {peer} failed: {reason}")]
+    Transport {
+        /// The peer.
+        peer: PeerId,
+        /// What happened.
+        reason: String,
+    },
+    /// The peer answered with something we cannot decode.
+    #[error("peer {peer} sent a malformed answer: {error}")]
+    Malformed {
+        /// The peer.
+        peer: PeerId,
+        /// The decode error.
+        error: WireError,
+    },
+    /// The network task is gone.
+    #[error("the network is shut down")]
+    Closed,
+}
