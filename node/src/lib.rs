@@ -7,8 +7,10 @@
 //! - [`store`]: the content-addressed store on disk.
 //! - [`cli`]: the `kith` command line.
 
+mod alias_sync;
 pub mod aliases;
 pub mod api;
+mod call;
 pub mod cli;
 mod clock;
 pub mod config;

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use kith_protocol::attempt::{Attempts, Step, Verdict};
 use kith_protocol::capacity::{Advert, Cached, backend};
-use kith_protocol::placement::{self, Call, Cost, FuelAverage, PeerView};
+use kith_protocol::placement::{self, Call, FuelAverage, PeerView};
 use kith_protocol::wire::{
     self, FetchRequest, FetchResponse, InvokeRequest, InvokeResponse, MAX_HOPS,
 };
@@ -20,25 +20,14 @@ use kith_protocol::{ErrorKind, FunctionId, Manifest, module};
 use libp2p::PeerId;
 use serde::Serialize;
 
+use crate::call::{CallError, Ranked, Receipt};
 use crate::clock::now_ms;
 use crate::net::{Inbound, Net};
-use crate::node::{CallError, Node, Receipt};
+use crate::node::Node;
 use crate::runtime::InvokeError;
 
 /// Fuel assumed for a function never seen run.
 const DEFAULT_EXPECTED_FUEL: u64 = 1_000_000;
-
-/// One ranked candidate, for `kith call --explain`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Ranked {
-    /// The peer id.
-    pub peer: String,
-    /// True for the entry node itself.
-    pub local: bool,
-    /// The cost terms, in milliseconds.
-    #[serde(flatten)]
-    pub cost: Cost,
-}
 
 impl Node {
     /// Runs a call wherever it is expected to finish soonest. `hops` is how many times

@@ -19,6 +19,7 @@
 mod aliases;
 mod calls;
 pub mod guard;
+mod prometheus;
 mod state;
 pub mod token;
 
@@ -169,7 +170,7 @@ async fn metrics(State(node): State<Shared>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render_node(&node),
+        prometheus::render_node(&node),
     )
 }
 
