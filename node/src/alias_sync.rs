@@ -2,8 +2,6 @@
 //! verified and merged into the registry, syncs are answered, and the operator's alias
 //! changes are signed, stored and announced.
 
-use std::sync::PoisonError;
-
 use kith_protocol::alias::{Alias, Applied, Signed, Target};
 
 use crate::aliases::{AliasOpError, Aliases};
@@ -21,10 +19,7 @@ impl crate::node::Node {
         use kith_protocol::alias::{MAX_SYNC_RECORDS, SyncResponse};
         let penalise = |peer: &libp2p::PeerId| {
             if let Some(net) = self.net.get() {
-                net.table
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .penalise(peer);
+                net.penalise(*peer);
             }
         };
         match message {

@@ -154,11 +154,7 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
             let Some(node) = syncing.upgrade() else {
                 return;
             };
-            let peers = sync_net
-                .table
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .connected();
+            let peers = sync_net.peers().connected();
             if !peers.is_empty() {
                 turn = turn.wrapping_add(1);
                 let peer = peers[turn % peers.len()];

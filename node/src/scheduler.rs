@@ -283,7 +283,7 @@ impl Node {
             state_bytes,
         };
         let mut local = self.local_capacity();
-        let table = net.table.read().unwrap_or_else(PoisonError::into_inner);
+        let table = net.peers();
         if let Some(a) = &table.local {
             local.coord = a.coord;
         }
@@ -439,31 +439,21 @@ impl Node {
     /// Addresses the peer network listens on.
     pub fn listen_addrs(&self) -> Vec<String> {
         self.net.get().map_or_else(Vec::new, |net| {
-            let table = net.table.read().unwrap_or_else(PoisonError::into_inner);
+            let table = net.peers();
             table.listen_addrs.iter().map(ToString::to_string).collect()
         })
     }
 
     /// What the network task knows about this node's reachability.
     pub fn reachability(&self) -> Option<crate::net::Reachability> {
-        self.net.get().map(|net| {
-            net.table
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .nat
-                .clone()
-        })
+        self.net.get().map(|net| net.peers().nat.clone())
     }
 
     /// Number of peers connected now.
     pub fn peers_connected(&self) -> usize {
-        self.net.get().map_or(0, |net| {
-            net.table
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .connected()
-                .len()
-        })
+        self.net
+            .get()
+            .map_or(0, |net| net.peers().connected().len())
     }
 
     /// Peers as shown by `kith peers`.
@@ -471,7 +461,7 @@ impl Node {
         let Some(net) = self.net.get() else {
             return Vec::new();
         };
-        let table = net.table.read().unwrap_or_else(PoisonError::into_inner);
+        let table = net.peers();
         let now = now_ms();
         table
             .book

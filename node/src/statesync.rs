@@ -67,12 +67,10 @@ impl Node {
     /// When the operator does not host the namespace.
     pub async fn pin(self: &Arc<Self>, doc: &DocName) -> Result<Vec<String>, StateOpError> {
         self.state.pin(doc)?;
-        let peers = self.net.get().map_or_else(Vec::new, |net| {
-            net.table
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .connected()
-        });
+        let peers = self
+            .net
+            .get()
+            .map_or_else(Vec::new, |net| net.peers().connected());
         let syncs = peers
             .into_iter()
             .map(|peer| self.sync_doc_now(peer, doc.clone()));
@@ -106,12 +104,10 @@ impl Node {
             return;
         }
         let started = std::time::Instant::now();
-        let connected = self.net.get().map_or_else(Vec::new, |net| {
-            net.table
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .connected()
-        });
+        let connected = self
+            .net
+            .get()
+            .map_or_else(Vec::new, |net| net.peers().connected());
         let mut sessions = Vec::new();
         for doc in &missing {
             if let Err(e) = self.state.hold(doc) {

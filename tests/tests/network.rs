@@ -308,6 +308,12 @@ fn a_provider_sending_wrong_bytes_is_penalised_and_another_is_used() {
     // The liar is next door, so it is the first provider asked.
     let (mut liar, _out, liar_id) = test_peer(&["lie", &node.p2p_addr(), &id]);
     node.wait_for_peers(Duration::from_secs(10), measured(&liar_id));
+    // Its advert claims the module too, so it is a claimant like the publisher.
+    node.wait_for_peers(Duration::from_secs(10), |peers| {
+        peers
+            .iter()
+            .any(|p| p["peer_id"] == liar_id.as_str() && !p["advert"].is_null())
+    });
 
     let out = node.client().call(&id, b"honest".to_vec()).unwrap();
     assert_eq!(out.output, b"hello, honest!");

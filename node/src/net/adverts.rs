@@ -51,7 +51,7 @@ impl Task {
                     .map(|k| PeerId::from_public_key(&libp2p::identity::PublicKey::from(k)));
                 if key_peer.ok() != Some(source) {
                     tracing::warn!(%source, "advert signed by another key than its sender; dropped");
-                    self.table().penalise(&from);
+                    self.penalise(from);
                     return;
                 }
                 self.table().advert(source, advert);

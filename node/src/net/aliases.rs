@@ -10,7 +10,7 @@ impl Task {
                     request, channel, ..
                 } => {
                     let Ok(request) = alias::SyncRequest::decode(&request) else {
-                        self.table().penalise(&peer);
+                        self.penalise(peer);
                         return;
                     };
                     let (respond, rx) = oneshot::channel();
@@ -41,7 +41,7 @@ impl Task {
                         }
                         Err(e) => {
                             tracing::debug!(%peer, error = %e, "malformed alias sync response");
-                            self.table().penalise(&peer);
+                            self.penalise(peer);
                         }
                     }
                 }

@@ -67,7 +67,7 @@ impl Task {
     }
 
     pub(super) fn forget_listen_addr(&mut self, address: &Multiaddr) {
-        let mut table = self.table();
+        let table = self.table();
         table.listen_addrs.retain(|a| a != address);
         let text = address.to_string();
         table.nat.relayed_addresses.retain(|a| *a != text);

@@ -14,7 +14,7 @@ impl Task {
                     waiting.remove(&listener_id);
                 }
                 self.dial_bootstrap(false);
-                let mut table = self.table();
+                let table = self.table();
                 if is_relayed(&address) {
                     tracing::info!(%address, "reachable through a relay");
                     table.nat.relayed_addresses.push(address.to_string());
@@ -149,8 +149,6 @@ impl Task {
                 // A peer's loopback addresses are only any use if it is on this host.
                 let local = self
                     .table
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .book
                     .get(&peer_id)
                     .and_then(|i| i.extra.as_ref())
@@ -165,7 +163,7 @@ impl Task {
                 tracing::info!(?old, ?new, "reachability (AutoNAT)");
                 self.nat.nat_private = matches!(new, autonat::NatStatus::Private);
                 {
-                    let mut table = self.table();
+                    let table = self.table();
                     table.nat.status = match &new {
                         autonat::NatStatus::Public(_) => "public",
                         autonat::NatStatus::Private => "private",

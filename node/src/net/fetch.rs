@@ -132,10 +132,7 @@ impl Task {
             return Vec::new();
         };
         let id = fetch.session.id();
-        let table = self
-            .table
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let table = &self.table;
         table
             .connected()
             .into_iter()
@@ -174,7 +171,7 @@ impl Task {
             Answered::Ok => {}
             Answered::Penalise { peer, problem } => {
                 tracing::warn!(function = %id, %peer, %problem, "bad fetch answer; penalising the peer");
-                self.table().penalise(&peer);
+                self.penalise(peer);
             }
         }
         self.step_fetch(n);
@@ -218,7 +215,7 @@ impl Task {
                     request, channel, ..
                 } => {
                     let Ok(request) = FetchRequest::decode(&request) else {
-                        self.table().penalise(&peer);
+                        self.penalise(peer);
                         return;
                     };
                     let (respond, rx) = oneshot::channel();

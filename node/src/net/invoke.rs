@@ -88,7 +88,7 @@ impl Task {
             ));
         }
         let request = InvokeRequest::decode(body).map_err(|e| {
-            self.table().penalise(&peer);
+            self.penalise(peer);
             refuse(ErrorKind::BadRequest, e.to_string())
         })?;
         if self.serving_full(peer) {

@@ -40,7 +40,7 @@ pub use inbound::{AliasInbound, Inbound, StateInbound};
 
 use crate::clock::now_ms;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -69,7 +69,7 @@ use std::time::Instant;
 use answer::{Answer, AnswerChannel};
 use nat::PinnedRelay;
 use swarm::{Behaviour, BehaviourEvent, build_swarm};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use table::{PeerInfo, PeerTable, Reachability};
 
@@ -87,6 +87,8 @@ const REDIAL_AFTER: Duration = Duration::from_secs(30);
 const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(10);
 /// How often reservations, pinned relays and relayed connections are checked.
 const MAINTENANCE: Duration = Duration::from_secs(1);
+/// How often the task publishes a snapshot of its peer table, if it changed.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_millis(50);
 /// Adverts one source may send at once before its rate limit applies.
 const ADVERT_BURST: f64 = 3.0;
 /// A relayed connection is closed only once a direct one has existed this long, so
@@ -156,6 +158,7 @@ enum Command {
         reply: oneshot::Sender<Result<InvokeResponse, InvokeFailure>>,
     },
     Advertise(Box<Advert>),
+    Penalise(PeerId),
     PublishAlias(Vec<u8>),
     PublishHeads(Vec<u8>),
     StateSync {
@@ -173,8 +176,8 @@ enum Command {
 #[derive(Clone)]
 pub struct Net {
     commands: mpsc::Sender<Command>,
-    /// What is known about peers.
-    pub table: Arc<RwLock<PeerTable>>,
+    /// Snapshots of what the task knows about peers (see [`Net::peers`]).
+    snapshots: watch::Receiver<Arc<PeerTable>>,
     /// This node's peer id.
     pub local_peer_id: PeerId,
 }
@@ -247,14 +250,16 @@ impl Net {
         let mut table = PeerTable::default();
         table.nat.status = "unknown";
         table.nat.relay_server = config.relay_server;
-        let table = Arc::new(RwLock::new(table));
+        let (snapshot_tx, snapshots) = watch::channel(Arc::new(table.clone()));
         let (commands, command_rx) = mpsc::channel(1024);
         let (inbound_tx, inbound) = mpsc::channel(1024);
         let task = Task {
             swarm,
             key,
             config,
-            table: Arc::clone(&table),
+            table,
+            snapshots: snapshot_tx,
+            dirty: false,
             commands: command_rx,
             inbound: inbound_tx,
             topic,
@@ -288,7 +293,7 @@ impl Net {
         Ok((
             Self {
                 commands,
-                table,
+                snapshots,
                 local_peer_id,
             },
             inbound,
@@ -320,10 +325,14 @@ impl Net {
     /// Counts a misbehaviour against `peer` (it did not answer a call in time, or
     /// answered with nonsense).
     pub fn penalise(&self, peer: PeerId) {
-        self.table
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .penalise(&peer);
+        // A soft signal: dropped if the task's queue is full.
+        let _ = self.commands.try_send(Command::Penalise(peer));
+    }
+
+    /// The latest snapshot of what the network task knows about peers (published at
+    /// most every [`SNAPSHOT_EVERY`]); cheap to take.
+    pub fn peers(&self) -> Arc<PeerTable> {
+        self.snapshots.borrow().clone()
     }
 
     /// Announces this node as a provider of `id` without waiting (dropped if the
@@ -437,7 +446,12 @@ struct Task {
     swarm: Swarm<Behaviour>,
     key: Keypair,
     config: NetConfig,
-    table: Arc<RwLock<PeerTable>>,
+    /// What the task knows about peers; only the task changes it.
+    table: PeerTable,
+    /// Where snapshots of `table` go.
+    snapshots: watch::Sender<Arc<PeerTable>>,
+    /// `table` changed since the last snapshot.
+    dirty: bool,
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<Inbound>,
     topic: gossipsub::IdentTopic,
@@ -472,10 +486,13 @@ struct Task {
 
 impl Task {
     async fn run(mut self) {
+        let mut snapshot = tokio::time::interval(SNAPSHOT_EVERY);
+        snapshot.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut maintenance = tokio::time::interval(MAINTENANCE);
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = snapshot.tick() => self.publish_snapshot(),
                 _ = maintenance.tick() => {
                     self.dial_bootstrap(true);
                     self.redial_bootstrap();
@@ -502,10 +519,24 @@ impl Task {
         }
     }
 
-    fn table(&self) -> std::sync::RwLockWriteGuard<'_, PeerTable> {
-        self.table
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The peer table, to change: the next snapshot tick publishes it.
+    fn table(&mut self) -> &mut PeerTable {
+        self.dirty = true;
+        &mut self.table
+    }
+
+    /// Counts a misbehaviour of `peer`, and publishes the table at once: placement
+    /// should not pick a peer that just misbehaved.
+    fn penalise(&mut self, peer: PeerId) {
+        self.table().penalise(&peer);
+        self.publish_snapshot();
+    }
+
+    /// Publishes the peer table to the rest of the node if it changed.
+    fn publish_snapshot(&mut self) {
+        if std::mem::take(&mut self.dirty) {
+            self.snapshots.send_replace(Arc::new(self.table.clone()));
+        }
     }
 
     fn command(&mut self, command: Command) {
@@ -575,6 +606,7 @@ impl Task {
                 self.alias_requests.insert(id, peer);
             }
             Command::Advertise(advert) => self.publish_advert(*advert),
+            Command::Penalise(peer) => self.penalise(peer),
         }
     }
 

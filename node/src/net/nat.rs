@@ -95,10 +95,7 @@ impl Task {
             .collect();
         // Nearest relays first.
         {
-            let table = self
-                .table
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let table = &self.table;
             candidates.sort_by(|a, b| {
                 let rtt = |p: &PeerId| table.rtt_ms(p).unwrap_or(f64::MAX);
                 rtt(&a.0).total_cmp(&rtt(&b.0)).then(a.0.cmp(&b.0))

@@ -14,7 +14,7 @@ impl Task {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::debug!(%peer, error = %e, "malformed state sync request");
-                            self.table().penalise(&peer);
+                            self.penalise(peer);
                             let refusal = state::SyncResponse::Refused(e.to_string()).encode();
                             let _ = self
                                 .swarm
@@ -44,7 +44,7 @@ impl Task {
                 } => {
                     if let Some((peer, reply)) = self.state_requests.remove(&request_id) {
                         let decoded = state::SyncResponse::decode(&response).map_err(|e| {
-                            self.table().penalise(&peer);
+                            self.penalise(peer);
                             format!("malformed answer from {peer}: {e}")
                         });
                         let _ = reply.send(decoded);

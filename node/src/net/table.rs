@@ -13,7 +13,7 @@ use crate::clock::now_ms;
 pub type PeerInfo = peerbook::Entry<Option<Multiaddr>>;
 
 /// The peer book and this node's own view.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PeerTable {
     /// Known peers (ordered by peer id, so iteration is deterministic).
     pub book: PeerBook<PeerId, Option<Multiaddr>>,

@@ -2,8 +2,10 @@
 //! speaks kith's protocols but lies or floods.
 //!
 //! ```text
-//! kith-test-peer lie   TARGET ID        provide ID on Kademlia and answer every fetch
-//!                                       of it with bytes that do not match; runs until killed
+//! kith-test-peer lie   TARGET ID        provide ID on Kademlia, advertise it as cached
+//!                                       (with every slot taken, so calls never go
+//!                                       here), and answer every fetch of it with bytes
+//!                                       that do not match; runs until killed
 //! kith-test-peer flood TARGET ID COUNT [INPUT]
 //!                                       send COUNT invoke requests for ID at once (input
 //!                                       INPUT, default "flood"), print {"ok": n,
@@ -156,7 +158,7 @@ async fn main() {
         .subscribe(&alias_topic)
         .unwrap();
     let advert_topic = gossipsub::IdentTopic::new(kith_node::net::ADVERT_TOPIC);
-    if mode == "liar" {
+    if mode == "liar" || mode == "lie" {
         swarm
             .behaviour_mut()
             .gossipsub
@@ -174,9 +176,9 @@ async fn main() {
         let event = tokio::select! {
             event = swarm.select_next_some() => event,
             _ = advert_tick.tick() => {
-                if mode == "liar" {
+                if mode == "liar" || mode == "lie" {
                     advert_seq += 1;
-                    let advert = liar_advert(&liar_key, id, advert_seq);
+                    let advert = liar_advert(&liar_key, id, advert_seq, mode == "lie");
                     let _ = swarm
                         .behaviour_mut()
                         .gossipsub
@@ -355,8 +357,9 @@ fn made_up_kind_answer() -> Vec<u8> {
     b
 }
 
-/// A signed advert of an idle peer far larger than any real device, with `id` warm.
-fn liar_advert(key: &libp2p::identity::Keypair, id: FunctionId, seq: u64) -> Vec<u8> {
+/// A signed advert of a peer far larger than any real device, with `id` warm: idle, or
+/// with every slot and queue place taken when `full`.
+fn liar_advert(key: &libp2p::identity::Keypair, id: FunctionId, seq: u64, full: bool) -> Vec<u8> {
     use kith_protocol::capacity::{Advert, Cached, DeviceClass, backend};
     let mut cached = Cached::default();
     cached.insert(&id);
@@ -373,8 +376,8 @@ fn liar_advert(key: &libp2p::identity::Keypair, id: FunctionId, seq: u64) -> Vec
         memory_bytes: 1 << 40,
         max_concurrent: 1000,
         max_queued: 1000,
-        running: 0,
-        queued: 0,
+        running: if full { 1000 } else { 0 },
+        queued: if full { 1000 } else { 0 },
         backends: backend::CRANELIFT,
         coord: Default::default(),
         cached,
