@@ -14,6 +14,82 @@ pub(super) enum AnswerChannel {
     State(ResponseChannel<Vec<u8>>),
 }
 
+/// One event of a kith request/response protocol, flattened.
+pub(super) enum Traffic {
+    /// A peer's request.
+    Request {
+        /// Who asks.
+        peer: PeerId,
+        /// The request body.
+        body: Vec<u8>,
+        /// Where the answer goes.
+        channel: ResponseChannel<Vec<u8>>,
+    },
+    /// A peer's answer to one of our requests.
+    Answer {
+        /// The peer.
+        peer: PeerId,
+        /// Our request.
+        id: OutboundRequestId,
+        /// The answer body.
+        body: Vec<u8>,
+    },
+    /// One of our requests failed (unreachable, timed out, refused the stream).
+    Failed {
+        /// The peer.
+        peer: PeerId,
+        /// Our request.
+        id: OutboundRequestId,
+        /// What happened.
+        error: String,
+    },
+}
+
+impl Traffic {
+    /// The traffic in `event`, if any (inbound failures and sent answers are not).
+    pub(super) fn of(event: request_response::Event<Vec<u8>, Vec<u8>>) -> Option<Self> {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => Some(Self::Request {
+                peer,
+                body: request,
+                channel,
+            }),
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => Some(Self::Answer {
+                peer,
+                id: request_id,
+                body: response,
+            }),
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => Some(Self::Failed {
+                peer,
+                id: request_id,
+                error: error.to_string(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl Task {
     pub(super) fn answer(&mut self, channel: AnswerChannel, body: Option<Vec<u8>>) {
         let Some(body) = body else { return };
@@ -28,10 +104,40 @@ impl Task {
         }
     }
 
+    /// A peer's request on one of kith's protocols: decoded with `decode` — a malformed
+    /// one penalises the peer and, where the protocol has a refusal, is answered with
+    /// `refusal(why)` — then handed to the node as `make(peer, request, respond)`, its
+    /// answer encoded with `encode` and sent back on `channel`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn take_request<Req, Resp: Send + 'static, E: std::fmt::Display>(
+        &mut self,
+        peer: PeerId,
+        body: &[u8],
+        channel: AnswerChannel,
+        decode: fn(&[u8]) -> Result<Req, E>,
+        make: fn(PeerId, Req, oneshot::Sender<Resp>) -> Inbound,
+        refusal: Option<fn(String) -> Resp>,
+        encode: fn(&Resp) -> Vec<u8>,
+    ) {
+        let request = match decode(body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "malformed request; penalising the peer");
+                self.penalise(peer);
+                if let Some(refuse) = refusal {
+                    self.answer(channel, Some(encode(&refuse(e.to_string()))));
+                }
+                return;
+            }
+        };
+        let (respond, rx) = oneshot::channel();
+        self.ask_node(peer, make(peer, request, respond), rx, channel, encode);
+    }
+
     /// Hands a peer's request to the node and queues the node's answer for `channel`.
     /// When the node's inbound queue is full the request is dropped: the peer sees the
     /// stream close, as with any overloaded peer.
-    pub(super) fn ask_node<T: Send + 'static>(
+    fn ask_node<T: Send + 'static>(
         &mut self,
         peer: PeerId,
         request: Inbound,

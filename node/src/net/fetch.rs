@@ -12,6 +12,7 @@ use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::{PeerId, kad};
 use tokio::sync::oneshot;
 
+use super::answer::Traffic;
 use super::{AnswerChannel, FetchError, Inbound, Task, provider_key};
 
 /// Most fetch sessions at once; a fetch beyond them fails at once (the call is then
@@ -209,41 +210,30 @@ impl Task {
     /// A `/kith/fetch/1` event: a peer's request (answered by the node) or the answer
     /// to one of ours.
     pub(super) fn fetch_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    let Ok(request) = FetchRequest::decode(&request) else {
-                        self.penalise(peer);
-                        return;
-                    };
-                    let (respond, rx) = oneshot::channel();
-                    let request = Inbound::Fetch {
-                        peer,
-                        request,
-                        respond,
-                    };
-                    self.ask_node(
-                        peer,
-                        request,
-                        rx,
-                        AnswerChannel::Fetch(channel),
-                        FetchResponse::encode,
-                    );
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => self.fetch_answer(request_id, Some(response)),
-            },
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                tracing::debug!(error = %error, "fetch request failed");
-                self.fetch_answer(request_id, None);
+        match Traffic::of(event) {
+            Some(Traffic::Request {
+                peer,
+                body,
+                channel,
+            }) => self.take_request(
+                peer,
+                &body,
+                AnswerChannel::Fetch(channel),
+                FetchRequest::decode,
+                |peer, request, respond| Inbound::Fetch {
+                    peer,
+                    request,
+                    respond,
+                },
+                None,
+                FetchResponse::encode,
+            ),
+            Some(Traffic::Answer { id, body, .. }) => self.fetch_answer(id, Some(body)),
+            Some(Traffic::Failed { id, error, .. }) => {
+                tracing::debug!(%error, "fetch request failed");
+                self.fetch_answer(id, None);
             }
-            _ => {}
+            None => {}
         }
     }
 }

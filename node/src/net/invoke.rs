@@ -5,34 +5,29 @@ use super::*;
 
 impl Task {
     pub(super) fn invoke_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => self.invoke_request(peer, request, channel),
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some((peer, reply)) = self.invoke_requests.remove(&request_id) {
-                        let decoded = InvokeResponse::decode(&response)
-                            .map_err(|error| InvokeFailure::Malformed { peer, error });
-                        let _ = reply.send(decoded);
-                        self.drop_relayed(peer);
-                    }
+        match Traffic::of(event) {
+            Some(Traffic::Request {
+                peer,
+                body,
+                channel,
+            }) => self.invoke_request(peer, body, channel),
+            Some(Traffic::Answer { id, body, .. }) => {
+                if let Some((peer, reply)) = self.invoke_requests.remove(&id) {
+                    let decoded = InvokeResponse::decode(&body)
+                        .map_err(|error| InvokeFailure::Malformed { peer, error });
+                    let _ = reply.send(decoded);
+                    self.drop_relayed(peer);
                 }
-            },
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                if let Some((peer, reply)) = self.invoke_requests.remove(&request_id) {
+            }
+            Some(Traffic::Failed { id, error, .. }) => {
+                if let Some((peer, reply)) = self.invoke_requests.remove(&id) {
                     let _ = reply.send(Err(InvokeFailure::Transport {
                         peer,
-                        reason: error.to_string(),
+                        reason: error,
                     }));
                 }
             }
-            _ => {}
+            None => {}
         }
     }
 

@@ -66,7 +66,7 @@ use libp2p::{
 };
 use std::time::Instant;
 
-use answer::{Answer, AnswerChannel};
+use answer::{Answer, AnswerChannel, Traffic};
 use nat::PinnedRelay;
 use swarm::{Behaviour, BehaviourEvent, build_swarm};
 use tokio::sync::{mpsc, oneshot, watch};
