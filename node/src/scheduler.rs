@@ -26,6 +26,22 @@ use crate::net::{Inbound, Net};
 use crate::node::Node;
 use crate::runtime::InvokeError;
 
+/// Most functions whose manifest and expected fuel are remembered for placement.
+pub const MAX_FUNCTIONS_REMEMBERED: usize = 4096;
+
+/// Inserts into a per-function cache of at most [`MAX_FUNCTIONS_REMEMBERED`] entries;
+/// when full, an arbitrary other entry goes (each is cheap to learn again: a manifest is
+/// read from the store, an average restarts from the next call).
+fn insert_capped<V>(map: &mut std::collections::HashMap<FunctionId, V>, id: FunctionId, value: V) {
+    if map.len() >= MAX_FUNCTIONS_REMEMBERED
+        && !map.contains_key(&id)
+        && let Some(other) = map.keys().next().copied()
+    {
+        map.remove(&other);
+    }
+    map.insert(id, value);
+}
+
 /// Fuel assumed for a function never seen run.
 const DEFAULT_EXPECTED_FUEL: u64 = 1_000_000;
 
@@ -236,10 +252,11 @@ impl Node {
         })
         .await
         .map_err(|e| InvokeError::Internal(e.to_string()))??;
-        self.metas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(*id, meta.clone());
+        insert_capped(
+            &mut self.metas.lock().unwrap_or_else(PoisonError::into_inner),
+            *id,
+            meta.clone(),
+        );
         Ok(meta)
     }
 
@@ -250,9 +267,7 @@ impl Node {
             .unwrap_or_else(PoisonError::into_inner);
         match seen.get_mut(id) {
             Some(average) => average.note(fuel, budget),
-            None => {
-                seen.insert(*id, FuelAverage::first(fuel, budget));
-            }
+            None => insert_capped(&mut seen, *id, FuelAverage::first(fuel, budget)),
         }
     }
 
@@ -548,4 +563,33 @@ pub struct AdvertSummary {
     pub queued: u16,
     /// Age of the advert, in milliseconds.
     pub age_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_function_caches_are_capped() {
+        let mut map = std::collections::HashMap::new();
+        for i in 0..MAX_FUNCTIONS_REMEMBERED + 100 {
+            let id = FunctionId::of(&i.to_le_bytes());
+            insert_capped(&mut map, id, i);
+            assert!(map.len() <= MAX_FUNCTIONS_REMEMBERED);
+            assert_eq!(map.get(&id), Some(&i), "the new entry is kept");
+        }
+    }
+
+    #[test]
+    fn a_call_error_s_kind_decides_whether_it_is_retried() {
+        assert!(CallError::ShuttingDown.kind().retry_elsewhere());
+        let caps = InvokeError::Incapable(kith_protocol::LimitExceeded {
+            limit: "timeout_ms",
+            asked: 1000,
+            cap: 500,
+        });
+        assert!(CallError::from(caps).kind().retry_elsewhere());
+        let fuel = CallError::from(InvokeError::OutOfFuel { limit: 1 });
+        assert!(!fuel.kind().retry_elsewhere());
+    }
 }
