@@ -271,8 +271,8 @@ impl Node {
                     }
                     Ok(SyncResponse::Done) => {}
                     Ok(SyncResponse::NotHosted) => break,
-                    Ok(SyncResponse::Refused(why)) => {
-                        tracing::info!(%peer, %doc, %why, "a peer refused our sync message");
+                    Ok(SyncResponse::Refused { kind, message }) => {
+                        tracing::info!(%peer, %doc, %kind, %message, "a peer refused our sync message");
                         self.state.reset_sync(&doc, &session);
                         break;
                     }

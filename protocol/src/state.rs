@@ -14,6 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::alias::Namespace;
+use crate::error::ErrorKind;
 
 /// The request-response protocol of document sync.
 pub const SYNC_PROTOCOL: &str = "/kith/sync/1";
@@ -370,8 +371,14 @@ pub enum SyncResponse {
     Done,
     /// The peer does not hold this document (and will not start to).
     NotHosted,
-    /// The peer refused the message (malformed, over a cap): why.
-    Refused(String),
+    /// The peer refused the message (malformed, over a cap): the error kind (an
+    /// unknown code decodes as `remote_error`) and why.
+    Refused {
+        /// The kind.
+        kind: ErrorKind,
+        /// Why, for people.
+        message: String,
+    },
 }
 
 fn put_name(out: &mut Vec<u8>, doc: &DocName) {
@@ -483,7 +490,8 @@ impl SyncRequest {
 
 impl SyncResponse {
     /// Encodes: version, a tag (0 message, 1 done, 2 not hosted, 3 refused), then the
-    /// message (u32 LE length + bytes) or the reason (u32 LE length + UTF-8).
+    /// message (u32 LE length + bytes), or for a refusal the kind's code (u8 length +
+    /// ASCII) and the reason (u32 LE length + UTF-8).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![VERSION];
         let body: &[u8] = match self {
@@ -499,9 +507,12 @@ impl SyncResponse {
                 out.push(2);
                 return out;
             }
-            Self::Refused(why) => {
+            Self::Refused { kind, message } => {
                 out.push(3);
-                why.as_bytes()
+                let code = kind.code();
+                out.push(u8::try_from(code.len()).unwrap_or(u8::MAX));
+                out.extend_from_slice(code.as_bytes());
+                message.as_bytes()
             }
         };
         out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
@@ -521,8 +532,13 @@ impl SyncResponse {
             1 => Self::Done,
             2 => Self::NotHosted,
             3 => {
+                let len = usize::from(r.u8("kind length")?);
+                let code = String::from_utf8_lossy(r.take(len, "kind")?).into_owned();
                 let why = r.message()?;
-                Self::Refused(String::from_utf8_lossy(&why).into_owned())
+                Self::Refused {
+                    kind: ErrorKind::from_code(&code),
+                    message: String::from_utf8_lossy(&why).into_owned(),
+                }
             }
             t => return Err(StateError::Malformed(format!("unknown response tag {t}"))),
         };
@@ -646,7 +662,10 @@ mod tests {
             SyncResponse::Message(vec![9; 10]),
             SyncResponse::Done,
             SyncResponse::NotHosted,
-            SyncResponse::Refused("too big".into()),
+            SyncResponse::Refused {
+                kind: ErrorKind::TooLarge,
+                message: "too big".into(),
+            },
         ] {
             assert_eq!(SyncResponse::decode(&resp.encode()), Ok(resp.clone()));
         }

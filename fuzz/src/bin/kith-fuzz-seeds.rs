@@ -179,7 +179,11 @@ fn main() {
         &root,
         "state_sync",
         "refused",
-        &state::SyncResponse::Refused("over max_change_bytes".into()).encode(),
+        &state::SyncResponse::Refused {
+            kind: kith_protocol::ErrorKind::TooLarge,
+            message: "over max_change_bytes".into(),
+        }
+        .encode(),
     );
 
     // state file: name, full save, changes

@@ -22,7 +22,10 @@ impl Task {
                         respond,
                     })
                 },
-                Some(state::SyncResponse::Refused),
+                Some(|message| state::SyncResponse::Refused {
+                    kind: ErrorKind::BadRequest,
+                    message,
+                }),
                 state::SyncResponse::encode,
             ),
             Some(Traffic::Answer { id, body, .. }) => {

@@ -112,7 +112,10 @@ impl StateStore {
         }
         if let Err(e) = self.receive_sync(doc, peer, bytes) {
             tracing::info!(%doc, %peer, error = %e, "refused a sync message");
-            return SyncResponse::Refused(e.to_string());
+            return SyncResponse::Refused {
+                kind: e.kind(),
+                message: e.to_string(),
+            };
         }
         match self.sync_message(doc, peer) {
             Some(m) => SyncResponse::Message(m),
