@@ -208,7 +208,7 @@ impl Engine<'_> {
                     local: false,
                     known_warm: None,
                     known_state: None,
-                    penalty: 0.0,
+                    penalty: self.penalty(e, q),
                 }))
                 .collect();
                 let fallbacks = placement::fallbacks(&call, views.iter().copied(), &local);

@@ -38,14 +38,38 @@ impl Engine<'_> {
     /// whether the call goes on.
     pub(super) fn answered_with_error(&mut self, call: u32) {
         let c = &mut self.calls[call as usize];
-        let (peer, kind) = (c.executor, c.failed_with);
+        let (peer, kind, entry) = (c.executor, c.failed_with, c.entry);
         let Some(tries) = c.tries.as_mut() else {
             return;
         };
         match tries.on_answer(peer, Err(kind)) {
-            Verdict::TryNext { .. } | Verdict::Stale => self.attempt(call),
+            Verdict::TryNext { penalise } => {
+                if penalise {
+                    self.penalise(entry, peer);
+                }
+                self.attempt(call);
+            }
+            Verdict::Stale => self.attempt(call),
             Verdict::Fail(_) | Verdict::Done => self.end(call, Outcome::Exhausted),
         }
+    }
+
+    /// `entry` counts a misbehaviour of `peer` in its peer book (made on first use:
+    /// most entries never penalise anyone, so most have no book).
+    fn penalise(&mut self, entry: u32, peer: u32) {
+        let now_ms = self.now_us / 1000;
+        if let Some(slot) = self.books.get_mut(entry as usize) {
+            slot.get_or_insert_with(|| Box::new(PeerBook::new(peerbook::Config::default())))
+                .penalise(now_ms, peer, 1.0);
+        }
+    }
+
+    /// `peer`'s penalty in `entry`'s peer book now.
+    pub(super) fn penalty(&self, entry: u32, peer: u32) -> f64 {
+        self.books
+            .get(entry as usize)
+            .and_then(Option::as_ref)
+            .map_or(0.0, |b| b.penalty(self.now_us / 1000, &peer))
     }
 
     pub(super) fn attempt(&mut self, call: u32) {

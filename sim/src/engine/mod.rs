@@ -34,6 +34,7 @@ use kith_protocol::alias::{self, Alias, Namespace, Target};
 use kith_protocol::attempt::{self, Attempts, Step, Verdict};
 use kith_protocol::capacity::{Advert, Cached};
 use kith_protocol::fetch::{self, Known};
+use kith_protocol::peerbook::{self, PeerBook};
 use kith_protocol::placement::{self, PeerView};
 
 use crate::rng::{Rng, Stream};
@@ -202,6 +203,9 @@ pub struct Engine<'w> {
     hasher: blake3::Hasher,
     placement: placement::Config,
     use_coordinates: bool,
+    /// Each entry's peer book, made when it first penalises a peer (protocol's
+    /// decaying penalties, which placement adds to a peer's cost).
+    books: Vec<Option<Box<PeerBook<u32>>>>,
 }
 
 impl<'w> Engine<'w> {
@@ -329,6 +333,7 @@ impl<'w> Engine<'w> {
             hasher: blake3::Hasher::new(),
             placement: placement::Config::default(),
             use_coordinates: false,
+            books: (0..world.population).map(|_| None).collect(),
         }
     }
 
