@@ -229,24 +229,15 @@ impl Net {
             };
             swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
         }
-        let topic = gossipsub::IdentTopic::new(ADVERT_TOPIC);
-        swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&topic)
-            .map_err(|e| anyhow::anyhow!("cannot subscribe to adverts: {e:?}"))?;
-        let alias_topic = gossipsub::IdentTopic::new(alias::TOPIC);
-        swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&alias_topic)
-            .map_err(|e| anyhow::anyhow!("cannot subscribe to aliases: {e:?}"))?;
-        let state_topic = gossipsub::IdentTopic::new(state::TOPIC);
-        swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&state_topic)
-            .map_err(|e| anyhow::anyhow!("cannot subscribe to state heads: {e:?}"))?;
+        let [topic, alias_topic, state_topic] =
+            [ADVERT_TOPIC, alias::TOPIC, state::TOPIC].map(gossipsub::IdentTopic::new);
+        for t in [&topic, &alias_topic, &state_topic] {
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(t)
+                .map_err(|e| anyhow::anyhow!("cannot subscribe to {t}: {e:?}"))?;
+        }
         let mut table = PeerTable::default();
         table.nat.status = "unknown";
         table.nat.relay_server = config.relay_server;

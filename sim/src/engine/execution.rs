@@ -183,14 +183,7 @@ impl Engine<'_> {
         };
         s.running.swap_remove(i);
         let class = self.world.peers[p as usize].class as usize;
-        let end = self.now_us.min(self.end_us);
-        Load::spread(
-            &mut self.load.busy[class],
-            self.load.bucket_us,
-            start,
-            end,
-            1.0,
-        );
+        self.count_busy(class, start);
         // The node advertises at once when a function becomes warm.
         let id = self.world.functions[fi as usize].id;
         self.adverts[p as usize].cached.insert(&id);

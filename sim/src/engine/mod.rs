@@ -442,37 +442,17 @@ impl<'w> Engine<'w> {
         }
         for (i, o) in f.outages.iter().enumerate() {
             let o = o.get_ref();
-            self.at(
-                us(o.at_s * 1000.0),
-                Ev::Outage {
-                    index: i as u32,
-                    start: true,
-                },
-            );
-            self.at(
-                us((o.at_s + o.duration_s) * 1000.0),
-                Ev::Outage {
-                    index: i as u32,
-                    start: false,
-                },
-            );
+            let index = i as u32;
+            for (t_s, start) in [(o.at_s, true), (o.at_s + o.duration_s, false)] {
+                self.at(us(t_s * 1000.0), Ev::Outage { index, start });
+            }
         }
         for (i, p) in f.partitions.iter().enumerate() {
             let p = p.get_ref();
-            self.at(
-                us(p.at_s * 1000.0),
-                Ev::Partition {
-                    index: i as u32,
-                    start: true,
-                },
-            );
-            self.at(
-                us(p.heal_s * 1000.0),
-                Ev::Partition {
-                    index: i as u32,
-                    start: false,
-                },
-            );
+            let index = i as u32;
+            for (t_s, start) in [(p.at_s, true), (p.heal_s, false)] {
+                self.at(us(t_s * 1000.0), Ev::Partition { index, start });
+            }
         }
         for w in 0..self.workloads.len() {
             if let Some(t) = self.next_arrival(w, 0) {

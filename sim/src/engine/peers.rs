@@ -108,20 +108,24 @@ impl Engine<'_> {
         let running = std::mem::take(&mut s.running);
         let queued: Vec<u32> = s.queue.drain(..).collect();
         for &call in &running {
-            let start = self.calls[call as usize].slot_start_us;
-            let end = self.now_us.min(self.end_us);
-            Load::spread(
-                &mut self.load.busy[class],
-                self.load.bucket_us,
-                start,
-                end,
-                1.0,
-            );
+            self.count_busy(class, self.calls[call as usize].slot_start_us);
         }
         for call in running.into_iter().chain(queued) {
             self.totals.peer_failures += 1;
             let attempt = self.calls[call as usize].attempts.saturating_sub(1);
             self.fail_attempt(call, attempt, ErrorKind::Unreachable, self.now_us + detect);
         }
+    }
+
+    /// Counts one slot of `class` busy from `start_us` until now.
+    pub(super) fn count_busy(&mut self, class: usize, start_us: u64) {
+        let end = self.now_us.min(self.end_us);
+        Load::spread(
+            &mut self.load.busy[class],
+            self.load.bucket_us,
+            start_us,
+            end,
+            1.0,
+        );
     }
 }
