@@ -23,6 +23,7 @@ mod adverts;
 mod aliases;
 mod answer;
 pub mod codec;
+mod commands;
 mod discovery;
 mod errors;
 mod events;
@@ -67,6 +68,7 @@ use libp2p::{
 use std::time::Instant;
 
 use answer::{Answer, AnswerChannel, Traffic};
+use commands::Command;
 use nat::PinnedRelay;
 use swarm::{Behaviour, BehaviourEvent, build_swarm};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -142,34 +144,6 @@ pub struct LocalOffer {
     /// The advert without identity, sequence, time and coordinate, which the network
     /// task fills in.
     pub advert: Advert,
-}
-
-enum Command {
-    Fetch {
-        id: FunctionId,
-        /// A peer known to hold it, asked first.
-        prefer: Option<PeerId>,
-        reply: oneshot::Sender<Result<Vec<u8>, FetchError>>,
-    },
-    Provide(FunctionId),
-    Invoke {
-        peer: PeerId,
-        request: InvokeRequest,
-        reply: oneshot::Sender<Result<InvokeResponse, InvokeFailure>>,
-    },
-    Advertise(Box<Advert>),
-    Penalise(PeerId),
-    PublishAlias(Vec<u8>),
-    PublishHeads(Vec<u8>),
-    StateSync {
-        peer: PeerId,
-        request: state::SyncRequest,
-        reply: oneshot::Sender<Result<state::SyncResponse, String>>,
-    },
-    SyncAliases {
-        peer: PeerId,
-        digest: [u8; 32],
-    },
 }
 
 /// A handle to the network task.
@@ -527,77 +501,6 @@ impl Task {
     fn publish_snapshot(&mut self) {
         if std::mem::take(&mut self.dirty) {
             self.snapshots.send_replace(Arc::new(self.table.clone()));
-        }
-    }
-
-    fn command(&mut self, command: Command) {
-        match command {
-            Command::Fetch { id, prefer, reply } => self.start_fetch(id, prefer, reply),
-            Command::Provide(id) => {
-                if let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .start_providing(provider_key(&id))
-                {
-                    tracing::warn!(function = %id, error = ?e, "cannot announce as provider");
-                }
-            }
-            Command::Invoke {
-                peer,
-                request,
-                reply,
-            } => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .invoke
-                    .send_request(&peer, request.encode());
-                self.invoke_requests.insert(id, (peer, reply));
-            }
-            Command::PublishAlias(bytes) => {
-                if let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(self.alias_topic.clone(), bytes)
-                {
-                    tracing::debug!(error = ?e, "alias record not announced (no peers yet?); peers get it at their next sync");
-                }
-            }
-            Command::PublishHeads(bytes) => {
-                if let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(self.state_topic.clone(), bytes)
-                {
-                    tracing::debug!(error = ?e, "heads not announced (no peers yet?); peers sync on connect");
-                }
-            }
-            Command::StateSync {
-                peer,
-                request,
-                reply,
-            } => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .state
-                    .send_request(&peer, request.encode());
-                self.state_requests.insert(id, (peer, reply));
-            }
-            Command::SyncAliases { peer, digest } => {
-                let request = alias::SyncRequest { digest }.encode();
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .aliases
-                    .send_request(&peer, request);
-                self.alias_requests.insert(id, peer);
-            }
-            Command::Advertise(advert) => self.publish_advert(*advert),
-            Command::Penalise(peer) => self.penalise(peer),
         }
     }
 
