@@ -269,3 +269,41 @@ fn a_peer_has_a_bounded_number_of_requests_in_progress() {
     let r = post(&format!("{}/v1/call/{hello}", node.url), b"after".to_vec());
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// What a node keeps per peer goes when the peer does: a flooding peer's rate-limit
+/// bucket is dropped within seconds of it disconnecting (`kith_net_tracked` in
+/// /metrics), so peers that come and go cannot grow the node's maps.
+#[test]
+fn per_peer_state_goes_when_the_peer_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(BIN, &dir.path().join("node"), &[]);
+    let hello = publish(&node, guest("hello"));
+    let tracked = |map: &str| -> u64 {
+        let metrics = get(&format!("{}/metrics", node.url)).text();
+        let key = format!("kith_net_tracked{{map=\"{map}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {metrics}"))
+    };
+    let (mut flooder, mut out, _) = test_peer(
+        PEER,
+        &["flood", &node.p2p_addr(), &hello, "5", "flood", "stay"],
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    // Still connected after its answers: it has a bucket (and is in the book).
+    wait_until(Duration::from_secs(5), "a bucket for the flooder", || {
+        tracked("invoke_buckets") == 1
+    });
+    assert!(tracked("peer_book") >= 1);
+    flooder.0.kill().unwrap();
+    let _ = flooder.0.wait();
+    wait_until(
+        Duration::from_secs(10),
+        "the flooder's bucket is dropped",
+        || tracked("invoke_buckets") == 0,
+    );
+    assert_eq!(tracked("serving"), 0);
+}

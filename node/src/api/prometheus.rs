@@ -177,6 +177,17 @@ pub(crate) fn render_node(node: &Node) -> String {
         header(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
     }
+    if let Some(net) = node.net() {
+        header(
+            &mut out,
+            "kith_net_tracked",
+            "gauge",
+            "Entries in the network task's per-peer maps, each capped or pruned (docs/security.md).",
+        );
+        for (map, n) in net.peers().tracked.labelled() {
+            let _ = writeln!(out, "kith_net_tracked{{map=\"{map}\"}} {n}");
+        }
+    }
     node.metrics.render(&mut out);
     out
 }

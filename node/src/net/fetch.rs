@@ -40,6 +40,11 @@ pub(super) struct Fetches {
 }
 
 impl Fetches {
+    /// Sessions in progress.
+    pub(super) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
     /// True while a fetch request to `peer` is out.
     pub(super) fn asking(&self, peer: &PeerId) -> bool {
         self.requests.values().any(|(_, p)| p == peer)

@@ -73,7 +73,7 @@ use nat::PinnedRelay;
 use swarm::{Behaviour, BehaviourEvent, build_swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use table::{PeerInfo, PeerTable, Reachability};
+pub use table::{PeerInfo, PeerTable, Reachability, Tracked};
 
 /// Relays a private node reserves a slot on, chosen among connected relay servers.
 pub const MAX_AUTO_RELAYS: usize = 2;
@@ -531,5 +531,15 @@ impl Task {
         self.nat
             .reversal_tried
             .retain(|_, t| now.duration_since(*t) < REDIAL_AFTER);
+        let tracked = Tracked {
+            peer_book: self.table.book.len(),
+            invoke_buckets: self.invoke_buckets.len(),
+            advert_buckets: self.advert_buckets.len(),
+            serving: self.serving.len(),
+            fetches: self.fetches.len(),
+            retry_timers: self.nat.relay_tried.len() + self.nat.reversal_tried.len(),
+            dialled: self.discovery.dialled.len(),
+        };
+        self.table().tracked = tracked;
     }
 }

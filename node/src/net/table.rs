@@ -23,6 +23,43 @@ pub struct PeerTable {
     pub listen_addrs: Vec<Multiaddr>,
     /// Whether peers can reach this node directly.
     pub nat: Reachability,
+    /// How many entries the network task's per-peer maps hold (updated every second).
+    pub tracked: Tracked,
+}
+
+/// Entries in the network task's per-peer maps, for `/metrics`: each has a cap or a
+/// pruning rule (`docs/security.md`), and this shows them holding.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tracked {
+    /// Peers in the peer book.
+    pub peer_book: usize,
+    /// Invoke rate-limit buckets (connected peers only).
+    pub invoke_buckets: usize,
+    /// Advert rate-limit buckets (until refilled).
+    pub advert_buckets: usize,
+    /// Peers with requests being answered.
+    pub serving: usize,
+    /// Module fetches in progress.
+    pub fetches: usize,
+    /// Relay and dial-back retry timestamps.
+    pub retry_timers: usize,
+    /// Peers dialled after hearing of them.
+    pub dialled: usize,
+}
+
+impl Tracked {
+    /// Each count with its label.
+    pub fn labelled(&self) -> [(&'static str, usize); 7] {
+        [
+            ("peer_book", self.peer_book),
+            ("invoke_buckets", self.invoke_buckets),
+            ("advert_buckets", self.advert_buckets),
+            ("serving", self.serving),
+            ("fetches", self.fetches),
+            ("retry_timers", self.retry_timers),
+            ("dialled", self.dialled),
+        ]
+    }
 }
 
 impl Default for PeerTable {
@@ -32,6 +69,7 @@ impl Default for PeerTable {
             local: None,
             listen_addrs: Vec::new(),
             nat: Reachability::default(),
+            tracked: Tracked::default(),
         }
     }
 }

@@ -6,10 +6,11 @@
 //!                                       (with every slot taken, so calls never go
 //!                                       here), and answer every fetch of it with bytes
 //!                                       that do not match; runs until killed
-//! kith-test-peer flood TARGET ID COUNT [INPUT]
+//! kith-test-peer flood TARGET ID COUNT [INPUT [stay]]
 //!                                       send COUNT invoke requests for ID at once (input
 //!                                       INPUT, default "flood"), print {"ok": n,
 //!                                       "rate_limited": n, "busy": n, "other": n}, exit
+//!                                       (with `stay`: stay connected until killed)
 //! kith-test-peer forge TARGET RECORD    RECORD is an alias record in hex: announce it on
 //!                                       the alias topic once the node subscribes, and
 //!                                       answer the node's alias sync with it; runs until
@@ -339,7 +340,9 @@ async fn main() {
                         counts.get("busy").copied().unwrap_or(0),
                         counts.get("other").copied().unwrap_or(0)
                     );
-                    return;
+                    if args.get(6).map(String::as_str) != Some("stay") {
+                        return;
+                    }
                 }
             }
             _ => {}
