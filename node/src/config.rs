@@ -158,6 +158,8 @@ pub struct NetSettings {
     pub invoke_rate_per_peer: f64,
     /// Requests of one peer the node works on at once (calls, fetches, syncs).
     pub max_requests_per_peer: usize,
+    /// Established peer connections at most.
+    pub max_connections: u32,
     /// Relay circuits for peers behind NATs (for well-connected nodes that opt in).
     pub relay_server: bool,
     /// Relays to keep a reservation on (`…/p2p/<relay id>`), whatever AutoNAT says.
@@ -181,6 +183,7 @@ impl Default for NetSettings {
             advert_interval_ms: 2_000,
             invoke_rate_per_peer: 10_000.0,
             max_requests_per_peer: 64,
+            max_connections: 256,
             relay_server: false,
             relays: Vec::new(),
         }

@@ -120,6 +120,7 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
         fetch_timeout: Duration::from_secs(10),
         invoke_rate_per_peer: settings.invoke_rate_per_peer,
         max_requests_per_peer: settings.max_requests_per_peer,
+        max_connections: settings.max_connections,
         advert_rate_per_peer: 5.0,
         relay_server: settings.relay_server,
         relays: settings.relays,

@@ -307,3 +307,37 @@ fn per_peer_state_goes_when_the_peer_does() {
     );
     assert_eq!(tracked("serving"), 0);
 }
+
+/// A node holds at most `max_connections` peer connections, of which all but 8 (kept
+/// for its own dials) may be incoming: peers beyond that are refused, and the node
+/// keeps serving.
+#[test]
+fn connections_beyond_the_cap_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // 10 in all, 8 reserved for its own dials: 2 incoming.
+    let node = NodeProcess::start(BIN, &dir.path().join("node"), &["--max-connections", "10"]);
+    let hello = publish(&node, guest("hello"));
+    let addr = node.p2p_addr();
+    // Peers that stay connected (advertising some other function).
+    let other = blake3::hash(b"another function").to_hex().to_string();
+    let _peers: Vec<kith_tests::KillOnDrop> = (0..5)
+        .map(|_| {
+            kith_tests::KillOnDrop(
+                std::process::Command::new(PEER)
+                    .args(["liar", &addr, &other, "fuel"])
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    wait_until(Duration::from_secs(10), "two peers connected", || {
+        node.status()["peers_connected"] == 2
+    });
+    // They keep trying; the cap holds.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(node.status()["peers_connected"], 2);
+    let r = post(&format!("{}/v1/call/{hello}", node.url), b"capped".to_vec());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, b"hello, capped!");
+}

@@ -3,6 +3,9 @@
 
 use super::*;
 
+use kith_protocol::capacity::AdvertError;
+use libp2p::gossipsub::MessageAcceptance;
+
 impl Task {
     /// Publishes this node's advert: identity, the next sequence number, the time and
     /// the coordinate filled in, signed by the node key.
@@ -33,9 +36,14 @@ impl Task {
 
     /// A peer's advert from gossipsub: rate-limited per source, verified (signature,
     /// and signed by the key of the peer that published it), recorded in the peer book.
-    pub(super) fn advert(&mut self, from: PeerId, message: gossipsub::Message) {
+    /// Returns whether gossip may forward it.
+    pub(super) fn advert(
+        &mut self,
+        from: PeerId,
+        message: gossipsub::Message,
+    ) -> MessageAcceptance {
         let Some(source) = message.source else {
-            return;
+            return MessageAcceptance::Reject;
         };
         let now = now_ms();
         let bucket = self.advert_buckets.entry(source).or_insert_with(|| {
@@ -43,7 +51,7 @@ impl Task {
         });
         if !bucket.try_take(now) {
             tracing::debug!(peer = %source, "advert rate limit: dropped");
-            return;
+            return MessageAcceptance::Ignore;
         }
         match Advert::decode(&message.data, now) {
             Ok(advert) => {
@@ -52,13 +60,21 @@ impl Task {
                 if key_peer.ok() != Some(source) {
                     tracing::warn!(%source, "advert signed by another key than its sender; dropped");
                     self.penalise(from);
-                    return;
+                    return MessageAcceptance::Reject;
                 }
                 self.table().advert(source, advert);
                 self.dial_heard_of(source);
+                MessageAcceptance::Accept
+            }
+            // Late (relayed slowly) or early (a clock off): not worth passing on, but
+            // no sign of a lie.
+            Err(e @ AdvertError::Stale { .. }) => {
+                tracing::debug!(%source, error = %e, "advert dropped");
+                MessageAcceptance::Ignore
             }
             Err(e) => {
                 tracing::debug!(%source, error = %e, "advert dropped");
+                MessageAcceptance::Reject
             }
         }
     }

@@ -3,6 +3,8 @@
 
 use super::*;
 
+use libp2p::gossipsub::MessageAcceptance;
+
 impl Task {
     pub(super) fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
@@ -228,22 +230,16 @@ impl Task {
             }
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
+                message_id,
                 message,
-                ..
             }) => {
-                if message.topic == self.alias_topic.hash() {
-                    let _ = self.inbound.try_send(Inbound::Alias(AliasInbound::Record {
-                        peer: propagation_source,
-                        bytes: message.data,
-                    }));
-                } else if message.topic == self.state_topic.hash() {
-                    let _ = self.inbound.try_send(Inbound::State(StateInbound::Heads {
-                        source: message.source.unwrap_or(propagation_source),
-                        bytes: message.data,
-                    }));
-                } else {
-                    self.advert(propagation_source, message);
-                }
+                // Gossip forwards a message only once it is checked here
+                // (`validate_messages`): a forged or malformed one goes no further.
+                let acceptance = self.gossip(propagation_source, message);
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
@@ -256,6 +252,39 @@ impl Task {
             BehaviourEvent::Aliases(event) => self.aliases_event(event),
             BehaviourEvent::State(event) => self.state_event(event),
             _ => {}
+        }
+    }
+
+    /// Checks a gossip message and hands it on: adverts to the peer book, alias records
+    /// and heads announcements to the node. Returns whether gossip may forward it.
+    fn gossip(&mut self, from: PeerId, message: gossipsub::Message) -> MessageAcceptance {
+        let valid = |ok: bool| {
+            if ok {
+                MessageAcceptance::Accept
+            } else {
+                MessageAcceptance::Reject
+            }
+        };
+        if message.topic == self.alias_topic.hash() {
+            // Decoding verifies the record's signature; the node merges it (and
+            // penalises a forger) as before.
+            let acceptance = valid(alias::Signed::decode(&message.data).is_ok());
+            let _ = self.inbound.try_send(Inbound::Alias(AliasInbound::Record {
+                peer: from,
+                bytes: message.data,
+            }));
+            acceptance
+        } else if message.topic == self.state_topic.hash() {
+            let acceptance = valid(state::Heads::decode(&message.data).is_ok());
+            let _ = self.inbound.try_send(Inbound::State(StateInbound::Heads {
+                source: message.source.unwrap_or(from),
+                bytes: message.data,
+            }));
+            acceptance
+        } else if message.topic == self.topic.hash() {
+            self.advert(from, message)
+        } else {
+            MessageAcceptance::Ignore
         }
     }
 }

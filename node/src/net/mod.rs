@@ -62,8 +62,8 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, gossipsub, identify, kad, mdns,
-    noise, ping, relay, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, connection_limits, dcutr, gossipsub,
+    identify, kad, mdns, noise, ping, relay, tcp, yamux,
 };
 use std::time::Instant;
 
@@ -71,6 +71,7 @@ use answer::{Answer, AnswerChannel, Traffic};
 use commands::Command;
 use nat::PinnedRelay;
 use swarm::{Behaviour, BehaviourEvent, build_swarm};
+pub use swarm::{MAX_CONNECTIONS_PER_PEER, MAX_PENDING_INCOMING, RESERVED_OUTGOING};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use table::{PeerInfo, PeerTable, Reachability, Tracked};
@@ -128,6 +129,8 @@ pub struct NetConfig {
     /// Requests of one peer the node works on at once; beyond it an invoke is answered
     /// `busy` and other requests are dropped (the peer sees the stream close).
     pub max_requests_per_peer: usize,
+    /// Established connections at most (`docs/node.md`, "Connections").
+    pub max_connections: u32,
     /// Adverts accepted from one peer per second (burst: 3).
     pub advert_rate_per_peer: f64,
     /// Relay circuits for other peers (circuit relay v2 server).

@@ -5,6 +5,8 @@ use super::*;
 /// Every behaviour the node runs.
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
+    /// Connection caps: total, incoming, per peer, pending (`connection_limits`).
+    pub(super) limits: connection_limits::Behaviour,
     pub(super) identify: identify::Behaviour,
     pub(super) ping: ping::Behaviour,
     pub(super) kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -19,6 +21,32 @@ pub(super) struct Behaviour {
     pub(super) relay_server: Toggle<relay::Behaviour>,
     pub(super) dcutr: dcutr::Behaviour,
 }
+
+/// Connections one peer may hold with this node at once (a direct one, a relayed one
+/// while hole punching replaces it, and one spare for a simultaneous dial).
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 3;
+/// Incoming connections still in their handshake, at most.
+pub const MAX_PENDING_INCOMING: u32 = 32;
+/// Connections kept free of incoming ones for this node's own dials (bootstrap peers,
+/// relays, peers it heard of), so a flood of incoming connections cannot lock it out.
+pub const RESERVED_OUTGOING: u32 = 8;
+
+/// The connection caps for `max_connections` established connections in all.
+fn connection_limits(max_connections: u32) -> connection_limits::ConnectionLimits {
+    connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(max_connections))
+        .with_max_established_incoming(Some(
+            max_connections.saturating_sub(RESERVED_OUTGOING).max(1),
+        ))
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+}
+
+/// Largest gossip RPC, bytes: room for a few of the largest message (an alias record,
+/// `alias::MAX_RECORD`) and for IHAVE/IWANT lists of [`GOSSIP_MAX_IHAVE`] ids.
+pub(super) const GOSSIP_MAX_TRANSMIT: usize = 64 * 1024;
+/// Most message ids in one IHAVE (20 bytes each, so 1000 fit in [`GOSSIP_MAX_TRANSMIT`]).
+pub(super) const GOSSIP_MAX_IHAVE: usize = 1000;
 
 pub(super) fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<Swarm<Behaviour>> {
     let peer_id = key.public().to_peer_id();
@@ -58,7 +86,19 @@ pub(super) fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<S
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .heartbeat_interval(Duration::from_millis(500))
                 .validation_mode(gossipsub::ValidationMode::Strict)
-                .max_transmit_size(4096)
+                // Nothing is forwarded before the task has checked it.
+                .validate_messages()
+                // Content-addressed ids: the same bytes relayed by several peers are
+                // one message.
+                .message_id_fn(|m: &gossipsub::Message| {
+                    gossipsub::MessageId::from(&blake3::hash(&m.data).as_bytes()[..20])
+                })
+                // One RPC carries messages and control traffic: the largest message
+                // (an alias record) several times over, and IHAVE/IWANT lists of at
+                // most GOSSIP_MAX_IHAVE ids of 20 bytes.
+                .max_transmit_size(GOSSIP_MAX_TRANSMIT)
+                .max_ihave_length(GOSSIP_MAX_IHAVE)
+                .max_messages_per_rpc(Some(64))
                 .build()
                 .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
             let gossipsub = gossipsub::Behaviour::new(
@@ -98,6 +138,9 @@ pub(super) fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<S
                 )
             });
             Ok(Behaviour {
+                limits: connection_limits::Behaviour::new(connection_limits(
+                    config.max_connections,
+                )),
                 identify: identify::Behaviour::new(
                     identify::Config::new(PROTOCOL_VERSION.into(), key.public())
                         // A relayed address must reach peers as soon as it exists.

@@ -480,6 +480,29 @@ pub(crate) const SETTINGS: &[Setting] = &[
         profile: none,
     },
     Setting {
+        key: "max_connections",
+        help: "Peer connections held at once, at most (8 of them kept for this node's own dials); beyond it new connections are refused",
+        value_name: "N",
+        apply: Apply::Int(|d, v| {
+            if !(10..=100_000).contains(&v) {
+                return Err(format!("must be 10 to 100000 (got {v})"));
+            }
+            d.net.max_connections = u32::try_from(v).map_err(|_| format!("{v} is too large"))?;
+            Ok(())
+        }),
+        show: |c| net(c).max_connections.to_string(),
+        profile: |p| {
+            Some(
+                match p {
+                    Profile::Pi => "128",
+                    Profile::Router => "48",
+                    Profile::Vm => "1024",
+                }
+                .into(),
+            )
+        },
+    },
+    Setting {
         key: "max_requests_per_peer",
         help: "Requests of one peer (calls, fetches, syncs) this node works on at once; beyond it a call is answered `busy` and other requests are dropped",
         value_name: "N",
