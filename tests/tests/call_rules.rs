@@ -341,3 +341,39 @@ fn connections_beyond_the_cap_are_refused() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, b"hello, capped!");
 }
+
+/// /metrics counts the bytes of kith's own protocols per protocol and direction: two
+/// nodes exchange adverts, and a call placed on the other node shows up as invoke bytes
+/// sent at the entry and received at the peer.
+#[test]
+fn protocol_bytes_are_counted_per_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = network(BIN, dir.path(), 2, &[&["--max-concurrent-calls", "0"]]);
+    let (entry, peer) = (&nodes[0], &nodes[1]);
+    let counted = |node: &NodeProcess, protocol: &str, direction: &str| -> u64 {
+        let metrics = get(&format!("{}/metrics", node.url)).text();
+        let key =
+            format!("kith_net_bytes_total{{protocol=\"{protocol}\",direction=\"{direction}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {metrics}"))
+    };
+    wait_until(Duration::from_secs(10), "advert bytes both ways", || {
+        counted(peer, "adverts", "sent") > 0 && counted(entry, "adverts", "received") > 0
+    });
+    let hello = publish(entry, guest("hello"));
+    let r = post(
+        &format!("{}/v1/call/{hello}", entry.url),
+        b"counted".to_vec(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("kith-executed-by"), peer.node_id);
+    wait_until(Duration::from_secs(5), "invoke and fetch bytes", || {
+        counted(entry, "invoke", "sent") > 0
+            && counted(peer, "invoke", "received") > 0
+            && counted(peer, "fetch", "received") > 0
+            && counted(entry, "fetch", "sent") > 0
+    });
+}

@@ -184,8 +184,26 @@ pub(crate) fn render_node(node: &Node) -> String {
             "gauge",
             "Entries in the network task's per-peer maps, each capped or pruned (docs/security.md).",
         );
-        for (map, n) in net.peers().tracked.labelled() {
+        let peers = net.peers();
+        for (map, n) in peers.tracked.labelled() {
             let _ = writeln!(out, "kith_net_tracked{{map=\"{map}\"}} {n}");
+        }
+        header(
+            &mut out,
+            "kith_net_bytes_total",
+            "counter",
+            "Payload bytes of kith's own protocols, by protocol and direction (updated every second).",
+        );
+        for (proto, sent, received) in peers.bytes.totals() {
+            let p = proto.label();
+            let _ = writeln!(
+                out,
+                "kith_net_bytes_total{{protocol=\"{p}\",direction=\"sent\"}} {sent}"
+            );
+            let _ = writeln!(
+                out,
+                "kith_net_bytes_total{{protocol=\"{p}\",direction=\"received\"}} {received}"
+            );
         }
     }
     node.metrics.render(&mut out);

@@ -24,12 +24,7 @@ impl Task {
             sig.try_into().unwrap_or([0; 64])
         });
         self.table().local = Some(advert);
-        if let Err(e) = self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(self.topic.clone(), bytes)
-        {
+        if let Err(e) = self.publish(Proto::Adverts, self.topic.clone(), bytes) {
             tracing::debug!(error = ?e, "advert not published (no peers yet?)");
         }
     }

@@ -4,7 +4,7 @@ use super::*;
 
 impl Task {
     pub(super) fn aliases_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
-        match Traffic::of(event) {
+        match self.traffic(Proto::AliasSync, event) {
             Some(Traffic::Request {
                 peer,
                 body,

@@ -91,8 +91,63 @@ impl Traffic {
 }
 
 impl Task {
+    /// The traffic in `event` of `proto`, counted in the byte totals.
+    pub(super) fn traffic(
+        &mut self,
+        proto: Proto,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) -> Option<Traffic> {
+        let traffic = Traffic::of(event)?;
+        if let Traffic::Request { body, .. } | Traffic::Answer { body, .. } = &traffic {
+            self.bytes.received(proto, body.len());
+        }
+        Some(traffic)
+    }
+
+    /// Sends `body` as a request to `peer` on `proto`, counted in the byte totals.
+    pub(super) fn send_request(
+        &mut self,
+        proto: Proto,
+        peer: &PeerId,
+        body: Vec<u8>,
+    ) -> OutboundRequestId {
+        self.bytes.sent(proto, body.len());
+        let b = self.swarm.behaviour_mut();
+        match proto {
+            Proto::Fetch => b.fetch.send_request(peer, body),
+            Proto::Invoke => b.invoke.send_request(peer, body),
+            Proto::Sync => b.state.send_request(peer, body),
+            // Gossip protocols have no requests: only alias sync is left.
+            Proto::AliasSync | Proto::Adverts | Proto::AliasRecords | Proto::Heads => {
+                b.aliases.send_request(peer, body)
+            }
+        }
+    }
+
+    /// Publishes `bytes` on gossip topic `topic` of `proto`, counted in the byte totals.
+    pub(super) fn publish(
+        &mut self,
+        proto: Proto,
+        topic: gossipsub::IdentTopic,
+        bytes: Vec<u8>,
+    ) -> Result<(), gossipsub::PublishError> {
+        self.bytes.sent(proto, bytes.len());
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic, bytes)
+            .map(|_| ())
+    }
+
     pub(super) fn answer(&mut self, channel: AnswerChannel, body: Option<Vec<u8>>) {
         let Some(body) = body else { return };
+        let proto = match &channel {
+            AnswerChannel::Fetch(_) => Proto::Fetch,
+            AnswerChannel::Invoke(_) => Proto::Invoke,
+            AnswerChannel::Aliases(_) => Proto::AliasSync,
+            AnswerChannel::State(_) => Proto::Sync,
+        };
+        self.bytes.sent(proto, body.len());
         let result = match channel {
             AnswerChannel::Fetch(c) => self.swarm.behaviour_mut().fetch.send_response(c, body),
             AnswerChannel::Invoke(c) => self.swarm.behaviour_mut().invoke.send_response(c, body),

@@ -51,30 +51,16 @@ impl Task {
                 request,
                 reply,
             } => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .invoke
-                    .send_request(&peer, request.encode());
+                let id = self.send_request(Proto::Invoke, &peer, request.encode());
                 self.invoke_requests.insert(id, (peer, reply));
             }
             Command::PublishAlias(bytes) => {
-                if let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(self.alias_topic.clone(), bytes)
-                {
+                if let Err(e) = self.publish(Proto::AliasRecords, self.alias_topic.clone(), bytes) {
                     tracing::debug!(error = ?e, "alias record not announced (no peers yet?); peers get it at their next sync");
                 }
             }
             Command::PublishHeads(bytes) => {
-                if let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(self.state_topic.clone(), bytes)
-                {
+                if let Err(e) = self.publish(Proto::Heads, self.state_topic.clone(), bytes) {
                     tracing::debug!(error = ?e, "heads not announced (no peers yet?); peers sync on connect");
                 }
             }
@@ -83,20 +69,12 @@ impl Task {
                 request,
                 reply,
             } => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .state
-                    .send_request(&peer, request.encode());
+                let id = self.send_request(Proto::Sync, &peer, request.encode());
                 self.state_requests.insert(id, (peer, reply));
             }
             Command::SyncAliases { peer, digest } => {
                 let request = alias::SyncRequest { digest }.encode();
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .aliases
-                    .send_request(&peer, request);
+                let id = self.send_request(Proto::AliasSync, &peer, request);
                 self.alias_requests.insert(id, peer);
             }
             Command::Advertise(advert) => self.publish_advert(*advert),

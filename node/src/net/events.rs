@@ -265,6 +265,14 @@ impl Task {
                 MessageAcceptance::Reject
             }
         };
+        let proto = if message.topic == self.alias_topic.hash() {
+            Proto::AliasRecords
+        } else if message.topic == self.state_topic.hash() {
+            Proto::Heads
+        } else {
+            Proto::Adverts
+        };
+        self.bytes.received(proto, message.data.len());
         if message.topic == self.alias_topic.hash() {
             // Decoding verifies the record's signature; the node merges it (and
             // penalises a forger) as before.

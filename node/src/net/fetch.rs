@@ -13,7 +13,7 @@ use libp2p::{PeerId, kad};
 use tokio::sync::oneshot;
 
 use super::answer::Traffic;
-use super::{AnswerChannel, FetchError, Inbound, Task, provider_key};
+use super::{AnswerChannel, FetchError, Inbound, Proto, Task, provider_key};
 
 /// Most fetch sessions at once; a fetch beyond them fails at once (the call is then
 /// refused as `not_found` here and may run elsewhere).
@@ -103,11 +103,7 @@ impl Task {
         match fetch.session.next(local, &connected) {
             Step::Wait => {}
             Step::Ask { peer, request } => {
-                let rid = self
-                    .swarm
-                    .behaviour_mut()
-                    .fetch
-                    .send_request(&peer, request.encode());
+                let rid = self.send_request(Proto::Fetch, &peer, request.encode());
                 self.fetches.requests.insert(rid, (n, peer));
             }
             Step::Done(module) => {
@@ -215,7 +211,7 @@ impl Task {
     /// A `/kith/fetch/1` event: a peer's request (answered by the node) or the answer
     /// to one of ours.
     pub(super) fn fetch_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
-        match Traffic::of(event) {
+        match self.traffic(Proto::Fetch, event) {
             Some(Traffic::Request {
                 peer,
                 body,

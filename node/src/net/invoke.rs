@@ -5,7 +5,7 @@ use super::*;
 
 impl Task {
     pub(super) fn invoke_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
-        match Traffic::of(event) {
+        match self.traffic(Proto::Invoke, event) {
             Some(Traffic::Request {
                 peer,
                 body,
@@ -49,11 +49,13 @@ impl Task {
                 }));
             }
             Err(refusal) => {
+                let bytes = refusal.encode();
+                self.bytes.sent(Proto::Invoke, bytes.len());
                 let _ = self
                     .swarm
                     .behaviour_mut()
                     .invoke
-                    .send_response(channel, refusal.encode());
+                    .send_response(channel, bytes);
             }
         }
     }

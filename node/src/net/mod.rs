@@ -74,7 +74,7 @@ use swarm::{Behaviour, BehaviourEvent, build_swarm};
 pub use swarm::{MAX_CONNECTIONS_PER_PEER, MAX_PENDING_INCOMING, RESERVED_OUTGOING};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use table::{PeerInfo, PeerTable, Reachability, Tracked};
+pub use table::{NetBytes, PeerInfo, PeerTable, Proto, Reachability, Tracked};
 
 /// Relays a private node reserves a slot on, chosen among connected relay servers.
 pub const MAX_AUTO_RELAYS: usize = 2;
@@ -228,6 +228,7 @@ impl Net {
             table,
             snapshots: snapshot_tx,
             dirty: false,
+            bytes: NetBytes::default(),
             commands: command_rx,
             inbound: inbound_tx,
             topic,
@@ -420,6 +421,8 @@ struct Task {
     snapshots: watch::Sender<Arc<PeerTable>>,
     /// `table` changed since the last snapshot.
     dirty: bool,
+    /// Bytes sent and received per protocol (copied into `table` every second).
+    bytes: NetBytes,
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<Inbound>,
     topic: gossipsub::IdentTopic,
@@ -544,5 +547,7 @@ impl Task {
             dialled: self.discovery.dialled.len(),
         };
         self.table().tracked = tracked;
+        let bytes = self.bytes;
+        self.table().bytes = bytes;
     }
 }

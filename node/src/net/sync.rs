@@ -5,7 +5,7 @@ use super::*;
 
 impl Task {
     pub(super) fn state_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
-        match Traffic::of(event) {
+        match self.traffic(Proto::Sync, event) {
             Some(Traffic::Request {
                 peer,
                 body,

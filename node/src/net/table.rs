@@ -25,6 +25,79 @@ pub struct PeerTable {
     pub nat: Reachability,
     /// How many entries the network task's per-peer maps hold (updated every second).
     pub tracked: Tracked,
+    /// Bytes of kith's own protocols sent and received (updated every second).
+    pub bytes: NetBytes,
+}
+
+/// One of kith's own protocols, for byte counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// Capacity adverts (gossip).
+    Adverts,
+    /// Alias records (gossip).
+    AliasRecords,
+    /// State heads announcements (gossip).
+    Heads,
+    /// `/kith/fetch/1`.
+    Fetch,
+    /// `/kith/invoke/1`.
+    Invoke,
+    /// `/kith/sync/1`.
+    Sync,
+    /// `/kith/aliases/1`.
+    AliasSync,
+}
+
+impl Proto {
+    /// Every protocol, in label order.
+    pub const ALL: [Proto; 7] = [
+        Proto::Adverts,
+        Proto::AliasRecords,
+        Proto::Heads,
+        Proto::Fetch,
+        Proto::Invoke,
+        Proto::Sync,
+        Proto::AliasSync,
+    ];
+
+    /// Its label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Adverts => "adverts",
+            Self::AliasRecords => "alias_records",
+            Self::Heads => "heads",
+            Self::Fetch => "fetch",
+            Self::Invoke => "invoke",
+            Self::Sync => "sync",
+            Self::AliasSync => "alias_sync",
+        }
+    }
+}
+
+/// Message bytes (payloads, without libp2p's framing) per protocol and direction.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NetBytes {
+    sent: [u64; 7],
+    received: [u64; 7],
+}
+
+impl NetBytes {
+    /// Counts `n` bytes sent on `proto`.
+    pub fn sent(&mut self, proto: Proto, n: usize) {
+        self.sent[proto as usize] = self.sent[proto as usize].saturating_add(n as u64);
+    }
+
+    /// Counts `n` bytes received on `proto`.
+    pub fn received(&mut self, proto: Proto, n: usize) {
+        self.received[proto as usize] = self.received[proto as usize].saturating_add(n as u64);
+    }
+
+    /// (protocol, sent, received), for every protocol.
+    pub fn totals(&self) -> impl Iterator<Item = (Proto, u64, u64)> + '_ {
+        Proto::ALL
+            .iter()
+            .map(|p| (*p, self.sent[*p as usize], self.received[*p as usize]))
+    }
 }
 
 /// Entries in the network task's per-peer maps, for `/metrics`: each has a cap or a
@@ -70,6 +143,7 @@ impl Default for PeerTable {
             listen_addrs: Vec::new(),
             nat: Reachability::default(),
             tracked: Tracked::default(),
+            bytes: NetBytes::default(),
         }
     }
 }
