@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use crate::config::{self, NetSettings, NodeConfig, Profile};
 
 mod table;
+mod values;
 
 pub(crate) use table::SETTINGS;
-pub use table::parse_device;
-use table::profile_of;
+pub use values::parse_device;
+use values::profile_of;
 
 /// A setting's value, as a flag, the settings file or a profile gives it.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,63 +3,11 @@
 
 use std::path::PathBuf;
 
-use kith_protocol::capacity::DeviceClass;
-use libp2p::Multiaddr;
-
+use super::values::{
+    addrs, cores, net, none, parse_device, positive, profile_of, show_addrs, usize_of,
+};
 use super::{Apply, Setting};
-use crate::config::{NetSettings, NodeConfig, Profile};
-
-fn none(_: Profile) -> Option<String> {
-    None
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
-fn positive(v: u64) -> Result<u64, String> {
-    if v == 0 {
-        return Err("must be greater than 0".into());
-    }
-    Ok(v)
-}
-
-fn usize_of(v: u64) -> Result<usize, String> {
-    usize::try_from(v).map_err(|_| format!("{v} is too large"))
-}
-
-fn addrs(list: &[String]) -> Result<Vec<Multiaddr>, String> {
-    list.iter()
-        .map(|a| a.parse().map_err(|_| format!("{a:?} is not a multiaddr")))
-        .collect()
-}
-
-fn show_addrs(v: &[Multiaddr]) -> String {
-    v.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn net(c: &NodeConfig) -> NetSettings {
-    c.net.clone().unwrap_or_default()
-}
-
-/// A device class by name, or an error listing the names.
-pub fn parse_device(s: &str) -> Result<DeviceClass, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
-        format!("unknown device class {s:?}; use thermostat, router, pi, phone, laptop or server")
-    })
-}
-
-pub(super) fn profile_of(s: &str) -> Result<Profile, String> {
-    match s {
-        "pi" => Ok(Profile::Pi),
-        "router" => Ok(Profile::Router),
-        "vm" => Ok(Profile::Vm),
-        other => Err(format!("unknown profile {other:?}; use pi, router, vm")),
-    }
-}
+use crate::config::Profile;
 
 /// The caps of [`kith_protocol::Caps`], each a positive integer.
 macro_rules! cap {
