@@ -3,29 +3,18 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use kith_protocol::FunctionId;
-use kith_protocol::capacity::{Advert, Cached, DeviceClass, backend, first_seq};
+use kith_protocol::capacity::{Advert, first_seq};
 use kith_protocol::peerbook::{AdvertVerdict, Config, PeerBook};
 use kith_protocol::placement::{self, Call, PeerView};
-use kith_protocol::vivaldi::Coord;
 use proptest::prelude::*;
 
 fn advert(seq: u64) -> Advert {
     Advert {
-        peer: [0; 32],
         seq,
-        issued_ms: 0,
-        device: DeviceClass::Laptop,
-        cores: 4,
-        cpu_score: 5_500_000,
-        memory_bytes: 256 << 20,
-        max_concurrent: 4,
-        max_queued: 16,
-        running: 0,
-        queued: 0,
-        backends: backend::CRANELIFT,
-        coord: Coord::default(),
-        cached: Cached::default(),
+        ..common::advert()
     }
 }
 

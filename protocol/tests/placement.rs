@@ -2,30 +2,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use kith_protocol::FunctionId;
-use kith_protocol::capacity::{Advert, Cached, DeviceClass, backend};
-use kith_protocol::placement::{Call, Config, PeerView, capable, doc_key, fallbacks, rank};
-use kith_protocol::vivaldi::Coord;
-use proptest::prelude::*;
+mod common;
 
-fn advert() -> Advert {
-    Advert {
-        peer: [0; 32],
-        seq: 1,
-        issued_ms: 0,
-        device: DeviceClass::Laptop,
-        cores: 4,
-        cpu_score: 5_500_000,
-        memory_bytes: 256 << 20,
-        max_concurrent: 4,
-        max_queued: 16,
-        running: 0,
-        queued: 0,
-        backends: backend::CRANELIFT,
-        coord: Coord::default(),
-        cached: Cached::default(),
-    }
-}
+use common::advert;
+use kith_protocol::FunctionId;
+use kith_protocol::capacity::Advert;
+use kith_protocol::placement::{Call, Config, PeerView, capable, doc_key, fallbacks, rank};
+use proptest::prelude::*;
 
 fn call() -> Call<'static> {
     Call {

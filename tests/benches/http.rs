@@ -9,8 +9,9 @@
 
 use std::time::Duration;
 
+use kith_tests::cluster::publish;
 use kith_tests::load::{self, pct};
-use kith_tests::{NodeProcess, guest, post};
+use kith_tests::{NodeProcess, guest};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
 
@@ -22,10 +23,7 @@ fn main() {
         &dir.path().join("bench"),
         &["--max-queued-calls", "1024"],
     );
-    let id = post(&format!("{}/v1/functions", node.url), guest("hello")).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = publish(&node, guest("hello"));
     let addr = node.url.trim_start_matches("http://").to_owned();
     let request = load::request(&addr, &format!("/v1/call/{id}"), b"bench");
     let rt = tokio::runtime::Builder::new_multi_thread()

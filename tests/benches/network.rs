@@ -14,16 +14,11 @@
 
 use std::time::{Duration, Instant};
 
+use kith_tests::cluster::publish;
 use kith_tests::load::{self, pct};
 use kith_tests::{NodeProcess, guest, padded, post};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
-
-fn publish(node: &NodeProcess, bytes: Vec<u8>) -> String {
-    let r = post(&format!("{}/v1/functions", node.url), bytes);
-    assert!(r.status == 201 || r.status == 200, "{}", r.json());
-    r.json()["id"].as_str().unwrap().to_owned()
-}
 
 fn row(name: &str, lat: &[Duration], elapsed: Duration, errors: u64) {
     println!(

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use kith_tests::cluster::publish;
 use kith_tests::{NodeProcess, Raw, guest, post};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
@@ -24,12 +25,6 @@ fn fixture(extra: &[&str]) -> Fixture {
         hello,
         _dir: dir,
     }
-}
-
-fn publish(node: &NodeProcess, bytes: Vec<u8>) -> String {
-    let r = post(&format!("{}/v1/functions", node.url), bytes);
-    assert!(r.status == 201 || r.status == 200, "{:?}", r.json());
-    r.json()["id"].as_str().unwrap().to_owned()
 }
 
 fn call(node: &NodeProcess, id: &str, input: &[u8]) -> Raw {

@@ -5,15 +5,10 @@
 
 use std::time::Duration;
 
+use kith_tests::cluster::publish;
 use kith_tests::{NodeProcess, guest, post};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
-
-fn publish(node: &NodeProcess, bytes: Vec<u8>) -> String {
-    let r = post(&format!("{}/v1/functions", node.url), bytes);
-    assert!(r.status == 201 || r.status == 200);
-    r.json()["id"].as_str().unwrap().to_owned()
-}
 
 #[test]
 fn restart_keeps_functions_identity_and_compiled_code() {

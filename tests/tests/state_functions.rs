@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use kith_tests::cluster::publish;
 use kith_tests::{NodeProcess, Raw, get, guest, post};
 use serde_json::Value;
 
@@ -14,12 +15,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
 
 /// The document the example functions use (`sdk/functions/visit-counter`).
 const VISITS: &str = "6b6974682d6578616d706c652d6e616d6573706163652d766973697473000001/visits";
-
-fn publish(node: &NodeProcess, bytes: Vec<u8>) -> String {
-    let r = post(&format!("{}/v1/functions", node.url), bytes);
-    assert!(r.status == 201 || r.status == 200, "{}", r.text());
-    r.json()["id"].as_str().unwrap().to_owned()
-}
 
 fn call(node: &NodeProcess, id: &str, input: &str) -> Raw {
     post(
