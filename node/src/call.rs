@@ -67,6 +67,9 @@ pub enum CallError {
         /// The namespace.
         namespace: kith_protocol::alias::Namespace,
     },
+    /// The module is not stored here and this node is fetching too much right now.
+    #[error(transparent)]
+    FetchBusy(crate::net::FetchError),
     /// The node is shutting down: it takes no new calls (another peer may).
     #[error("shutting_down: this node is shutting down and takes no new calls; try another peer")]
     ShuttingDown,
@@ -90,6 +93,7 @@ impl CallError {
             Self::Untrusted { .. } => ErrorKind::Untrusted,
             Self::StateNotHosted { .. } => ErrorKind::StateNotHosted,
             Self::ShuttingDown => ErrorKind::ShuttingDown,
+            Self::FetchBusy(_) => ErrorKind::Busy,
             Self::Remote { kind, .. } => *kind,
             Self::Invoke(e) => e.kind(),
         }

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::call::{CallError, Ranked, Receipt};
 use crate::clock::now_ms;
-use crate::net::{Inbound, Net};
+use crate::net::{FetchError, Inbound, Net};
 use crate::node::Node;
 use crate::runtime::InvokeError;
 
@@ -218,7 +218,13 @@ impl Node {
         };
         let bytes = net.fetch(*id, from).await.map_err(|e| {
             tracing::info!(function = %id, error = %e, "fetch failed");
-            CallError::from(InvokeError::NotFound(*id))
+            match e {
+                // Too much fetching here now: busy (another peer may take the call).
+                FetchError::TooManyFetches { .. } | FetchError::TooManyWaiters { .. } => {
+                    CallError::FetchBusy(e)
+                }
+                _ => CallError::from(InvokeError::NotFound(*id)),
+            }
         })?;
         // The network verified the bytes against the id; publishing validates the
         // module against the ABI and stores it atomically.
@@ -327,11 +333,14 @@ impl Node {
                 penalty: table.penalty(&peer),
             });
         }
-        let fallbacks = placement::fallbacks(&call, views.iter().copied(), &local);
-        (
-            placement::rank(&call, views, &local, &placement::Config::default()),
-            fallbacks,
-        )
+        let ranked = placement::rank(&call, views.iter().copied(), &local, &Default::default());
+        // Fallbacks matter only when the capable candidates cannot fill the attempts.
+        let fallbacks = if ranked.len() < self.config.attempts.max_attempts {
+            placement::fallbacks(&call, views, &local)
+        } else {
+            Vec::new()
+        };
+        (ranked, fallbacks)
     }
 
     /// This node's advert, without identity, sequence, time and coordinate (the network

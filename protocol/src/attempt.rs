@@ -92,8 +92,6 @@ pub enum Verdict {
 pub struct Attempts<P> {
     order: Vec<(P, bool)>,
     next: usize,
-    made: usize,
-    max: usize,
     slack_ms: u64,
     timeout_ms: u64,
     in_flight: Option<(P, bool, u64)>,
@@ -133,8 +131,6 @@ impl<P: Copy + Eq> Attempts<P> {
         Self {
             order: unique,
             next: 0,
-            made: 0,
-            max,
             slack_ms: config.forward_slack_ms,
             timeout_ms,
             in_flight: None,
@@ -149,14 +145,13 @@ impl<P: Copy + Eq> Attempts<P> {
         if let Some((peer, _, _)) = self.in_flight {
             let _ = self.answer(peer, Err(ErrorKind::Unreachable));
         }
-        if self.ended || self.made >= self.max {
+        if self.ended {
             return Step::GiveUp { last: self.last };
         }
         let Some(&(peer, local)) = self.order.get(self.next) else {
             return Step::GiveUp { last: self.last };
         };
         self.next += 1;
-        self.made += 1;
         let deadline_ms = if local {
             u64::MAX
         } else {
@@ -196,7 +191,7 @@ impl<P: Copy + Eq> Attempts<P> {
 
     /// Attempts made so far.
     pub fn made(&self) -> usize {
-        self.made
+        self.next
     }
 
     /// The peers this call will try, in order (tried ones included).

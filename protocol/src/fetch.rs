@@ -148,28 +148,22 @@ impl<P: Copy + Ord> Session<P> {
             // Go on with the same provider.
             return self.ask(peer, self.buffer.len() as u64);
         }
-        let known = |p: &P| connected.iter().find(|k| k.peer == *p);
-        let key = |group: u8, p: &P| {
-            let k = known(p);
-            (
-                group,
-                k.map_or(0.0, |k| k.penalty),
-                k.and_then(|k| k.rtt_ms).unwrap_or(f64::MAX),
-                *p,
-            )
-        };
+        let key =
+            |group: u8, k: &Known<P>| (group, k.penalty, k.rtt_ms.unwrap_or(f64::MAX), k.peer);
         let mut order: Vec<(u8, f64, f64, P)> = Vec::new();
         if let Some(p) = self.prefer {
             order.push((0, f64::MIN, f64::MIN, p));
         }
         for p in &self.providers {
-            order.push(key(1, p));
+            // A provider the driver knows nothing about sorts last in its group.
+            let k = connected.iter().find(|k| k.peer == *p);
+            order.push(k.map_or((1, 0.0, f64::MAX, *p), |k| key(1, k)));
         }
         for k in connected {
             if k.claims {
-                order.push(key(1, &k.peer));
+                order.push(key(1, k));
             } else if !self.querying {
-                order.push(key(2, &k.peer));
+                order.push(key(2, k));
             }
         }
         order.sort_by(|a, b| {
@@ -286,8 +280,9 @@ impl<P: Copy + Ord> Session<P> {
         }
     }
 
-    /// Peers asked so far.
-    pub fn asked(&self) -> usize {
-        self.asked.len()
+    /// True when the next step picks a new provider (so needs the connected peers);
+    /// otherwise [`Self::next`] goes on with the current one or waits.
+    pub fn choosing(&self) -> bool {
+        self.done.is_none() && self.in_flight.is_none() && self.current.is_none()
     }
 }

@@ -98,11 +98,6 @@ impl<E> Entry<E> {
     pub fn advert(&self) -> Option<(&Advert, u64)> {
         self.advert.as_ref().map(|(a, at)| (a, *at))
     }
-
-    /// When it was last heard from (connected, an advert, an RTT sample), ms.
-    pub fn heard_ms(&self) -> u64 {
-        self.heard_ms
-    }
 }
 
 /// What became of an advert.
@@ -130,11 +125,6 @@ impl<P: Ord + Copy, E: Default> PeerBook<P, E> {
             config,
             peers: BTreeMap::new(),
         }
-    }
-
-    /// Its constants.
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     /// The entry of `peer`, making room for it if needed; `None` when the book is full

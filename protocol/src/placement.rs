@@ -170,17 +170,24 @@ pub fn capable(call: &Call<'_>, advert: &Advert) -> Result<(), Incapable> {
     Ok(())
 }
 
-/// The cost of running `call` on `view`'s peer, as seen from `local` (the placing
-/// peer's own advert, for its coordinate).
-pub fn cost<P>(call: &Call<'_>, view: &PeerView<'_, P>, local: &Advert, config: &Config) -> Cost {
-    let a = view.advert;
-    let (rtt_ms, rtt_measured) = if view.local {
+/// The RTT to `view`'s peer as seen from `local`, and whether it was measured: zero
+/// for the placing peer, the measured RTT when there is a sane one, else the
+/// coordinates' prediction.
+fn rtt<P>(view: &PeerView<'_, P>, local: &Advert) -> (f64, bool) {
+    if view.local {
         (0.0, true)
     } else if let Some(m) = view.measured_rtt_ms.filter(|m| m.is_finite() && *m >= 0.0) {
         (m, true)
     } else {
-        (local.coord.rtt_ms(&a.coord), false)
-    };
+        (local.coord.rtt_ms(&view.advert.coord), false)
+    }
+}
+
+/// The cost of running `call` on `view`'s peer, as seen from `local` (the placing
+/// peer's own advert, for its coordinate).
+pub fn cost<P>(call: &Call<'_>, view: &PeerView<'_, P>, local: &Advert, config: &Config) -> Cost {
+    let a = view.advert;
+    let (rtt_ms, rtt_measured) = rtt(view, local);
     let score = f64::from(a.cpu_score.max(1));
     let exec_ms = call.expected_fuel as f64 / score + config.call_overhead_ms;
     let slots = f64::from(a.max_concurrent.max(1));
@@ -265,13 +272,7 @@ pub fn fallbacks<'a, P: Copy + Ord + 'a>(
     let mut out: Vec<(f64, P)> = peers
         .into_iter()
         .filter(|v| !v.local && capable(call, v.advert) == Err(Incapable::Saturated))
-        .map(|v| {
-            let rtt = v
-                .measured_rtt_ms
-                .filter(|m| m.is_finite() && *m >= 0.0)
-                .unwrap_or_else(|| local.coord.rtt_ms(&v.advert.coord));
-            (rtt, v.peer)
-        })
+        .map(|v| (rtt(&v, local).0, v.peer))
         .collect();
     out.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
     out.into_iter().map(|(_, p)| p).collect()

@@ -18,14 +18,24 @@ pub enum FetchError {
         /// Peers that sent bytes that did not match the id.
         bad: usize,
     },
-    /// Too many fetches (or callers of one fetch) in progress.
+    /// As many fetches as a node runs at once are in progress.
     #[error(
-        "busy: too many module fetches in progress (limit {limit}); function {id} was not fetched"
+        "busy: {limit} module fetches are in progress (the most a node runs at once); function {id} was not fetched"
     )]
-    Busy {
+    TooManyFetches {
         /// The function.
         id: FunctionId,
-        /// The limit hit.
+        /// The limit.
+        limit: usize,
+    },
+    /// As many calls as may wait for one fetch are waiting.
+    #[error(
+        "busy: {limit} calls already wait for function {id} to be fetched (the most per fetch)"
+    )]
+    TooManyWaiters {
+        /// The function.
+        id: FunctionId,
+        /// The limit.
         limit: usize,
     },
     /// The network task is gone.

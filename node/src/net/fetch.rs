@@ -60,7 +60,7 @@ impl Task {
             if f.replies.len() < MAX_WAITERS {
                 f.replies.push(reply);
             } else {
-                let _ = reply.send(Err(FetchError::Busy {
+                let _ = reply.send(Err(FetchError::TooManyWaiters {
                     id,
                     limit: MAX_WAITERS,
                 }));
@@ -68,7 +68,7 @@ impl Task {
             return;
         }
         if self.fetches.sessions.len() >= MAX_FETCHES {
-            let _ = reply.send(Err(FetchError::Busy {
+            let _ = reply.send(Err(FetchError::TooManyFetches {
                 id,
                 limit: MAX_FETCHES,
             }));
@@ -95,7 +95,18 @@ impl Task {
 
     /// Runs session `n` until it waits: sends its next request, or delivers.
     fn step_fetch(&mut self, n: u64) {
-        let connected = self.known_for_fetch(n);
+        // Only choosing a new provider needs what is known of connected peers; the
+        // chunks from a provider follow each other without it.
+        let choosing = self
+            .fetches
+            .sessions
+            .get(&n)
+            .is_some_and(|f| f.session.choosing());
+        let connected = if choosing {
+            self.known_for_fetch(n)
+        } else {
+            Vec::new()
+        };
         let local = *self.swarm.local_peer_id();
         let Some(fetch) = self.fetches.sessions.get_mut(&n) else {
             return;
@@ -109,21 +120,26 @@ impl Task {
             Step::Done(module) => {
                 let id = fetch.session.id();
                 tracing::info!(function = %id, bytes = module.len(), "fetched and verified");
-                self.finish_fetch(n, &Ok(module));
+                self.finish_fetch(n, Ok(module));
             }
             Step::Failed { asked, bad } => {
                 let id = fetch.session.id();
-                self.finish_fetch(n, &Err(FetchError::NotFound { id, asked, bad }));
+                self.finish_fetch(n, Err(FetchError::NotFound { id, asked, bad }));
             }
         }
     }
 
-    fn finish_fetch(&mut self, n: u64, result: &Result<Vec<u8>, FetchError>) {
+    fn finish_fetch(&mut self, n: u64, result: Result<Vec<u8>, FetchError>) {
         if let Some(f) = self.fetches.sessions.remove(&n) {
             self.fetches.by_id.remove(&f.session.id());
             self.fetches.queries.retain(|_, m| *m != n);
-            for reply in f.replies {
+            let mut replies = f.replies;
+            let last = replies.pop();
+            for reply in replies {
                 let _ = reply.send(result.clone());
+            }
+            if let Some(reply) = last {
+                let _ = reply.send(result);
             }
         }
     }

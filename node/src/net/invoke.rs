@@ -48,15 +48,7 @@ impl Task {
                     )
                 }));
             }
-            Err(refusal) => {
-                let bytes = refusal.encode();
-                self.bytes.sent(Proto::Invoke, bytes.len());
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .invoke
-                    .send_response(channel, bytes);
-            }
+            Err(refusal) => self.answer(AnswerChannel::Invoke(channel), Some(refusal.encode())),
         }
     }
 

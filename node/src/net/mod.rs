@@ -6,7 +6,7 @@
 //! gossipsub (signed capacity adverts), mDNS (optional), AutoNAT (are we reachable?),
 //! circuit relay v2 (a client always; a server when `relay_server` is on), DCUtR (hole
 //! punching a relayed connection into a direct one), and kith's own request-response
-//! protocols `/kith/fetch/1`, `/kith/invoke/1` and `/kith/aliases/1`
+//! protocols `/kith/fetch/1`, `/kith/invoke/1`, `/kith/aliases/1` and `/kith/sync/1`
 //! (`docs/wire-format.md`).
 //!
 //! Behind a NAT: AutoNAT finds out the node is private, the node reserves a slot on up
@@ -129,7 +129,7 @@ pub struct NetConfig {
     /// Requests of one peer the node works on at once; beyond it an invoke is answered
     /// `busy` and other requests are dropped (the peer sees the stream close).
     pub max_requests_per_peer: usize,
-    /// Established connections at most (`docs/node.md`, "Connections").
+    /// Established connections at most (`docs/node.md`, `--max-connections`).
     pub max_connections: u32,
     /// Adverts accepted from one peer per second (burst: 3).
     pub advert_rate_per_peer: f64,
@@ -215,7 +215,11 @@ impl Net {
                 .subscribe(t)
                 .map_err(|e| anyhow::anyhow!("cannot subscribe to {t}: {e:?}"))?;
         }
-        let mut table = PeerTable::default();
+        // The book holds every connected peer, and as many again that left lately.
+        let max_peers = (config.max_connections as usize)
+            .saturating_mul(2)
+            .max(kith_protocol::peerbook::Config::default().max_peers);
+        let mut table = PeerTable::new(max_peers);
         table.nat.status = "unknown";
         table.nat.relay_server = config.relay_server;
         let (snapshot_tx, snapshots) = watch::channel(Arc::new(table.clone()));
@@ -228,6 +232,7 @@ impl Net {
             table,
             snapshots: snapshot_tx,
             dirty: false,
+            published_at: Instant::now(),
             bytes: NetBytes::default(),
             commands: command_rx,
             inbound: inbound_tx,
@@ -421,6 +426,8 @@ struct Task {
     snapshots: watch::Sender<Arc<PeerTable>>,
     /// `table` changed since the last snapshot.
     dirty: bool,
+    /// When the last snapshot went out.
+    published_at: Instant,
     /// Bytes sent and received per protocol (copied into `table` every second).
     bytes: NetBytes,
     commands: mpsc::Receiver<Command>,
@@ -496,17 +503,22 @@ impl Task {
         &mut self.table
     }
 
-    /// Counts a misbehaviour of `peer`, and publishes the table at once: placement
-    /// should not pick a peer that just misbehaved.
+    /// Counts a misbehaviour of `peer`, and publishes the table at once unless a
+    /// snapshot went out in the last [`SNAPSHOT_EVERY`] (then the next tick does):
+    /// placement should not pick a peer that just misbehaved, and a peer sending
+    /// garbage must not buy a copy of the table per message.
     fn penalise(&mut self, peer: PeerId) {
         self.table().penalise(&peer);
-        self.publish_snapshot();
+        if self.published_at.elapsed() >= SNAPSHOT_EVERY {
+            self.publish_snapshot();
+        }
     }
 
     /// Publishes the peer table to the rest of the node if it changed.
     fn publish_snapshot(&mut self) {
         if std::mem::take(&mut self.dirty) {
             self.snapshots.send_replace(Arc::new(self.table.clone()));
+            self.published_at = Instant::now();
         }
     }
 

@@ -137,8 +137,18 @@ impl Tracked {
 
 impl Default for PeerTable {
     fn default() -> Self {
+        Self::new(peerbook::Config::default().max_peers)
+    }
+}
+
+impl PeerTable {
+    /// An empty table whose book holds at most `max_peers` peers.
+    pub(crate) fn new(max_peers: usize) -> Self {
         Self {
-            book: PeerBook::new(peerbook::Config::default()),
+            book: PeerBook::new(peerbook::Config {
+                max_peers,
+                ..peerbook::Config::default()
+            }),
             local: None,
             listen_addrs: Vec::new(),
             nat: Reachability::default(),

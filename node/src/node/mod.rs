@@ -330,6 +330,7 @@ impl Node {
                 CallError::Busy { .. }
                 | CallError::CpuShare { .. }
                 | CallError::OffHours { .. }
+                | CallError::FetchBusy(_)
                 | CallError::ShuttingDown,
             ) => self.refused.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),

@@ -36,8 +36,9 @@ pub const MAX_HEADS: usize = 32;
 pub const MAX_PATH_DEPTH: usize = 32;
 /// Longest key in a path, in bytes.
 pub const MAX_KEY: usize = 256;
-/// Encoding version of the messages below.
-const VERSION: u8 = 1;
+/// Encoding version of the sync and heads messages (2: a refusal carries an error
+/// kind). A peer speaking another version is refused with a message naming both.
+const VERSION: u8 = 2;
 
 /// Why a name, path or message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

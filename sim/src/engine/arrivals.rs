@@ -211,8 +211,14 @@ impl Engine<'_> {
                     penalty: self.penalty(e, q),
                 }))
                 .collect();
-                let fallbacks = placement::fallbacks(&call, views.iter().copied(), &local);
-                let ranked = placement::rank(&call, views, &local, &self.placement);
+                let ranked = placement::rank(&call, views.iter().copied(), &local, &self.placement);
+                // Fallbacks matter only when the capable candidates cannot fill the
+                // attempts (as on the node).
+                let fallbacks = if ranked.len() < config.max_attempts {
+                    placement::fallbacks(&call, views, &local)
+                } else {
+                    Vec::new()
+                };
                 Attempts::new(&ranked, &fallbacks, &config, timeout_ms)
             }
             Strategy::Random | Strategy::Nearest => {

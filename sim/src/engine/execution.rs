@@ -46,7 +46,7 @@ impl Engine<'_> {
             .map(|&q| Known {
                 peer: q,
                 claims: true,
-                penalty: 0.0,
+                penalty: self.penalty(p, q),
                 rtt_ms: Some(world.rtt_ms(p, q)),
             })
             .collect();
