@@ -404,7 +404,27 @@ fn a_chosen_peer_that_hangs_is_skipped_for_the_next_candidate() {
     } else {
         (&p2, &p1)
     };
-    // The chosen peer is now warm, so it is chosen again; freeze it.
+    // The chosen peer is now warm; wait until the entry has its advert saying so
+    // (placement shows it: no cold start for it), so it is chosen again; freeze it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = entry
+            .client()
+            .call_explained(&hello, b"warm?".to_vec())
+            .unwrap();
+        let ranking = r.placement.unwrap_or_default();
+        let warm_first = ranking.as_array().and_then(|c| c.first()).is_some_and(|c| {
+            c["peer"] == chosen.node_id.as_str() && c["cold_ms"].as_f64() == Some(0.0)
+        });
+        if warm_first && r.executed_by == chosen.node_id {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the chosen peer never ranked first warm: {ranking}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // SAFETY: sending a signal to a child process we started.
     assert_eq!(unsafe { libc::kill(chosen.pid() as i32, libc::SIGSTOP) }, 0);
     let forwarded = entry.status()["forwarded"].as_u64().unwrap();
