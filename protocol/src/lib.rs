@@ -16,6 +16,7 @@
 //! - [`attempt`]: a call's attempts: next candidate, retries, giving up.
 //! - [`fetch`]: a fetch session: provider order, chunks, verification, penalties.
 //! - [`error`]: the error kinds, with wire code, HTTP status and disposition.
+//! - [`neighbourhood`]: which peers a node hears adverts from (bounded, by RTT rings).
 //! - [`peerbook`]: what a node knows of its peers (adverts, RTT, decaying penalties).
 //! - [`capacity`], [`placement`], [`vivaldi`]: adverts, placement, network coordinates.
 
@@ -30,6 +31,7 @@ mod id;
 pub mod limits;
 pub mod manifest;
 pub mod module;
+pub mod neighbourhood;
 pub mod peerbook;
 pub mod placement;
 pub mod ratelimit;

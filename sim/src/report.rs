@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::engine::{NONE, Outcome, Run};
+use crate::engine::{ControlStats, NONE, Outcome, Run};
 use crate::world::World;
 
 /// Latency percentiles, ms.
@@ -91,6 +91,23 @@ pub struct StrategySummary {
     pub events: u64,
     /// The run's trace hash, hex.
     pub trace_hash: String,
+    /// The control plane's cost and freshness (neighbourhood model only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlSummary>,
+}
+
+/// What the control plane cost per peer, and how fresh what placement used was.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ControlSummary {
+    /// Cost per peer.
+    #[serde(flatten)]
+    pub cost: ControlStats,
+    /// Age of the advert the first remote candidate was chosen on, ms: median.
+    pub advert_age_ms_p50: f64,
+    /// … 99th percentile.
+    pub advert_age_ms_p99: f64,
+    /// Share of those adverts whose load was no longer true when used.
+    pub advert_stale_fraction: f64,
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -203,6 +220,26 @@ pub fn summarise(world: &World, run: &Run) -> StrategySummary {
         departures: t.departures,
         events: t.events,
         trace_hash: hex::encode(run.trace_hash),
+        control: run.control.clone().map(|cost| {
+            let mut ages: Vec<f64> = run
+                .calls
+                .iter()
+                .filter(|c| c.advert_age_ms.is_finite())
+                .map(|c| f64::from(c.advert_age_ms))
+                .collect();
+            ages.sort_by(f64::total_cmp);
+            let stale = run.calls.iter().filter(|c| c.advert_stale).count();
+            ControlSummary {
+                cost,
+                advert_age_ms_p50: percentile(&ages, 0.50),
+                advert_age_ms_p99: percentile(&ages, 0.99),
+                advert_stale_fraction: if ages.is_empty() {
+                    f64::NAN
+                } else {
+                    stale as f64 / ages.len() as f64
+                },
+            }
+        }),
     }
 }
 
@@ -312,6 +349,25 @@ pub fn table(s: &Summary) -> String {
             cell(r.energy_j_per_1000_calls, 1),
             sig(r.cost_usd_per_1000_calls),
         );
+    }
+    for r in &s.strategies {
+        if let Some(c) = &r.control {
+            let _ = writeln!(
+                out,
+                "{:<8} control per peer: {} msgs/s (p99 {}), {} B/s (p99 {}), {} neighbours, \
+                 {} KiB; advert age at use p50 {} ms, p99 {} ms, stale {}%",
+                r.strategy,
+                sig(c.cost.msgs_per_peer_s),
+                sig(c.cost.msgs_per_peer_s_p99),
+                sig(c.cost.bytes_per_peer_s),
+                sig(c.cost.bytes_per_peer_s_p99),
+                cell(c.cost.neighbours_per_peer, 1),
+                cell(c.cost.memory_bytes_per_peer / 1024.0, 1),
+                sig(c.advert_age_ms_p50),
+                sig(c.advert_age_ms_p99),
+                cell(c.advert_stale_fraction * 100.0, 1),
+            );
+        }
     }
     out
 }

@@ -22,6 +22,8 @@ pub enum Stream {
     Choice = 4,
     /// Vivaldi warm-up.
     Vivaldi = 5,
+    /// The control plane (message loss, lookups, machines' seeds).
+    Control = 6,
 }
 
 fn splitmix(state: &mut u64) -> u64 {

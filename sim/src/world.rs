@@ -149,7 +149,16 @@ impl World {
         // Views: three quarters from the peer's own region (what mDNS and nearby
         // bootstrap peers give a real node), the rest from anywhere.
         let k = scenario.sim.known_peers as usize;
-        for i in 0..population {
+        if k + 1 >= population {
+            // Everyone knows everyone (a full view, for comparisons).
+            for (i, peer) in peers.iter_mut().enumerate().take(population) {
+                let all: Vec<u32> = (0..population as u32)
+                    .filter(|&q| q as usize != i)
+                    .collect();
+                peer.view = all.into_boxed_slice();
+            }
+        }
+        for i in (0..population).filter(|_| k + 1 < population) {
             let own = &by_region[peers[i].region as usize];
             let mut view: Vec<u32> = Vec::with_capacity(k);
             let local_quota = (k * 3).div_ceil(4).min(own.len().saturating_sub(1));

@@ -520,3 +520,49 @@ fn aliases_split_calls_with_protocols_resolution() {
         "{e}"
     );
 }
+
+/// The small world with the control plane as messages.
+fn small_neighbourhood() -> String {
+    small().replacen(
+        "[sim]\n",
+        "[sim]\ncontrol = \"neighbourhood\"\nwarmup_s = 40\ncontrol_loss = 0.01\n",
+        1,
+    )
+}
+
+#[test]
+fn neighbourhoods_built_by_messages_place_calls_and_cost_a_bounded_amount() {
+    let text = small_neighbourhood();
+    let (_, runs, s) = simulate(&text, 7);
+    let kith = strategy(&s, "kith");
+    let random = strategy(&s, "random");
+    let c = kith.control.as_ref().expect("the neighbourhood model reports its cost");
+    // Within the protocol's caps, whatever the network: messages and bytes per peer.
+    assert!(
+        c.cost.msgs_per_peer_s > 1.0 && c.cost.msgs_per_peer_s_p99 < 100.0,
+        "{:?}",
+        c.cost
+    );
+    assert!(c.cost.bytes_per_peer_s_p99 < 10_000.0, "{:?}", c.cost);
+    let max = kith_protocol::neighbourhood::Config::default().max_neighbours() as f64;
+    assert!(
+        c.cost.neighbours_per_peer > 8.0 && c.cost.neighbours_per_peer <= max,
+        "{:?}",
+        c.cost
+    );
+    // What placement used was recent: heartbeats every 2.5 s.
+    assert!(c.advert_age_ms_p99 < 3_000.0, "{c:?}");
+    // Views built by the protocol still place well (calls land near, warm peers win).
+    assert!(kith.success_rate > 0.98, "{}", kith.success_rate);
+    assert!(kith.latency_ms.p50 < random.latency_ms.p50);
+    assert!(kith.stretch.samples > 20 && kith.stretch.mean < 2.0, "{:?}", kith.stretch);
+    // No call arrives during the warm-up.
+    let warmup_us = 40_000_000;
+    assert!(runs[0].calls.iter().all(|c| c.t0_us >= warmup_us));
+    // The static model reports no control cost.
+    let (_, _, plain) = simulate(&small(), 7);
+    assert!(strategy(&plain, "kith").control.is_none());
+    // And a seed replays identically.
+    let (_, _, again) = simulate(&text, 7);
+    assert_eq!(s, again);
+}

@@ -12,7 +12,7 @@ impl Engine<'_> {
         if max <= 0.0 {
             return None;
         }
-        let mut t = from_us;
+        let mut t = from_us.max(self.warmup_us);
         loop {
             t += us(ws.rng.exp(1000.0 / max)).max(1);
             if t >= end {
@@ -83,6 +83,8 @@ impl Engine<'_> {
             outcome: Outcome::Pending,
             rtt_ms: f32::NAN,
             stretch: f32::NAN,
+            advert_age_ms: f32::NAN,
+            advert_stale: false,
             tries: None,
             failed_with: ErrorKind::Unreachable,
             slot_start_us: 0,
@@ -96,6 +98,12 @@ impl Engine<'_> {
             self.end(id, Outcome::NoCapablePeer);
             return;
         };
+        if first != entry
+            && let Some((age, stale)) = self.advert_age(entry, first)
+        {
+            self.calls[id as usize].advert_age_ms = age;
+            self.calls[id as usize].advert_stale = stale;
+        }
         if (id as usize).is_multiple_of(self.scenario.sim.oracle_every as usize) && first != entry {
             let best = self.oracle(entry, function);
             if best.is_finite() && best > 0.0 {
@@ -105,6 +113,16 @@ impl Engine<'_> {
         }
         self.calls[id as usize].tries = Some(Box::new(tries));
         self.attempt(id);
+    }
+
+    /// How old the advert `e` chose `q` on was, ms, and whether its load was stale
+    /// (neighbourhood model only).
+    fn advert_age(&self, e: u32, q: u32) -> Option<(f32, bool)> {
+        let h = self.control.as_ref()?.hoods.get(e as usize)?.as_deref()?;
+        let n = h.neighbours().iter().find(|n| n.peer == q)?;
+        let (_, heard_ms) = n.advert()?;
+        let age = (self.now_us / 1000).saturating_sub(heard_ms) as f32;
+        Some((age, !self.held_is_current(e, q)?))
     }
 
     pub(super) fn protocol_call(&self, function: u16) -> placement::Call<'static> {
@@ -180,16 +198,33 @@ impl Engine<'_> {
             let order = servers.into_iter().map(|s| (s.2, false));
             return Attempts::from_order(order, &config, timeout_ms);
         }
-        let view: Vec<u32> = world.peers[e as usize]
-            .view
-            .iter()
-            .copied()
-            .filter(|&q| self.visible(e, q))
-            .collect();
-        for &q in &view {
-            self.refresh_advert(q);
+        // What the entry knows: its neighbourhood's adverts (neighbourhood model), or
+        // its fixed view with the adverts as last published (static model).
+        let hood = self.control.is_some().then(|| self.hood_view(e, function));
+        let view: Vec<u32> = match &hood {
+            Some(h) => h.iter().map(|x| x.0).collect(),
+            None => world.peers[e as usize]
+                .view
+                .iter()
+                .copied()
+                .filter(|&q| self.visible(e, q))
+                .collect(),
+        };
+        if hood.is_none() {
+            for &q in &view {
+                self.refresh_advert(q);
+            }
         }
         let local = self.local_advert(e);
+        let adverts = &self.adverts;
+        let advert_of = |i: usize, q: u32| match &hood {
+            Some(h) => &h[i].1,
+            None => &adverts[q as usize],
+        };
+        let rtt_of = |i: usize, q: u32| match &hood {
+            Some(h) => Some(h[i].2),
+            None => (!self.use_coordinates).then(|| world.rtt_ms(e, q)),
+        };
         match self.strategy {
             Strategy::Kith => {
                 let views: Vec<PeerView<'_, u32>> = std::iter::once(PeerView {
@@ -201,10 +236,10 @@ impl Engine<'_> {
                     known_state: None,
                     penalty: 0.0,
                 })
-                .chain(view.iter().map(|&q| PeerView {
+                .chain(view.iter().enumerate().map(|(i, &q)| PeerView {
                     peer: q,
-                    advert: &self.adverts[q as usize],
-                    measured_rtt_ms: (!self.use_coordinates).then(|| world.rtt_ms(e, q)),
+                    advert: advert_of(i, q),
+                    measured_rtt_ms: rtt_of(i, q),
                     local: false,
                     known_warm: None,
                     known_state: None,
@@ -222,13 +257,14 @@ impl Engine<'_> {
                 Attempts::new(&ranked, &fallbacks, &config, timeout_ms)
             }
             Strategy::Random | Strategy::Nearest => {
-                let mut capable: Vec<u32> =
-                    std::iter::once(e)
-                        .filter(|_| placement::capable(&call, &local).is_ok())
-                        .chain(view.into_iter().filter(|&q| {
-                            placement::capable(&call, &self.adverts[q as usize]).is_ok()
-                        }))
-                        .collect();
+                let mut capable: Vec<u32> = std::iter::once(e)
+                    .filter(|_| placement::capable(&call, &local).is_ok())
+                    .chain(view.iter().enumerate().filter_map(|(i, &q)| {
+                        placement::capable(&call, advert_of(i, q))
+                            .is_ok()
+                            .then_some(q)
+                    }))
+                    .collect();
                 if self.strategy == Strategy::Random {
                     let rng = &mut self.choice[e as usize];
                     for i in (1..capable.len()).rev() {

@@ -47,6 +47,9 @@ impl Engine<'_> {
                 if penalise {
                     self.penalise(entry, peer);
                 }
+                if kind == ErrorKind::Unreachable {
+                    self.hood_unreachable(entry, peer);
+                }
                 self.attempt(call);
             }
             Verdict::Stale => self.attempt(call),

@@ -23,7 +23,10 @@ impl Engine<'_> {
         };
         match admission::admit(&load) {
             Ok(Admit::Run) => self.start(call, p, attempt),
-            Ok(Admit::Queue) => s.queue.push_back(call),
+            Ok(Admit::Queue) => {
+                s.queue.push_back(call);
+                self.load_changed(p, false);
+            }
             Err(refusal) => {
                 self.totals.refused_busy += 1;
                 let entry = self.calls[call as usize].entry;
@@ -39,8 +42,15 @@ impl Engine<'_> {
     /// neither is reachable.
     pub(super) fn provider(&self, p: u32, function: u16) -> Option<(Option<u32>, f64)> {
         let world = self.world;
-        let known: Vec<Known<u32>> = world.peers[p as usize]
-            .view
+        let hood: Vec<u32>;
+        let view: &[u32] = match self.neighbour_ids(p) {
+            Some(ids) => {
+                hood = ids;
+                &hood
+            }
+            None => &world.peers[p as usize].view,
+        };
+        let known: Vec<Known<u32>> = view
             .iter()
             .filter(|&&q| self.online(q) && self.warm(q, function) && self.reachable(p, q))
             .map(|&q| Known {
@@ -168,6 +178,7 @@ impl Engine<'_> {
         c.cold |= cold;
         c.slot_start_us = now;
         self.peers[p as usize].running.push(call);
+        self.load_changed(p, false);
         self.at(ready + us(exec_ms), Ev::Finish { call, attempt });
     }
 
@@ -186,6 +197,7 @@ impl Engine<'_> {
         self.count_busy(class, start);
         // The node advertises at once when a function becomes warm.
         let id = self.world.functions[fi as usize].id;
+        let newly_warm = !self.adverts[p as usize].cached.may_contain(&id);
         self.adverts[p as usize].cached.insert(&id);
         if entry == p {
             self.done(call);
@@ -204,6 +216,7 @@ impl Engine<'_> {
             let attempt = self.calls[next as usize].attempts.saturating_sub(1);
             self.start(next, p, attempt);
         }
+        self.load_changed(p, newly_warm);
     }
 
     pub(super) fn done(&mut self, call: u32) {

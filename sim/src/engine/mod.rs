@@ -20,11 +20,12 @@
 
 mod arrivals;
 mod attempts;
+mod control;
 mod execution;
 mod peers;
 mod results;
 
-pub use results::{Call, Load, NONE, Outcome, Run, Totals};
+pub use results::{Call, ControlStats, Load, NONE, Outcome, Run, Totals};
 
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -38,7 +39,7 @@ use kith_protocol::peerbook::{self, PeerBook};
 use kith_protocol::placement::{self, PeerView};
 
 use crate::rng::{Rng, Stream};
-use crate::scenario::{Duration, Scenario, Strategy};
+use crate::scenario::{ControlModel, Duration, Scenario, Strategy};
 use crate::world::World;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,6 +55,11 @@ enum Ev {
     Daily { peer: u32, off: bool },
     Outage { index: u32, start: bool },
     Partition { index: u32, start: bool },
+    Control { to: u32, slot: u32 },
+    Probe { from: u32, to: u32 },
+    Lookup { peer: u32 },
+    Hood { peer: u32 },
+    WarmupEnd,
 }
 
 impl Ev {
@@ -70,6 +76,11 @@ impl Ev {
             Self::Daily { peer, off } => (8, peer, u32::from(off)),
             Self::Outage { index, start } => (9, index, u32::from(start)),
             Self::Partition { index, start } => (10, index, u32::from(start)),
+            Self::Control { to, slot } => (11, to, slot),
+            Self::Probe { from, to } => (12, from, to),
+            Self::Lookup { peer } => (13, peer, 0),
+            Self::Hood { peer } => (14, peer, 0),
+            Self::WarmupEnd => (15, 0, 0),
         };
         let mut out = [0u8; 9];
         out[0] = kind;
@@ -183,6 +194,7 @@ pub struct Engine<'w> {
     seq: u64,
     now_us: u64,
     end_us: u64,
+    warmup_us: u64,
     peers: Vec<PeerState>,
     adverts: Vec<Advert>,
     choice: Vec<Rng>,
@@ -206,13 +218,22 @@ pub struct Engine<'w> {
     /// Each entry's peer book, made when it first penalises a peer (protocol's
     /// decaying penalties, which placement adds to a peer's cost).
     books: Vec<Option<Box<PeerBook<u32>>>>,
+    /// The control plane as messages (`sim.control = "neighbourhood"`).
+    control: Option<Box<control::Control>>,
 }
 
 impl<'w> Engine<'w> {
     /// A run of `strategy` over `world` for `seed`.
     pub fn new(scenario: &'w Scenario, world: &'w World, strategy: Strategy, seed: u64) -> Self {
         let n = world.peers.len();
-        let end_us = us(scenario.sim.duration_s * 1000.0);
+        let neighbourhood =
+            scenario.sim.control == ControlModel::Neighbourhood && strategy != Strategy::Cloud;
+        let warmup_us = if neighbourhood {
+            us(scenario.sim.warmup_s * 1000.0)
+        } else {
+            0
+        };
+        let end_us = warmup_us + us(scenario.sim.duration_s * 1000.0);
         let bucket_us = us(scenario.sim.bucket_s * 1000.0).max(1);
         let buckets = end_us.div_ceil(bucket_us) as usize;
         let classes = world.classes.len();
@@ -305,6 +326,7 @@ impl<'w> Engine<'w> {
             seq: 0,
             now_us: 0,
             end_us,
+            warmup_us,
             peers: vec![PeerState::default(); n],
             adverts,
             choice: (0..world.population as u64)
@@ -334,6 +356,7 @@ impl<'w> Engine<'w> {
             placement: placement::Config::default(),
             use_coordinates: false,
             books: (0..world.population).map(|_| None).collect(),
+            control: neighbourhood.then(|| Box::new(control::Control::new(world.population, seed))),
         }
     }
 
@@ -370,12 +393,14 @@ impl<'w> Engine<'w> {
             self.flush_slots(c, self.end_us);
         }
         progress(1.0);
+        let control = self.control_stats();
         Run {
             strategy: self.strategy,
             calls: self.calls,
             totals: self.totals,
             load: self.load,
             trace_hash: *self.hasher.finalize().as_bytes(),
+            control,
         }
     }
 
@@ -454,6 +479,14 @@ impl<'w> Engine<'w> {
                 self.at(us(t_s * 1000.0), Ev::Partition { index, start });
             }
         }
+        if self.control.is_some() {
+            for p in 0..world.population as u32 {
+                if self.online(p) {
+                    self.hood_start(p);
+                }
+            }
+            self.at(self.warmup_us, Ev::WarmupEnd);
+        }
         for w in 0..self.workloads.len() {
             if let Some(t) = self.next_arrival(w, 0) {
                 self.at(t, Ev::Arrival { workload: w as u32 });
@@ -512,6 +545,11 @@ impl<'w> Engine<'w> {
                     }
                 }
             }
+            Ev::Control { to, slot } => self.control_arrives(to, slot),
+            Ev::Probe { from, to } => self.probe_answered(from, to),
+            Ev::Lookup { peer } => self.lookup_answered(peer),
+            Ev::Hood { peer } => self.hood_timer(peer),
+            Ev::WarmupEnd => self.control_warmed_up(),
             Ev::Partition { index, start } => {
                 if start {
                     self.active_partitions.push(index as usize);

@@ -98,8 +98,10 @@ impl Engine<'_> {
         self.flush_slots(class, self.now_us);
         if now_online {
             self.online_slots[class] += slots;
+            self.hood_start(p);
             return;
         }
+        self.hood_stop(p);
         self.online_slots[class] -= slots;
         self.totals.departures += 1;
         let detect = us(self.scenario.sim.failure_detect_ms);

@@ -65,6 +65,11 @@ pub struct Call {
     pub rtt_ms: f32,
     /// RTT(chosen) / RTT(nearest capable peer) from the oracle, NaN when not sampled.
     pub stretch: f32,
+    /// Age of the advert the first remote candidate was chosen on, ms (NaN when the
+    /// first candidate was the entry, or in the static control model).
+    pub advert_age_ms: f32,
+    /// Whether that advert's load was no longer true when it was used.
+    pub advert_stale: bool,
     /// The call's attempts while it is pending (dropped when it ends).
     pub(super) tries: Option<Box<Attempts<u32>>>,
     /// Why the attempt in flight failed, when a retry is scheduled.
@@ -130,6 +135,23 @@ impl Load {
     }
 }
 
+/// What the control plane cost per peer (neighbourhood model), after the warm-up.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ControlStats {
+    /// Control messages per online peer-second, in and out, mean over peers.
+    pub msgs_per_peer_s: f64,
+    /// … the 99th percentile over peers.
+    pub msgs_per_peer_s_p99: f64,
+    /// Control bytes per online peer-second, in and out, mean over peers.
+    pub bytes_per_peer_s: f64,
+    /// … the 99th percentile over peers.
+    pub bytes_per_peer_s_p99: f64,
+    /// Heap bytes of a peer's neighbourhood tables (mean over timer samples).
+    pub memory_bytes_per_peer: f64,
+    /// Neighbours per peer (mean over timer samples).
+    pub neighbours_per_peer: f64,
+}
+
 /// The result of one run.
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -143,4 +165,6 @@ pub struct Run {
     pub load: Load,
     /// blake3 of every processed event.
     pub trace_hash: [u8; 32],
+    /// The control plane's cost (neighbourhood model only).
+    pub control: Option<ControlStats>,
 }

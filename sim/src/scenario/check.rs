@@ -216,11 +216,11 @@ impl Scenario {
         let top = 0..0;
         let s = &self.sim;
         c.num(&top, "sim.duration_s", s.duration_s, 1e-3, 1e8);
-        if !(1..=1024).contains(&s.known_peers) {
+        if !(1..=20_000).contains(&s.known_peers) {
             c.at(
                 top.clone(),
                 format!(
-                    "sim.known_peers = {} is out of range 1..=1024",
+                    "sim.known_peers = {} is out of range 1..=20000",
                     s.known_peers
                 ),
             );
@@ -256,6 +256,17 @@ impl Scenario {
             c.at(top.clone(), "sim.oracle_every must be at least 1");
         }
         c.num(&top, "sim.bucket_s", s.bucket_s, 1e-3, 1e8);
+        c.num(&top, "sim.warmup_s", s.warmup_s, 0.0, 1e6);
+        c.num(&top, "sim.control_loss", s.control_loss, 0.0, 0.5);
+        if !(1..=64).contains(&s.bootstrap_peers) {
+            c.at(
+                top.clone(),
+                format!(
+                    "sim.bootstrap_peers = {} is out of range 1..=64",
+                    s.bootstrap_peers
+                ),
+            );
+        }
         c.num(&top, "sim.compile_base_ms", s.compile_base_ms, 0.0, 1e6);
         c.num(
             &top,

@@ -87,6 +87,31 @@ pub struct SimSpec {
     pub compile_ms_per_kib: f64,
     /// The CPU score (fuel per ms) the compile times are given for.
     pub reference_cpu_score: f64,
+    /// How peers learn of each other: a fixed view (`static`) or protocol's
+    /// neighbourhoods over simulated control messages (`neighbourhood`).
+    pub control: ControlModel,
+    /// Seconds the control plane runs before calls start (calls arrive over
+    /// `duration_s` after it).
+    pub warmup_s: f64,
+    /// Share of control messages lost on the wire (neighbourhood model).
+    pub control_loss: f64,
+    /// Random peers a starting node is given (bootstrap peers; neighbourhood model).
+    pub bootstrap_peers: u32,
+}
+
+/// How peers learn of each other in the simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlModel {
+    /// Each peer is connected to `known_peers` others fixed when the world is built,
+    /// and sees their adverts as of their last periodic publication (the first
+    /// wave's global gossip, as an idealised full flood).
+    #[default]
+    Static,
+    /// Each peer runs protocol's neighbourhood state machine: subscriptions, one-hop
+    /// adverts and deltas, peer exchange and lookups are simulated messages with
+    /// bytes, delay and loss.
+    Neighbourhood,
 }
 
 impl Default for SimSpec {
@@ -105,6 +130,10 @@ impl Default for SimSpec {
             compile_base_ms: 35.0,
             compile_ms_per_kib: 0.56,
             reference_cpu_score: 5_500_000.0,
+            control: ControlModel::Static,
+            warmup_s: 0.0,
+            control_loss: 0.0,
+            bootstrap_peers: 4,
         }
     }
 }
