@@ -128,7 +128,7 @@ const SEQ_COUNTER_BITS: u32 = 20;
 
 /// The sequence number before a node's first advert after it started at `boot_ms`
 /// (wall clock, ms since the Unix epoch): the boot time in the high bits, a counter in
-/// the low [`SEQ_COUNTER_BITS`]. Every advert adds one. A restarted node so starts
+/// the low `SEQ_COUNTER_BITS` (20). Every advert adds one. A restarted node so starts
 /// above every number it sent before — peers that remember its old adverts accept the
 /// new ones at once — as long as its clock did not go back and it sent fewer than
 /// 2^20 adverts per millisecond of uptime (it sends one every few seconds). A counter

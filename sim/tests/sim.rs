@@ -536,7 +536,10 @@ fn neighbourhoods_built_by_messages_place_calls_and_cost_a_bounded_amount() {
     let (_, runs, s) = simulate(&text, 7);
     let kith = strategy(&s, "kith");
     let random = strategy(&s, "random");
-    let c = kith.control.as_ref().expect("the neighbourhood model reports its cost");
+    let c = kith
+        .control
+        .as_ref()
+        .expect("the neighbourhood model reports its cost");
     // Within the protocol's caps, whatever the network: messages and bytes per peer.
     assert!(
         c.cost.msgs_per_peer_s > 1.0 && c.cost.msgs_per_peer_s_p99 < 100.0,
@@ -555,7 +558,11 @@ fn neighbourhoods_built_by_messages_place_calls_and_cost_a_bounded_amount() {
     // Views built by the protocol still place well (calls land near, warm peers win).
     assert!(kith.success_rate > 0.98, "{}", kith.success_rate);
     assert!(kith.latency_ms.p50 < random.latency_ms.p50);
-    assert!(kith.stretch.samples > 20 && kith.stretch.mean < 2.0, "{:?}", kith.stretch);
+    assert!(
+        kith.stretch.samples > 20 && kith.stretch.mean < 2.0,
+        "{:?}",
+        kith.stretch
+    );
     // No call arrives during the warm-up.
     let warmup_us = 40_000_000;
     assert!(runs[0].calls.iter().all(|c| c.t0_us >= warmup_us));

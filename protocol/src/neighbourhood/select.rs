@@ -14,7 +14,7 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
     }
 
     /// Does what is due at `now_ms`: heartbeats and coalesced deltas; and on each
-    /// [`Config::tick_ms`] tick, expiry of silent neighbours, lapsed subscribers and
+    /// [`super::Config::tick_ms`] tick, expiry of silent neighbours, lapsed subscribers and
     /// unanswered requests, lease renewals, peer exchange, lookups, the random links'
     /// refresh, and a new choice of neighbours.
     pub fn handle_timeout(&mut self, now_ms: u64) {

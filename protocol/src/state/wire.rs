@@ -198,7 +198,7 @@ impl SyncResponse {
     }
 }
 
-/// "Document `doc` is now at `heads`", announced on [`TOPIC`] after a change.
+/// "Document `doc` is now at `heads`", announced on [`super::TOPIC`] after a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heads {
     /// The document.
