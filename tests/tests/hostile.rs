@@ -182,12 +182,19 @@ fn a_slow_compile_is_refused_once_and_never_blocks_other_calls() {
         "a call of a loaded function took {slowest:?} while another module compiled"
     );
     assert_eq!(suite.node.status()["functions_stored"], 1);
-    let compiled = suite.node.status()["runtime"]["compiled"].clone();
-    let started = Instant::now();
+    // Publishing it again answers from the memory of the refusal: no compile starts
+    // (a wall-clock bound here failed on a loaded machine while proving less than
+    // the counter does).
+    let attempts = suite.node.status()["runtime"]["compile_attempts"].clone();
+    assert!(attempts.as_u64().is_some_and(|n| n >= 1), "{attempts}");
     let again = kith_tests::post(&url, slow);
     assert_eq!(again.kind(), "compile_timeout");
-    assert!(started.elapsed() < Duration::from_millis(500));
-    assert_eq!(suite.node.status()["runtime"]["compiled"], compiled);
+    assert!(
+        again.message().contains("1000 ms (compile_timeout_ms)"),
+        "{}",
+        again.message()
+    );
+    assert_eq!(suite.node.status()["runtime"]["compile_attempts"], attempts);
     assert_eq!(suite.node.status()["runtime"]["refused"], 1);
     suite.check_after("the slow compile");
 }

@@ -282,6 +282,7 @@ impl Runtime {
         bytes: &[u8],
     ) -> Result<Module, InvokeError> {
         let timeout = self.compiler.timeout;
+        self.compile_attempts.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let deadline = started + timeout;
         let progress = CompilationProgressCallback::new(move |_| {

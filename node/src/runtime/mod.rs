@@ -250,6 +250,8 @@ pub struct Outcome {
 pub struct RuntimeStats {
     /// Modules compiled since start.
     pub compiled: u64,
+    /// Compiles started since start, whatever their end (a refused one included).
+    pub compile_attempts: u64,
     /// Modules loaded from the artifact cache since start.
     pub artifact_cache_hits: u64,
     /// Modules loaded in memory now.
@@ -268,6 +270,7 @@ pub struct Runtime {
     watchdog: watchdog::Watchdog,
     clock: AtomicU64,
     compiled: AtomicU64,
+    compile_attempts: AtomicU64,
     artifact_hits: AtomicU64,
     max_module_bytes: u64,
 }
@@ -293,6 +296,7 @@ impl Runtime {
             watchdog: watchdog::Watchdog::start()?,
             clock: AtomicU64::new(0),
             compiled: AtomicU64::new(0),
+            compile_attempts: AtomicU64::new(0),
             artifact_hits: AtomicU64::new(0),
             max_module_bytes: config.max_module_bytes,
         })
@@ -307,6 +311,7 @@ impl Runtime {
     pub fn stats(&self) -> RuntimeStats {
         RuntimeStats {
             compiled: self.compiled.load(Ordering::Relaxed),
+            compile_attempts: self.compile_attempts.load(Ordering::Relaxed),
             artifact_cache_hits: self.artifact_hits.load(Ordering::Relaxed),
             loaded: lock(&self.loaded).len(),
             compiling: self.compiler.pending(),
