@@ -13,16 +13,13 @@ use std::sync::atomic::Ordering;
 use kith_protocol::attempt::{Attempts, Step, Verdict};
 use kith_protocol::capacity::{Advert, Cached, backend};
 use kith_protocol::placement::{self, Call, FuelAverage, PeerView};
-use kith_protocol::wire::{
-    self, FetchRequest, FetchResponse, InvokeRequest, InvokeResponse, MAX_HOPS,
-};
+use kith_protocol::wire::{InvokeRequest, InvokeResponse, MAX_HOPS};
 use kith_protocol::{ErrorKind, FunctionId, Manifest, module};
 use libp2p::PeerId;
-use serde::Serialize;
 
 use crate::call::{CallError, Ranked, Receipt};
 use crate::clock::now_ms;
-use crate::net::{FetchError, Inbound, Net};
+use crate::net::{FetchError, Net};
 use crate::node::Node;
 use crate::runtime::InvokeError;
 
@@ -402,176 +399,6 @@ impl Node {
             cached: Cached::default(),
         }
     }
-
-    /// Answers one request from a peer.
-    pub(crate) async fn handle_inbound(self: &std::sync::Arc<Self>, request: Inbound) {
-        match request {
-            Inbound::Alias(message) => self.handle_alias(message),
-            Inbound::State(message) => self.handle_state(message),
-            Inbound::Fetch {
-                peer,
-                request,
-                respond,
-            } => {
-                let store = std::sync::Arc::clone(&self.store);
-                let id = request.id;
-                let answer = tokio::task::spawn_blocking(move || serve_chunk(&store, &request))
-                    .await
-                    .unwrap_or(FetchResponse::NotFound);
-                if let FetchResponse::Found {
-                    total,
-                    offset,
-                    bytes,
-                } = &answer
-                {
-                    tracing::debug!(%peer, function = %id, offset, "serving module bytes");
-                    // Count each module once: when its last chunk goes out.
-                    if offset + bytes.len() as u64 == *total {
-                        self.served_fetches.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                let _ = respond.send(answer);
-            }
-            Inbound::Invoke {
-                peer,
-                request,
-                respond,
-            } => {
-                tracing::debug!(%peer, function = %request.id, "running a call for a peer");
-                let answer = match self
-                    .call_from(request.id, request.input, request.hops, Some(peer))
-                    .await
-                {
-                    Ok(r) => {
-                        self.remote_served.fetch_add(1, Ordering::Relaxed);
-                        InvokeResponse::Ok {
-                            fuel_used: r.fuel_used,
-                            wall_us: u64::try_from(r.wall.as_micros()).unwrap_or(u64::MAX),
-                            output: r.output,
-                        }
-                    }
-                    Err(e) => InvokeResponse::Err {
-                        kind: e.kind(),
-                        message: e.to_string(),
-                    },
-                };
-                let _ = respond.send(answer);
-            }
-        }
-    }
-
-    /// Addresses the peer network listens on.
-    pub fn listen_addrs(&self) -> Vec<String> {
-        self.net.get().map_or_else(Vec::new, |net| {
-            let table = net.peers();
-            table.listen_addrs.iter().map(ToString::to_string).collect()
-        })
-    }
-
-    /// What the network task knows about this node's reachability.
-    pub fn reachability(&self) -> Option<crate::net::Reachability> {
-        self.net.get().map(|net| net.peers().nat.clone())
-    }
-
-    /// Number of peers connected now.
-    pub fn peers_connected(&self) -> usize {
-        self.net
-            .get()
-            .map_or(0, |net| net.peers().connected().len())
-    }
-
-    /// Peers as shown by `kith peers`.
-    pub fn peers(&self) -> Vec<PeerSummary> {
-        let Some(net) = self.net.get() else {
-            return Vec::new();
-        };
-        let table = net.peers();
-        let now = now_ms();
-        table
-            .book
-            .iter()
-            .map(|(peer, info)| {
-                let advert = info.advert().map(|(a, at)| AdvertSummary {
-                    device: a.device,
-                    cpu_score: a.cpu_score,
-                    memory_bytes: a.memory_bytes,
-                    free_slots: a.max_concurrent.saturating_sub(a.running),
-                    max_concurrent: a.max_concurrent,
-                    queued: a.queued,
-                    age_ms: now.saturating_sub(at),
-                });
-                PeerSummary {
-                    peer_id: peer.to_string(),
-                    connected: info.connected,
-                    address: info.extra.as_ref().map(ToString::to_string),
-                    rtt_ms: info.rtt_ms,
-                    penalties: info.penalties,
-                    penalty: table.penalty(peer),
-                    advert,
-                }
-            })
-            .collect()
-    }
-}
-
-/// One chunk of a stored module. The first chunk comes from a verified read of the
-/// whole blob (so a corrupted blob is caught and dropped, never served); the rest are
-/// read as ranges, so serving a module costs about two reads of it, not one per chunk.
-fn serve_chunk(store: &crate::store::Store, request: &FetchRequest) -> FetchResponse {
-    if request.offset == 0 {
-        return store
-            .get(&request.id)
-            .map_or(FetchResponse::NotFound, |module| {
-                FetchResponse::answer(request, &module)
-            });
-    }
-    let len = request.max_len.min(wire::FETCH_CHUNK) as usize;
-    match store.read_range(&request.id, request.offset, len) {
-        Ok((total, bytes)) if request.offset < total => FetchResponse::Found {
-            total,
-            offset: request.offset,
-            bytes,
-        },
-        _ => FetchResponse::NotFound,
-    }
-}
-
-/// A peer, for `GET /v1/peers`.
-#[derive(Debug, Clone, Serialize)]
-pub struct PeerSummary {
-    /// Its peer id.
-    pub peer_id: String,
-    /// Connected now.
-    pub connected: bool,
-    /// Address of the connection.
-    pub address: Option<String>,
-    /// Smoothed ping RTT, in milliseconds.
-    pub rtt_ms: Option<f64>,
-    /// Times it misbehaved.
-    pub penalties: u32,
-    /// Its penalty now (decays by half every minute; placement adds it to its cost).
-    pub penalty: f64,
-    /// Its latest advert.
-    pub advert: Option<AdvertSummary>,
-}
-
-/// What a peer advertises, for `GET /v1/peers`.
-#[derive(Debug, Clone, Serialize)]
-pub struct AdvertSummary {
-    /// Device class.
-    pub device: kith_protocol::capacity::DeviceClass,
-    /// CPU speed, fuel per millisecond.
-    pub cpu_score: u32,
-    /// Memory offered to one call.
-    pub memory_bytes: u64,
-    /// Call slots free.
-    pub free_slots: u16,
-    /// Call slots in all.
-    pub max_concurrent: u16,
-    /// Calls queued.
-    pub queued: u16,
-    /// Age of the advert, in milliseconds.
-    pub age_ms: u64,
 }
 
 #[cfg(test)]

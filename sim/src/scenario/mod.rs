@@ -6,10 +6,11 @@
 //! line it is about, and nothing in here panics on any input.
 
 mod check;
+mod problems;
 #[cfg(test)]
 mod tests;
 
-pub use check::{MAX_FUNCTIONS, MAX_PEERS, Problem, ScenarioError};
+pub use problems::{MAX_FUNCTIONS, MAX_PEERS, Problem, ScenarioError};
 
 use serde::Deserialize;
 use toml::Spanned;
