@@ -180,7 +180,7 @@ impl Default for NetSettings {
             bootstrap: Vec::new(),
             external: Vec::new(),
             mdns: true,
-            advert_interval_ms: 2_000,
+            advert_interval_ms: 2_500,
             invoke_rate_per_peer: 10_000.0,
             max_requests_per_peer: 64,
             max_connections: 256,

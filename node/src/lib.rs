@@ -124,6 +124,7 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
         max_requests_per_peer: settings.max_requests_per_peer,
         max_connections: settings.max_connections,
         advert_rate_per_peer: 5.0,
+        advert_interval: Duration::from_millis(settings.advert_interval_ms.max(100)),
         relay_server: settings.relay_server,
         relays: settings.relays,
         autonat_delay: Duration::from_secs(5),

@@ -117,8 +117,9 @@ impl Task {
             Proto::Fetch => b.fetch.send_request(peer, body),
             Proto::Invoke => b.invoke.send_request(peer, body),
             Proto::Sync => b.state.send_request(peer, body),
+            Proto::Adverts | Proto::Neighbourhood => b.hood.send_request(peer, body),
             // Gossip protocols have no requests: only alias sync is left.
-            Proto::AliasSync | Proto::Adverts | Proto::AliasRecords | Proto::Heads => {
+            Proto::AliasSync | Proto::AliasRecords | Proto::Heads => {
                 b.aliases.send_request(peer, body)
             }
         }

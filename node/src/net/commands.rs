@@ -77,7 +77,7 @@ impl Task {
                 let id = self.send_request(Proto::AliasSync, &peer, request);
                 self.alias_requests.insert(id, peer);
             }
-            Command::Advertise(advert) => self.publish_advert(*advert),
+            Command::Advertise(advert) => self.offer(*advert),
             Command::Penalise(peer) => self.penalise(peer),
         }
     }

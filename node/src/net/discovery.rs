@@ -1,5 +1,5 @@
 //! Finding peers: bootstrap dials (after the listeners are up, redialled while
-//! disconnected), peers heard of through adverts and looked up in the DHT.
+//! disconnected), and addresses of peers heard of looked up in the DHT.
 
 use super::*;
 
@@ -73,43 +73,6 @@ impl Task {
         table.nat.relayed_addresses.retain(|a| *a != text);
     }
 
-    /// We heard of `peer` (its advert reached us through others) but are not connected:
-    /// dial it, at most once per [`REDIAL_AFTER`], while few peers are connected.
-    pub(super) fn dial_heard_of(&mut self, peer: PeerId) {
-        if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
-            return;
-        }
-        let now = Instant::now();
-        if self
-            .discovery
-            .dialled
-            .get(&peer)
-            .is_some_and(|t| now.duration_since(*t) < REDIAL_AFTER)
-        {
-            return;
-        }
-        if self.swarm.connected_peers().count() >= MAX_DIALLED_PEERS
-            || self.discovery.lookups.len() >= MAX_LOOKUPS
-        {
-            return;
-        }
-        if self.discovery.dialled.len() >= 4 * MAX_DIALLED_PEERS {
-            self.discovery
-                .dialled
-                .retain(|_, t| now.duration_since(*t) < REDIAL_AFTER);
-        }
-        self.discovery.dialled.insert(peer, now);
-        let opts = DialOpts::peer_id(peer)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .build();
-        match self.swarm.dial(opts) {
-            Ok(()) => {}
-            // Not in the routing table: ask the DHT where it is.
-            Err(libp2p::swarm::DialError::NoAddresses) => self.look_up(peer),
-            Err(e) => tracing::debug!(%peer, error = %e, "cannot dial a peer heard of"),
-        }
-    }
-
     pub(super) fn look_up(&mut self, peer: PeerId) {
         if self.discovery.lookups.len() < MAX_LOOKUPS
             && !self.discovery.lookups.values().any(|p| *p == peer)
@@ -119,8 +82,17 @@ impl Task {
         }
     }
 
-    /// A Kademlia lookup for a peer heard of ended: dial the addresses it found.
+    /// A Kademlia lookup ended: a random walk's peers become candidate neighbours; a
+    /// lookup for a peer heard of dials the addresses it found.
     pub(super) fn looked_up(&mut self, query: kad::QueryId, result: kad::GetClosestPeersResult) {
+        if self.hood.walks.remove(&query) {
+            let peers = match result {
+                Ok(ok) => ok.peers,
+                Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+            };
+            self.walked(peers);
+            return;
+        }
         let Some(peer) = self.discovery.lookups.remove(&query) else {
             return;
         };

@@ -79,6 +79,8 @@ impl Task {
                 }
                 self.table().on_connected(peer_id, addr);
                 if num_established.get() == 1 {
+                    // Every peer met is a candidate neighbour.
+                    self.hood.machine.discovered(now_ms(), peer_id);
                     let _ = self
                         .inbound
                         .try_send(Inbound::Alias(AliasInbound::Connected(peer_id)));
@@ -113,6 +115,13 @@ impl Task {
                     self.nat.relay_candidates.remove(&peer_id);
                     self.discovery.dialled_addrs.remove(&peer_id);
                     self.table().on_disconnected(&peer_id);
+                    // A peer that comes back starts with a full bucket (a burst of
+                    // HOOD_BURST messages costs it a handshake): its first messages
+                    // after a restart must not be dropped for what it sent before.
+                    self.advert_buckets.remove(&peer_id);
+                    if self.hood.machine.involves(peer_id) {
+                        self.hood.machine.unreachable(now_ms(), peer_id);
+                    }
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -131,6 +140,9 @@ impl Task {
                     self.look_up(peer);
                 } else {
                     tracing::debug!(%peer, %error, "dial failed");
+                    if !self.swarm.is_connected(&peer) && self.hood.machine.involves(peer) {
+                        self.hood.machine.unreachable(now_ms(), peer);
+                    }
                 }
             }
             SwarmEvent::Behaviour(event) => self.behaviour(event),
@@ -155,6 +167,13 @@ impl Task {
                     .get(&peer_id)
                     .and_then(|i| i.extra.as_ref())
                     .is_some_and(is_loopback);
+                let shareable: Vec<Multiaddr> = info
+                    .listen_addrs
+                    .iter()
+                    .filter(|a| local || !is_loopback(a))
+                    .cloned()
+                    .collect();
+                self.hood.remember(peer_id, shareable);
                 for addr in info.listen_addrs {
                     if local || !is_loopback(&addr) {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
@@ -207,6 +226,11 @@ impl Task {
             }) => {
                 let rtt_ms = rtt.as_secs_f64() * 1000.0;
                 let remote = self.table().observe_rtt(&peer, rtt_ms);
+                // The neighbourhood ranks peers by the smoothed RTT, so one slow ping
+                // does not move links.
+                if let Some(smoothed) = self.table.rtt_ms(&peer) {
+                    self.hood.machine.rtt(now_ms(), peer, smoothed);
+                }
                 if let Some(remote) = remote {
                     let fallback = fallback_direction(self.swarm.local_peer_id(), &peer);
                     self.coord.observe(
@@ -219,6 +243,7 @@ impl Task {
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
+                    self.hood.machine.discovered(now_ms(), peer);
                     self.swarm
                         .behaviour_mut()
                         .kad
@@ -247,6 +272,7 @@ impl Task {
                 step,
                 ..
             }) => self.providers_found(id, &result, step.last),
+            BehaviourEvent::Hood(event) => self.hood_event(event),
             BehaviourEvent::Fetch(event) => self.fetch_event(event),
             BehaviourEvent::Invoke(event) => self.invoke_event(event),
             BehaviourEvent::Aliases(event) => self.aliases_event(event),
@@ -255,8 +281,8 @@ impl Task {
         }
     }
 
-    /// Checks a gossip message and hands it on: adverts to the peer book, alias records
-    /// and heads announcements to the node. Returns whether gossip may forward it.
+    /// Checks a gossip message and hands it on: alias records and heads announcements
+    /// to the node. Returns whether gossip may forward it.
     fn gossip(&mut self, from: PeerId, message: gossipsub::Message) -> MessageAcceptance {
         let valid = |ok: bool| {
             if ok {
@@ -265,15 +291,8 @@ impl Task {
                 MessageAcceptance::Reject
             }
         };
-        let proto = if message.topic == self.alias_topic.hash() {
-            Proto::AliasRecords
-        } else if message.topic == self.state_topic.hash() {
-            Proto::Heads
-        } else {
-            Proto::Adverts
-        };
-        self.bytes.received(proto, message.data.len());
         if message.topic == self.alias_topic.hash() {
+            self.bytes.received(Proto::AliasRecords, message.data.len());
             // Decoding verifies the record's signature; the node merges it (and
             // penalises a forger) as before.
             let acceptance = valid(alias::Signed::decode(&message.data).is_ok());
@@ -283,14 +302,13 @@ impl Task {
             }));
             acceptance
         } else if message.topic == self.state_topic.hash() {
+            self.bytes.received(Proto::Heads, message.data.len());
             let acceptance = valid(state::Heads::decode(&message.data).is_ok());
             let _ = self.inbound.try_send(Inbound::State(StateInbound::Heads {
                 source: message.source.unwrap_or(from),
                 bytes: message.data,
             }));
             acceptance
-        } else if message.topic == self.topic.hash() {
-            self.advert(from, message)
         } else {
             MessageAcceptance::Ignore
         }

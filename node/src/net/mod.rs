@@ -2,24 +2,24 @@
 //!
 //! Transports: QUIC and TCP (noise + yamux), and circuits through a relay. Behaviours:
 //! identify and ping (so any libp2p implementation can connect and see what we speak),
-//! Kademlia (provider records for function ids, and addresses of peers we hear of),
-//! gossipsub (signed capacity adverts), mDNS (optional), AutoNAT (are we reachable?),
+//! Kademlia (provider records for function ids, addresses, random walks that find
+//! neighbours), gossipsub (alias records and state heads), mDNS (optional), AutoNAT (are we reachable?),
 //! circuit relay v2 (a client always; a server when `relay_server` is on), DCUtR (hole
 //! punching a relayed connection into a direct one), and kith's own request-response
-//! protocols `/kith/fetch/1`, `/kith/invoke/1`, `/kith/aliases/1` and `/kith/sync/1`
-//! (`docs/wire-format.md`).
+//! protocols `/kith/hood/1` (the neighbourhood: subscriptions, adverts one hop to
+//! subscribers, peer exchange; see [`hood`]), `/kith/fetch/1`, `/kith/invoke/1`,
+//! `/kith/aliases/1` and `/kith/sync/1` (`docs/wire-format.md`).
 //!
 //! Behind a NAT: AutoNAT finds out the node is private, the node reserves a slot on up
 //! to [`MAX_AUTO_RELAYS`] connected relays, and its relayed addresses reach peers through
-//! identify and Kademlia. A peer that hears the node's advert but is not connected to it
-//! looks its addresses up and dials, through the relay; DCUtR then punches a direct
+//! identify and Kademlia. A peer that learns of the node through peer exchange dials
+//! those addresses, through the relay; DCUtR then punches a direct
 //! connection and the relayed one is closed (`docs/node.md`, "Behind a NAT").
 //!
 //! The rest of the node talks to this task through [`Net`]: commands go in over a
 //! bounded channel, inbound requests come out over another, and what the task learns
 //! about peers (adverts, RTTs, addresses) is shared in a [`PeerTable`].
 
-mod adverts;
 mod aliases;
 mod answer;
 pub mod codec;
@@ -28,6 +28,7 @@ mod discovery;
 mod errors;
 mod events;
 mod fetch;
+mod hood;
 mod inbound;
 mod invoke;
 mod nat;
@@ -69,6 +70,7 @@ use std::time::Instant;
 
 use answer::{Answer, AnswerChannel, Traffic};
 use commands::Command;
+pub use hood::{MAX_HOOD_ADDRS, MIN_HEARTBEAT, TRIM_AFTER};
 use nat::PinnedRelay;
 use swarm::{Behaviour, BehaviourEvent, build_swarm};
 pub use swarm::{MAX_CONNECTIONS_PER_PEER, MAX_PENDING_INCOMING, RESERVED_OUTGOING};
@@ -78,11 +80,10 @@ pub use table::{NetBytes, PeerInfo, PeerTable, Proto, Reachability, Tracked};
 
 /// Relays a private node reserves a slot on, chosen among connected relay servers.
 pub const MAX_AUTO_RELAYS: usize = 2;
-/// Peers heard of through adverts are dialled only while fewer than this many are
-/// connected.
+/// Peers dialled after hearing of them, remembered at most (for redial back-off).
 pub const MAX_DIALLED_PEERS: usize = 48;
-/// Address lookups for peers heard of that may run at once (a flood of adverts from
-/// made-up peers costs at most this many DHT queries at a time).
+/// Address lookups for peers heard of that may run at once (a flood of made-up peers
+/// in peer exchange costs at most this many DHT queries at a time).
 const MAX_LOOKUPS: usize = 8;
 /// A peer that could not be dialled is not tried again for this long.
 const REDIAL_AFTER: Duration = Duration::from_secs(30);
@@ -92,14 +93,10 @@ const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(10);
 const MAINTENANCE: Duration = Duration::from_secs(1);
 /// How often the task publishes a snapshot of its peer table, if it changed.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_millis(50);
-/// Adverts one source may send at once before its rate limit applies.
-const ADVERT_BURST: f64 = 3.0;
 /// A relayed connection is closed only once a direct one has existed this long, so
 /// requests the peer sent over the relay just before have arrived (and are waited for).
 const RELAYED_GRACE: Duration = Duration::from_secs(1);
 
-/// Gossipsub topic of capacity adverts.
-pub const ADVERT_TOPIC: &str = "kith/adverts/1";
 /// The identify protocol version string.
 pub const PROTOCOL_VERSION: &str = "/kith/1.0.0";
 
@@ -131,8 +128,11 @@ pub struct NetConfig {
     pub max_requests_per_peer: usize,
     /// Established connections at most (`docs/node.md`, `--max-connections`).
     pub max_connections: u32,
-    /// Adverts accepted from one peer per second (burst: 3).
+    /// Neighbourhood messages (adverts, subscriptions, peer exchange) accepted from
+    /// one peer per second (burst: 8).
     pub advert_rate_per_peer: f64,
+    /// How often the node's load goes to its subscribers, changed or not.
+    pub advert_interval: Duration,
     /// Relay circuits for other peers (circuit relay v2 server).
     pub relay_server: bool,
     /// Relays to hold a reservation on whatever AutoNAT says (`…/p2p/<relay id>`).
@@ -206,9 +206,9 @@ impl Net {
             };
             swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
         }
-        let [topic, alias_topic, state_topic] =
-            [ADVERT_TOPIC, alias::TOPIC, state::TOPIC].map(gossipsub::IdentTopic::new);
-        for t in [&topic, &alias_topic, &state_topic] {
+        let [alias_topic, state_topic] =
+            [alias::TOPIC, state::TOPIC].map(gossipsub::IdentTopic::new);
+        for t in [&alias_topic, &state_topic] {
             swarm
                 .behaviour_mut()
                 .gossipsub
@@ -225,7 +225,9 @@ impl Net {
         let (snapshot_tx, snapshots) = watch::channel(Arc::new(table.clone()));
         let (commands, command_rx) = mpsc::channel(1024);
         let (inbound_tx, inbound) = mpsc::channel(1024);
+        let hood = hood::Hood::new(local_peer_id, config.advert_interval);
         let task = Task {
+            hood,
             swarm,
             key,
             config,
@@ -236,7 +238,6 @@ impl Net {
             bytes: NetBytes::default(),
             commands: command_rx,
             inbound: inbound_tx,
-            topic,
             alias_topic,
             state_topic,
             state_requests: HashMap::new(),
@@ -375,8 +376,9 @@ impl Net {
             .try_send(Command::SyncAliases { peer, digest });
     }
 
-    /// Publishes an advert built from `advert` (identity, sequence number, time and
-    /// coordinate are filled in by the network task).
+    /// The node's offer for its next advert (identity, sequence number, time and
+    /// coordinate are filled in by the network task, which sends it to subscribers:
+    /// at once when it changed, else at the next heartbeat).
     pub async fn advertise(&self, advert: Advert) {
         let _ = self
             .commands
@@ -417,6 +419,8 @@ fn without_peer(addr: &Multiaddr) -> Multiaddr {
 }
 
 struct Task {
+    /// The neighbourhood and what its driver keeps.
+    hood: hood::Hood,
     swarm: Swarm<Behaviour>,
     key: Keypair,
     config: NetConfig,
@@ -432,7 +436,6 @@ struct Task {
     bytes: NetBytes,
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<Inbound>,
-    topic: gossipsub::IdentTopic,
     alias_topic: gossipsub::IdentTopic,
     state_topic: gossipsub::IdentTopic,
     /// Document-sync requests in flight: who, and where the answer goes.
@@ -451,6 +454,7 @@ struct Task {
     >,
     answers: FuturesUnordered<futures::future::BoxFuture<'static, Answer>>,
     invoke_buckets: HashMap<PeerId, TokenBucket>,
+    /// Rate limits of neighbourhood messages, per peer (until refilled).
     advert_buckets: HashMap<PeerId, TokenBucket>,
     /// Alias sync requests in flight, by peer.
     alias_requests: HashMap<OutboundRequestId, PeerId>,
@@ -469,9 +473,12 @@ impl Task {
         let mut maintenance = tokio::time::interval(MAINTENANCE);
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let hood_wait = self.hood_wait();
             tokio::select! {
                 _ = snapshot.tick() => self.publish_snapshot(),
+                () = tokio::time::sleep(hood_wait) => self.hood_tick(),
                 _ = maintenance.tick() => {
+                    self.trim_connections();
                     self.dial_bootstrap(true);
                     self.redial_bootstrap();
                     self.maintain_relays();
@@ -494,6 +501,8 @@ impl Task {
                 }
                 event = self.swarm.select_next_some() => self.event(event),
             }
+            // Whatever happened may have given the neighbourhood something to do.
+            self.drive_hood();
         }
     }
 
@@ -540,11 +549,14 @@ impl Task {
         // source's bucket goes once it has refilled (forgetting it changes nothing).
         let now_ms = now_ms();
         self.advert_buckets
-            .retain(|_, b| b.balance(now_ms) < ADVERT_BURST);
+            .retain(|_, b| b.balance(now_ms) < hood::HOOD_BURST);
         self.serving.retain(|_, n| *n > 0);
         let now = Instant::now();
         self.nat
             .relay_tried
+            .retain(|_, t| now.duration_since(*t) < REDIAL_AFTER);
+        self.discovery
+            .dialled
             .retain(|_, t| now.duration_since(*t) < REDIAL_AFTER);
         self.nat
             .reversal_tried
@@ -557,6 +569,10 @@ impl Task {
             fetches: self.fetches.len(),
             retry_timers: self.nat.relay_tried.len() + self.nat.reversal_tried.len(),
             dialled: self.discovery.dialled.len(),
+            neighbours: self.hood.machine.neighbours().len(),
+            subscribers: self.hood.machine.subscribers().count(),
+            candidates: self.hood.machine.candidates(),
+            hood_addrs: self.hood.addrs.len(),
         };
         self.table().tracked = tracked;
         let bytes = self.bytes;

@@ -2,6 +2,8 @@
 
 use super::*;
 
+use kith_protocol::neighbourhood::wire as hood_wire;
+
 /// Every behaviour the node runs.
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
@@ -11,6 +13,8 @@ pub(super) struct Behaviour {
     pub(super) ping: ping::Behaviour,
     pub(super) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(super) gossipsub: gossipsub::Behaviour,
+    /// `/kith/hood/1`: the neighbourhood's messages.
+    pub(super) hood: request_response::Behaviour<codec::Frames>,
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(super) fetch: request_response::Behaviour<codec::Frames>,
     pub(super) invoke: request_response::Behaviour<codec::Frames>,
@@ -151,6 +155,19 @@ pub(super) fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<S
                 ),
                 kad,
                 gossipsub,
+                hood: request_response::Behaviour::with_codec(
+                    codec::Frames {
+                        max_request: hood_wire::MAX_FRAME as u64,
+                        // The answer is an empty acknowledgement.
+                        max_response: 16,
+                    },
+                    [(
+                        StreamProtocol::new(hood_wire::PROTOCOL),
+                        ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(5)),
+                ),
                 mdns: Toggle::from(mdns),
                 fetch: request_response::Behaviour::with_codec(
                     fetch_limits,

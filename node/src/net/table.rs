@@ -32,8 +32,10 @@ pub struct PeerTable {
 /// One of kith's own protocols, for byte counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
-    /// Capacity adverts (gossip).
+    /// Capacity adverts (`/kith/hood/1`: whole adverts and load updates).
     Adverts,
+    /// The rest of `/kith/hood/1`: subscriptions and peer exchange.
+    Neighbourhood,
     /// Alias records (gossip).
     AliasRecords,
     /// State heads announcements (gossip).
@@ -50,8 +52,9 @@ pub enum Proto {
 
 impl Proto {
     /// Every protocol, in label order.
-    pub const ALL: [Proto; 7] = [
+    pub const ALL: [Proto; 8] = [
         Proto::Adverts,
+        Proto::Neighbourhood,
         Proto::AliasRecords,
         Proto::Heads,
         Proto::Fetch,
@@ -64,6 +67,7 @@ impl Proto {
     pub fn label(self) -> &'static str {
         match self {
             Self::Adverts => "adverts",
+            Self::Neighbourhood => "neighbourhood",
             Self::AliasRecords => "alias_records",
             Self::Heads => "heads",
             Self::Fetch => "fetch",
@@ -77,8 +81,8 @@ impl Proto {
 /// Message bytes (payloads, without libp2p's framing) per protocol and direction.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NetBytes {
-    sent: [u64; 7],
-    received: [u64; 7],
+    sent: [u64; 8],
+    received: [u64; 8],
 }
 
 impl NetBytes {
@@ -118,11 +122,19 @@ pub struct Tracked {
     pub retry_timers: usize,
     /// Peers dialled after hearing of them.
     pub dialled: usize,
+    /// Neighbours (peers whose adverts this node takes).
+    pub neighbours: usize,
+    /// Subscribers (peers this node sends its adverts to).
+    pub subscribers: usize,
+    /// Candidate neighbours held.
+    pub candidates: usize,
+    /// Addresses held for the neighbourhood's dials.
+    pub hood_addrs: usize,
 }
 
 impl Tracked {
     /// Each count with its label.
-    pub fn labelled(&self) -> [(&'static str, usize); 7] {
+    pub fn labelled(&self) -> [(&'static str, usize); 11] {
         [
             ("peer_book", self.peer_book),
             ("invoke_buckets", self.invoke_buckets),
@@ -131,6 +143,10 @@ impl Tracked {
             ("fetches", self.fetches),
             ("retry_timers", self.retry_timers),
             ("dialled", self.dialled),
+            ("neighbours", self.neighbours),
+            ("subscribers", self.subscribers),
+            ("candidates", self.candidates),
+            ("hood_addrs", self.hood_addrs),
         ]
     }
 }

@@ -45,6 +45,7 @@
 //!   [`Config::share`] is cut.
 
 mod select;
+pub mod wire;
 
 use std::collections::VecDeque;
 
@@ -322,6 +323,16 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
         self.neighbours.iter().any(|n| n.peer == peer)
     }
 
+    /// Whether the neighbourhood has a use for a connection to `peer` now: a
+    /// neighbour, a subscriber, or a peer being probed or asked to take us. (A
+    /// measured candidate needs no connection until it is chosen.)
+    pub fn involves(&self, peer: P) -> bool {
+        self.is_neighbour(peer)
+            || self.subscribers.iter().any(|s| s.peer == peer)
+            || self.pending.iter().any(|p| p.0 == peer)
+            || self.probing.iter().any(|p| p.0 == peer)
+    }
+
     /// The subscribers this node sends its adverts to.
     pub fn subscribers(&self) -> impl Iterator<Item = P> + '_ {
         self.subscribers.iter().map(|s| s.peer)
@@ -395,8 +406,14 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
         self.flush_delta(now_ms);
     }
 
-    /// An advert from `from` with sequence number `seq`.
+    /// An advert from `from` with sequence number `seq`; from a peer asked to take us
+    /// as a subscriber, it also counts as the acceptance.
     pub fn advert(&mut self, now_ms: u64, from: P, seq: u64, advert: A) -> AdvertVerdict {
+        // A peer we asked may send its advert before its acceptance arrives (they
+        // travel apart): the advert counts as the acceptance.
+        if self.pending.iter().any(|p| p.0 == from) {
+            self.on_accepted(now_ms, from);
+        }
         let Some(n) = self.neighbours.iter_mut().find(|n| n.peer == from) else {
             self.stats.ignored_adverts += 1;
             return AdvertVerdict::NotNeighbour;
@@ -445,7 +462,10 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
     fn on_subscribe(&mut self, now_ms: u64, from: P) {
         let until_ms = now_ms + self.config.lease_ms;
         if let Some(s) = self.subscribers.iter_mut().find(|s| s.peer == from) {
+            // A renewal, or a subscriber whose first answer was lost (it asks again):
+            // answered either way, so it never waits on an answer that will not come.
             s.until_ms = until_ms;
+            self.push(Action::Send(from, Message::Accepted));
             return;
         }
         if self.subscribers.len() >= self.config.max_subscribers {

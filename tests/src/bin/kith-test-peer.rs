@@ -19,7 +19,8 @@
 //!                                       count HOPS; print the answer (`ok` or the error's
 //!                                       code), exit
 //! kith-test-peer liar  TARGET ID ANSWER advertise a huge, idle peer with ID warm every
-//!                                       500 ms, and answer every invoke with ANSWER:
+//!                                       500 ms (to the node once it subscribes, over
+//!                                       `/kith/hood/1`), and answer every invoke with ANSWER:
 //!                                       `fuel` (output "lie", fuel_used u64::MAX) or
 //!                                       `kind` (an error with a made-up kind code); runs
 //!                                       until killed
@@ -37,6 +38,7 @@ use futures::StreamExt;
 use kith_node::net::Frames;
 use kith_protocol::FunctionId;
 use kith_protocol::alias;
+use kith_protocol::neighbourhood::wire::{self as hood_wire, Frame};
 use kith_protocol::wire::{self, FetchRequest, FetchResponse, InvokeRequest, InvokeResponse};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -50,6 +52,7 @@ struct Behaviour {
     fetch: request_response::Behaviour<Frames>,
     invoke: request_response::Behaviour<Frames>,
     aliases: request_response::Behaviour<Frames>,
+    hood: request_response::Behaviour<Frames>,
     gossipsub: gossipsub::Behaviour,
 }
 
@@ -129,6 +132,14 @@ async fn main() {
                         StreamProtocol::new(alias::SYNC_PROTOCOL),
                         ProtocolSupport::Full,
                     )],
+                    rr.clone(),
+                ),
+                hood: request_response::Behaviour::with_codec(
+                    frames,
+                    [(
+                        StreamProtocol::new(hood_wire::PROTOCOL),
+                        ProtocolSupport::Full,
+                    )],
                     rr,
                 ),
                 gossipsub: gossipsub::Behaviour::new(
@@ -158,14 +169,8 @@ async fn main() {
         .gossipsub
         .subscribe(&alias_topic)
         .unwrap();
-    let advert_topic = gossipsub::IdentTopic::new(kith_node::net::ADVERT_TOPIC);
-    if mode == "liar" || mode == "lie" {
-        swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&advert_topic)
-            .unwrap();
-    }
+    // Whether the node subscribed to our adverts.
+    let mut subscribed = false;
     let liar_key = swarm_key.clone();
     let mut advert_seq = 0u64;
     let mut advert_tick = tokio::time::interval(Duration::from_millis(500));
@@ -177,13 +182,13 @@ async fn main() {
         let event = tokio::select! {
             event = swarm.select_next_some() => event,
             _ = advert_tick.tick() => {
-                if mode == "liar" || mode == "lie" {
+                if (mode == "liar" || mode == "lie") && subscribed {
                     advert_seq += 1;
                     let advert = liar_advert(&liar_key, id, advert_seq, mode == "lie");
-                    let _ = swarm
+                    swarm
                         .behaviour_mut()
-                        .gossipsub
-                        .publish(advert_topic.clone(), advert);
+                        .hood
+                        .send_request(&target_peer, Frame::Full(advert).encode());
                 }
                 continue;
             }
@@ -199,7 +204,7 @@ async fn main() {
                         .start_providing(kad::RecordKey::new(id.as_bytes()))
                         .unwrap();
                 } else if mode == "liar" {
-                    // Ready once the node hears the adverts (its subscription).
+                    // Ready once the node subscribes to our adverts.
                 } else if mode == "invoke" {
                     println!("ready {}", swarm.local_peer_id());
                     let request = InvokeRequest {
@@ -241,11 +246,31 @@ async fn main() {
                     .expect("publish the forged record");
                 println!("ready {}", swarm.local_peer_id());
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
-                peer_id,
-                topic,
-            })) if mode == "liar" && peer_id == target_peer && topic == advert_topic.hash() => {
-                println!("ready {}", swarm.local_peer_id());
+            SwarmEvent::Behaviour(BehaviourEvent::Hood(request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            })) => {
+                let _ = swarm
+                    .behaviour_mut()
+                    .hood
+                    .send_response(channel, Vec::new());
+                let liar = mode == "liar" || mode == "lie";
+                if liar && peer == target_peer && Frame::decode(&request) == Ok(Frame::Subscribe) {
+                    let first = !subscribed;
+                    subscribed = true;
+                    advert_seq += 1;
+                    let advert = liar_advert(&liar_key, id, advert_seq, mode == "lie");
+                    let hood = &mut swarm.behaviour_mut().hood;
+                    hood.send_request(&peer, Frame::Accepted.encode());
+                    hood.send_request(&peer, Frame::Full(advert).encode());
+                    if first && mode == "liar" {
+                        println!("ready {}", swarm.local_peer_id());
+                    }
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Invoke(request_response::Event::Message {
                 message: request_response::Message::Request { channel, .. },

@@ -401,7 +401,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "advert_interval_ms",
-        help: "How often to publish a capacity advert, in milliseconds",
+        help: "The advert heartbeat: how often subscribers get this node's load, changed or not, in milliseconds (below 500, 500 is used)",
         value_name: "MS",
         apply: Apply::Int(|d, v| {
             if v < 100 {

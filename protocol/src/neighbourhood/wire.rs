@@ -1,0 +1,318 @@
+//! `/kith/hood/1`: the neighbourhood's messages on the wire (`docs/wire-format.md`).
+//!
+//! One message per request; the answer is empty (an acknowledgement). Peers are named
+//! by their raw id bytes and carry a few addresses as raw bytes: this crate knows no
+//! libp2p, the node encodes and parses them.
+
+/// The protocol name.
+pub const PROTOCOL: &str = "/kith/hood/1";
+/// Largest peer id, bytes (an ed25519 libp2p id is 38).
+pub const MAX_PEER_ID: usize = 64;
+/// Largest address, bytes.
+pub const MAX_ADDR: usize = 128;
+/// Most addresses given for one peer.
+pub const MAX_ADDRS: usize = 4;
+/// Most peers in one [`Frame::Peers`] (the neighbourhood's `share`).
+pub const MAX_PEERS: usize = 16;
+/// Largest frame, bytes: a full [`Frame::Peers`].
+pub const MAX_FRAME: usize = 2 + MAX_PEERS * (2 + MAX_PEER_ID + MAX_ADDRS * (1 + MAX_ADDR));
+/// Bytes of a [`Frame::Load`], tag included.
+pub const LOAD_LEN: usize = 1 + 8 + 2 + 2;
+
+const SUBSCRIBE: u8 = 1;
+const ACCEPTED: u8 = 2;
+const REFUSED: u8 = 3;
+const UNSUBSCRIBE: u8 = 4;
+const FULL: u8 = 5;
+const LOAD: u8 = 6;
+const ASK_PEERS: u8 = 7;
+const PEERS: u8 = 8;
+
+/// A peer named in a [`Frame::Peers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRecord {
+    /// Its id, raw bytes.
+    pub id: Vec<u8>,
+    /// Up to [`MAX_ADDRS`] addresses, raw bytes.
+    pub addrs: Vec<Vec<u8>>,
+}
+
+/// One neighbourhood message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Send me your adverts.
+    Subscribe,
+    /// Subscription accepted.
+    Accepted,
+    /// Subscriber list full.
+    Refused,
+    /// Stop sending me adverts.
+    Unsubscribe,
+    /// The whole signed advert (`capacity::Advert`, encoded).
+    Full(Vec<u8>),
+    /// Only the load changed: the advert held, with this sequence number and load.
+    Load {
+        /// The sender's next advert sequence number.
+        seq: u64,
+        /// Calls running now.
+        running: u16,
+        /// Calls queued now.
+        queued: u16,
+    },
+    /// Tell me your nearest neighbours.
+    AskPeers,
+    /// Some of my nearest neighbours.
+    Peers(Vec<PeerRecord>),
+}
+
+/// Why a frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Empty, or cut short.
+    #[error("neighbourhood message is truncated")]
+    Truncated,
+    /// Longer than [`MAX_FRAME`].
+    #[error("neighbourhood message is {0} bytes; at most {MAX_FRAME}")]
+    TooLong(usize),
+    /// An unknown message tag.
+    #[error("unknown neighbourhood message tag {0}")]
+    Tag(u8),
+    /// Bytes after the message.
+    #[error("{0} bytes after the neighbourhood message")]
+    Trailing(usize),
+    /// A list or field over its cap.
+    #[error("{what} is {len}; at most {max}")]
+    Limit {
+        /// Which field.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+}
+
+impl Frame {
+    /// Whether it carries the advert ([`Frame::Full`], [`Frame::Load`]); byte counts
+    /// tell adverts from the rest.
+    pub fn is_advert(&self) -> bool {
+        matches!(self, Self::Full(_) | Self::Load { .. })
+    }
+
+    /// Whether encoded `bytes` carry an advert, read from the tag alone (to count
+    /// bytes of a message that may not parse).
+    pub fn carries_advert(bytes: &[u8]) -> bool {
+        matches!(bytes.first(), Some(&FULL | &LOAD))
+    }
+
+    /// The bytes on the wire. Lists beyond their caps are cut.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Subscribe => vec![SUBSCRIBE],
+            Self::Accepted => vec![ACCEPTED],
+            Self::Refused => vec![REFUSED],
+            Self::Unsubscribe => vec![UNSUBSCRIBE],
+            Self::AskPeers => vec![ASK_PEERS],
+            Self::Full(advert) => {
+                let mut b = Vec::with_capacity(1 + advert.len());
+                b.push(FULL);
+                b.extend_from_slice(advert);
+                b
+            }
+            Self::Load {
+                seq,
+                running,
+                queued,
+            } => {
+                let mut b = Vec::with_capacity(LOAD_LEN);
+                b.push(LOAD);
+                b.extend_from_slice(&seq.to_le_bytes());
+                b.extend_from_slice(&running.to_le_bytes());
+                b.extend_from_slice(&queued.to_le_bytes());
+                b
+            }
+            Self::Peers(peers) => {
+                let peers: Vec<&PeerRecord> = peers
+                    .iter()
+                    .filter(|p| !p.id.is_empty() && p.id.len() <= MAX_PEER_ID)
+                    .take(MAX_PEERS)
+                    .collect();
+                let mut b = vec![PEERS, peers.len() as u8];
+                for p in peers {
+                    b.push(p.id.len() as u8);
+                    b.extend_from_slice(&p.id);
+                    let addrs: Vec<&Vec<u8>> = p
+                        .addrs
+                        .iter()
+                        .filter(|a| !a.is_empty() && a.len() <= MAX_ADDR)
+                        .take(MAX_ADDRS)
+                        .collect();
+                    b.push(addrs.len() as u8);
+                    for a in addrs {
+                        b.push(a.len() as u8);
+                        b.extend_from_slice(a);
+                    }
+                }
+                b
+            }
+        }
+    }
+
+    /// Parses a frame. A full advert's bytes are returned as they came: the caller
+    /// decodes and verifies them.
+    ///
+    /// # Errors
+    /// See [`FrameError`]: truncated, too long, unknown tag, trailing bytes, a list or
+    /// field over its cap.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
+        if bytes.len() > MAX_FRAME {
+            return Err(FrameError::TooLong(bytes.len()));
+        }
+        let (&tag, rest) = bytes.split_first().ok_or(FrameError::Truncated)?;
+        let mut r = Bytes(rest);
+        let frame = match tag {
+            SUBSCRIBE => Self::Subscribe,
+            ACCEPTED => Self::Accepted,
+            REFUSED => Self::Refused,
+            UNSUBSCRIBE => Self::Unsubscribe,
+            ASK_PEERS => Self::AskPeers,
+            FULL => return Ok(Self::Full(rest.to_vec())),
+            LOAD => Self::Load {
+                seq: u64::from_le_bytes(r.array()?),
+                running: u16::from_le_bytes(r.array()?),
+                queued: u16::from_le_bytes(r.array()?),
+            },
+            PEERS => {
+                let n = usize::from(r.u8()?);
+                limit("peers", n, MAX_PEERS)?;
+                let mut peers = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let len = usize::from(r.u8()?);
+                    limit("peer id length", len, MAX_PEER_ID)?;
+                    let id = r.take(len)?.to_vec();
+                    let count = usize::from(r.u8()?);
+                    limit("addresses of one peer", count, MAX_ADDRS)?;
+                    let mut addrs = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        let len = usize::from(r.u8()?);
+                        limit("address length", len, MAX_ADDR)?;
+                        addrs.push(r.take(len)?.to_vec());
+                    }
+                    peers.push(PeerRecord { id, addrs });
+                }
+                Self::Peers(peers)
+            }
+            other => return Err(FrameError::Tag(other)),
+        };
+        if !r.0.is_empty() {
+            return Err(FrameError::Trailing(r.0.len()));
+        }
+        Ok(frame)
+    }
+}
+
+fn limit(what: &'static str, len: usize, max: usize) -> Result<(), FrameError> {
+    if len > max {
+        return Err(FrameError::Limit { what, len, max });
+    }
+    Ok(())
+}
+
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+        if self.0.len() < n {
+            return Err(FrameError::Truncated);
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_frame_round_trips_and_bad_ones_name_what_is_wrong() {
+        let peers = Frame::Peers(vec![PeerRecord {
+            id: vec![7; 38],
+            addrs: vec![vec![1, 2, 3], vec![4; 20]],
+        }]);
+        for f in [
+            Frame::Subscribe,
+            Frame::Accepted,
+            Frame::Refused,
+            Frame::Unsubscribe,
+            Frame::AskPeers,
+            Frame::Full(vec![9; 452]),
+            Frame::Load {
+                seq: u64::MAX - 3,
+                running: 2,
+                queued: 7,
+            },
+            peers,
+        ] {
+            assert_eq!(Frame::decode(&f.encode()), Ok(f));
+        }
+        assert_eq!(
+            Frame::Load {
+                seq: 1,
+                running: 0,
+                queued: 0
+            }
+            .encode()
+            .len(),
+            LOAD_LEN
+        );
+        assert_eq!(Frame::decode(&[]), Err(FrameError::Truncated));
+        assert_eq!(Frame::decode(&[99]), Err(FrameError::Tag(99)));
+        assert_eq!(Frame::decode(&[SUBSCRIBE, 0]), Err(FrameError::Trailing(1)));
+        assert_eq!(Frame::decode(&[LOAD, 1, 2]), Err(FrameError::Truncated));
+        assert!(matches!(
+            Frame::decode(&[PEERS, 17]),
+            Err(FrameError::Limit { what: "peers", .. })
+        ));
+        assert!(matches!(
+            Frame::decode(&[PEERS, 1, 65]),
+            Err(FrameError::Limit {
+                what: "peer id length",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Frame::decode(&vec![PEERS; MAX_FRAME + 1]),
+            Err(FrameError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn lists_over_their_caps_are_cut_when_encoded() {
+        let many = Frame::Peers(
+            (0..40)
+                .map(|i| PeerRecord {
+                    id: vec![i; 38],
+                    addrs: vec![vec![1; 10]; 9],
+                })
+                .collect(),
+        );
+        let Ok(Frame::Peers(back)) = Frame::decode(&many.encode()) else {
+            panic!("a cut list still decodes");
+        };
+        assert_eq!(back.len(), MAX_PEERS);
+        assert!(back.iter().all(|p| p.addrs.len() == MAX_ADDRS));
+    }
+}
