@@ -98,9 +98,12 @@ fn a_start_function_runs_under_the_call_deadline_and_fuel() {
             b"",
         )
         .unwrap_err();
+    // The kind proves the deadline ended it: its fuel (10^10) would last minutes and end
+    // as out_of_fuel. The wall-clock bound only catches a hang; it is loose because a
+    // loaded 2-core CI machine took 4.9 s (compile included) for what takes 0.4 s idle.
     assert!(matches!(e, InvokeError::Timeout { limit_ms: 300 }), "{e}");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(30),
         "{:?}",
         started.elapsed()
     );
