@@ -18,6 +18,7 @@
 //! - [`error`]: the error kinds, with wire code, HTTP status and disposition.
 //! - [`neighbourhood`]: which peers a node hears adverts from (bounded, by RTT rings).
 //! - [`peerbook`]: what a node knows of its peers (adverts, RTT, decaying penalties).
+//! - [`warm`]: who near here has a function warm (asked of the neighbours).
 //! - [`capacity`], [`placement`], [`vivaldi`]: adverts, placement, network coordinates.
 
 pub mod abi;
@@ -37,6 +38,7 @@ pub mod placement;
 pub mod ratelimit;
 pub mod state;
 pub mod vivaldi;
+pub mod warm;
 pub mod wire;
 
 pub use error::{Disposition, ErrorKind};

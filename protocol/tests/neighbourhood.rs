@@ -367,3 +367,128 @@ fn a_refusing_candidate_is_not_asked_again_soon() {
     h.handle_timeout(later);
     assert!(drain(&mut h).contains(&Action::Send(1, Message::Subscribe)));
 }
+
+/// A config with room for two neighbours by RTT and nothing else.
+fn two_near() -> Config {
+    Config {
+        near: 2,
+        rings: 1,
+        per_ring: 0,
+        random: 0,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn rtts_within_measurement_noise_do_not_churn_links() {
+    let mut h = Hood::new(0, two_near(), 1, 0);
+    for (p, rtt) in [(1, 0.7), (2, 0.8)] {
+        h.discovered(0, p);
+        h.rtt(1, p, rtt);
+    }
+    let subscribed: Vec<_> = drain(&mut h)
+        .into_iter()
+        .filter(|a| matches!(a, Action::Send(_, Message::Subscribe)))
+        .collect();
+    assert_eq!(subscribed.len(), 2);
+    h.message(2, 1, Message::Accepted);
+    h.message(2, 2, Message::Accepted);
+    drain(&mut h);
+    // Nearer by more than 10% but not by a millisecond: no swap.
+    h.discovered(3, 3);
+    h.rtt(3, 3, 0.2);
+    h.handle_timeout(10_000);
+    let to_3 = drain(&mut h)
+        .into_iter()
+        .any(|a| matches!(a, Action::Send(3, Message::Subscribe)));
+    assert!(!to_3, "a wobble of half a millisecond swapped a link");
+    // Far neighbours: a candidate clearly nearer still wins.
+    let mut h = Hood::new(0, two_near(), 1, 0);
+    for (p, rtt) in [(1, 40.0), (2, 50.0)] {
+        h.discovered(0, p);
+        h.rtt(1, p, rtt);
+    }
+    h.message(2, 1, Message::Accepted);
+    h.message(2, 2, Message::Accepted);
+    drain(&mut h);
+    h.discovered(3, 3);
+    h.rtt(3, 3, 20.0);
+    let to_3 = drain(&mut h)
+        .into_iter()
+        .any(|a| matches!(a, Action::Send(3, Message::Subscribe)));
+    assert!(to_3, "a candidate at half the RTT was not taken");
+}
+
+#[test]
+fn a_subscriber_is_preferred_among_equally_near_candidates() {
+    let mut h = Hood::new(0, two_near(), 1, 0);
+    // Peer 9 subscribes to us first; then three candidates as near as it.
+    h.message(0, 9, Message::Subscribe);
+    drain(&mut h);
+    for (p, rtt) in [(1, 0.5), (2, 0.6), (9, 0.9)] {
+        h.discovered(1, p);
+        h.rtt(2, p, rtt);
+    }
+    let mut asked: Vec<u32> = drain(&mut h)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Send(p, Message::Subscribe) => Some(p),
+            _ => None,
+        })
+        .collect();
+    asked.sort_unstable();
+    // Subscriptions go out as measurements arrive; of the two kept, one is 9.
+    h.message(3, 9, Message::Accepted);
+    for p in &asked {
+        h.message(3, *p, Message::Accepted);
+    }
+    h.handle_timeout(10_000);
+    drain(&mut h);
+    assert!(h.is_neighbour(9), "asked {asked:?}");
+    assert_eq!(h.neighbours().len(), 2);
+}
+
+#[test]
+fn warm_links_have_slots_of_their_own_and_go_when_unused() {
+    let config = Config {
+        warm: 2,
+        warm_idle_ms: 10_000,
+        ..two_near()
+    };
+    let mut h = Hood::new(0, config, 1, 0);
+    for (p, rtt) in [(1, 5.0), (2, 6.0)] {
+        h.discovered(0, p);
+        h.rtt(1, p, rtt);
+    }
+    h.message(2, 1, Message::Accepted);
+    h.message(2, 2, Message::Accepted);
+    drain(&mut h);
+    // A far peer with the function warm: probed, then subscribed, kept beside the
+    // two chosen by RTT.
+    h.link_warm(3, 50);
+    assert_eq!(drain(&mut h), [Action::Probe(50)]);
+    h.rtt(4, 50, 80.0);
+    assert_eq!(drain(&mut h), [Action::Send(50, Message::Subscribe)]);
+    h.message(5, 50, Message::Accepted);
+    assert!(h.is_neighbour(50) && h.is_neighbour(1) && h.is_neighbour(2));
+    // Two more: the least recently used warm link makes room.
+    h.link_warm(6, 51);
+    h.rtt(6, 51, 70.0);
+    h.message(7, 51, Message::Accepted);
+    h.used(8, 50);
+    h.link_warm(9, 52);
+    h.rtt(9, 52, 60.0);
+    let actions = drain(&mut h);
+    assert!(
+        actions.contains(&Action::Send(51, Message::Unsubscribe)),
+        "{actions:?}"
+    );
+    h.message(10, 52, Message::Accepted);
+    assert!(h.is_neighbour(50) && h.is_neighbour(52) && !h.is_neighbour(51));
+    assert_eq!(h.neighbours().len(), config.max_neighbours());
+    // Not chosen for warm_idle_ms: dropped; the RTT links stay.
+    h.used(11, 52);
+    h.handle_timeout(11 + config.warm_idle_ms);
+    assert!(!h.is_neighbour(50) && !h.is_neighbour(52));
+    assert!(h.is_neighbour(1) && h.is_neighbour(2));
+}

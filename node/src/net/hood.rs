@@ -23,7 +23,7 @@ const MAX_WALKS: usize = 2;
 /// A connection to a peer the neighbourhood has no use for (not a neighbour,
 /// subscriber, nor being probed or asked), with no request in flight, is closed once
 /// it has been open this long; bootstrap peers and relays are kept.
-pub const TRIM_AFTER: Duration = Duration::from_secs(30);
+pub const TRIM_AFTER: Duration = Duration::from_secs(10);
 /// The shortest advert heartbeat (`--advert-interval-ms` below it is raised to it).
 pub const MIN_HEARTBEAT: Duration = Duration::from_millis(500);
 /// Neighbourhood messages one peer may send at once before its rate limit applies.
@@ -151,6 +151,10 @@ impl Task {
                         Message::Unsubscribe => Frame::Unsubscribe,
                         Message::AskPeers => Frame::AskPeers,
                         Message::Peers(peers) => Frame::Peers(self.records(&peers)),
+                        // The warm questions are not the neighbourhood machine's to
+                        // send (protocol's `warm` index asks them); the node does not
+                        // ask them yet (docs/architecture.md).
+                        Message::FindWarm(_) | Message::Warm(..) => continue,
                         Message::Advert { full: true } => {
                             if full.is_none() {
                                 full = self.signed_advert();

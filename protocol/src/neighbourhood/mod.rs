@@ -15,7 +15,14 @@
 //!   regions stay reachable); plus [`Config::random`] random links, refreshed one at a
 //!   time every [`Config::random_refresh_ms`], which keep the overlay connected and
 //!   reach new regions. A neighbour keeps its place unless a candidate is more than
-//!   [`HYSTERESIS`] nearer, so measurements that wobble do not churn links.
+//!   [`HYSTERESIS`] and [`HYSTERESIS_FLOOR_MS`] nearer, so measurements that wobble do
+//!   not churn links. A candidate that already subscribes to this node gets the same
+//!   head start (the link then serves both directions on one connection).
+//! - **Warm links.** Placement may ask for a peer that has a call's function warm
+//!   ([`Neighbourhood::link_warm`], found through `crate::warm`): it is probed and
+//!   subscribed to in one of [`Config::warm`] slots of its own (the least recently
+//!   used goes when they are full; one not chosen by placement for
+//!   [`Config::warm_idle_ms`] is dropped).
 //! - **Finding candidates.** Bootstrap peers, mDNS and DHT random walks arrive as
 //!   [`Neighbourhood::discovered`]; every [`Config::exchange_ms`] a neighbour (one of
 //!   the nearest three times in four, else any) is asked for its nearest neighbours
@@ -45,13 +52,20 @@
 //!   [`Config::share`] is cut.
 
 mod select;
+mod warm;
 pub mod wire;
 
 use std::collections::VecDeque;
 
 /// A candidate replaces a neighbour only if its RTT is below this fraction of the
-/// neighbour's.
+/// neighbour's …
 pub const HYSTERESIS: f64 = 0.9;
+
+/// … and at least this much below it, ms: RTT measurements wobble by about a
+/// millisecond whatever the distance (scheduling, timers), so two peers closer than
+/// that are equally near and swapping one for the other only costs a subscribe round
+/// and a whole advert.
+pub const HYSTERESIS_FLOOR_MS: f64 = 1.0;
 
 /// Most actions waiting for the driver.
 pub const MAX_ACTIONS: usize = 1024;
@@ -103,6 +117,11 @@ pub struct Config {
     pub lookup_ms: u64,
     /// Replace one random link this often, ms.
     pub random_refresh_ms: u64,
+    /// Warm links: peers found to have a function warm that placement asked for
+    /// ([`Neighbourhood::link_warm`]).
+    pub warm: usize,
+    /// A warm link placement has not chosen for this long is dropped, ms.
+    pub warm_idle_ms: u64,
     /// Most peers in one [`Message::Peers`].
     pub share: usize,
 }
@@ -131,6 +150,8 @@ impl Default for Config {
             exchange_fast_ms: 2_000,
             lookup_ms: 5_000,
             random_refresh_ms: 120_000,
+            warm: 4,
+            warm_idle_ms: 60_000,
             share: 16,
         }
     }
@@ -139,7 +160,7 @@ impl Default for Config {
 impl Config {
     /// The most neighbours a node holds.
     pub fn max_neighbours(&self) -> usize {
-        self.near + self.rings * self.per_ring + self.random
+        self.near + self.rings * self.per_ring + self.random + self.warm
     }
 
     /// The ring an RTT falls in.
@@ -173,6 +194,11 @@ pub enum Message<P> {
     AskPeers,
     /// Some of my nearest neighbours.
     Peers(Vec<P>),
+    /// Which of your neighbours have this function warm? (`crate::warm`; the driver
+    /// answers with [`Neighbourhood::warm_peers`].)
+    FindWarm(crate::FunctionId),
+    /// Those of my neighbours with this function warm, nearest first.
+    Warm(crate::FunctionId, Vec<P>),
 }
 
 /// What the driver does for the neighbourhood.
@@ -199,6 +225,17 @@ pub enum AdvertVerdict {
     NotNeighbour,
 }
 
+/// Why a peer is a neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Chosen by RTT: among the nearest, or its ring's nearest.
+    Rtt,
+    /// A random link, for reach.
+    Random,
+    /// A peer with a function warm that placement wanted ([`Neighbourhood::link_warm`]).
+    Warm,
+}
+
 /// A neighbour: a peer this node hears adverts from.
 #[derive(Debug, Clone)]
 pub struct Neighbour<P, A> {
@@ -206,9 +243,10 @@ pub struct Neighbour<P, A> {
     pub peer: P,
     /// Its measured RTT, ms.
     pub rtt_ms: f64,
-    /// A random link (not chosen by RTT).
-    pub random: bool,
+    /// Why it is a neighbour.
+    pub link: Link,
     advert: Option<(A, u64)>,
+    used_ms: u64,
     heard_ms: u64,
     renewed_ms: u64,
 }
@@ -256,7 +294,8 @@ pub struct Neighbourhood<P, A> {
     me: P,
     rng: u64,
     neighbours: Vec<Neighbour<P, A>>,
-    pending: Vec<(P, u64, bool)>,
+    pending: Vec<(P, u64, Link)>,
+    warm_wanted: Vec<P>,
     probing: Vec<(P, u64)>,
     candidates: Vec<Candidate<P>>,
     subscribers: Vec<Subscriber<P>>,
@@ -285,6 +324,7 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
             rng: seed | 1,
             neighbours: Vec::new(),
             pending: Vec::new(),
+            warm_wanted: Vec::new(),
             probing: Vec::new(),
             candidates: Vec::new(),
             subscribers: Vec::new(),
@@ -352,7 +392,8 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         self.neighbours.capacity() * size_of::<Neighbour<P, A>>()
-            + self.pending.capacity() * size_of::<(P, u64, bool)>()
+            + self.pending.capacity() * size_of::<(P, u64, Link)>()
+            + self.warm_wanted.capacity() * size_of::<P>()
             + self.probing.capacity() * size_of::<(P, u64)>()
             + self.candidates.capacity() * size_of::<Candidate<P>>()
             + self.subscribers.capacity() * size_of::<Subscriber<P>>()
@@ -454,8 +495,9 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
                 }
                 self.select(now_ms);
             }
-            // Adverts come with their payload through `advert`.
-            Message::Advert { .. } => {}
+            // Adverts come with their payload through `advert`; the warm questions
+            // are the driver's (`crate::warm`).
+            Message::Advert { .. } | Message::FindWarm(_) | Message::Warm(..) => {}
         }
     }
 
@@ -479,13 +521,16 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
         });
         self.push(Action::Send(from, Message::Accepted));
         self.push(Action::Send(from, Message::Advert { full: true }));
+        // A subscriber is a peer worth subscribing back to (one link, both ways).
+        self.add_candidate(now_ms, from);
+        self.reselect = true;
     }
 
     fn on_accepted(&mut self, now_ms: u64, from: P) {
         let Some(i) = self.pending.iter().position(|p| p.0 == from) else {
             return; // not asked, or given up on: ignore
         };
-        let (_, _, random) = self.pending.swap_remove(i);
+        let (_, _, link) = self.pending.swap_remove(i);
         let rtt_ms = self
             .candidates
             .iter()
@@ -493,17 +538,43 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
             .and_then(|c| c.rtt_ms)
             .unwrap_or(f64::INFINITY);
         self.candidates.retain(|c| c.peer != from);
-        self.improved |= !random;
+        self.improved |= link == Link::Rtt;
         self.reselect = true;
         self.neighbours.push(Neighbour {
             peer: from,
             rtt_ms,
-            random,
+            link,
             advert: None,
+            used_ms: now_ms,
             heard_ms: now_ms,
             renewed_ms: now_ms,
         });
         self.select(now_ms);
+    }
+
+    /// Up to `k` of its neighbours whose advert says `is_warm`, nearest first, not
+    /// counting `asker`: the answer to a [`Message::FindWarm`].
+    pub fn warm_peers(&self, asker: P, k: usize, is_warm: impl Fn(&A) -> bool) -> Vec<P> {
+        let mut v: Vec<(f64, P)> = self
+            .neighbours
+            .iter()
+            .filter(|n| n.peer != asker && n.advert.as_ref().is_some_and(|(a, _)| is_warm(a)))
+            .map(|n| (n.rtt_ms, n.peer))
+            .collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        v.into_iter().take(k).map(|x| x.1).collect()
+    }
+
+    /// Up to `k` neighbours chosen by RTT, nearest first (whom to ask a question).
+    pub fn nearest_neighbours(&self, k: usize) -> Vec<P> {
+        let mut v: Vec<(f64, P)> = self
+            .neighbours
+            .iter()
+            .filter(|n| n.link == Link::Rtt)
+            .map(|n| (n.rtt_ms, n.peer))
+            .collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        v.into_iter().take(k).map(|x| x.1).collect()
     }
 
     /// Up to `k` neighbours, nearest first.

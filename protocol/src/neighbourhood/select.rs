@@ -1,6 +1,6 @@
 //! The neighbourhood's timers and its choice of neighbours.
 
-use super::{Action, Candidate, HYSTERESIS, Message, Neighbourhood};
+use super::{Action, Candidate, HYSTERESIS, HYSTERESIS_FLOOR_MS, Link, Message, Neighbourhood};
 
 impl<P: Copy + Ord, A> Neighbourhood<P, A> {
     /// When [`Neighbourhood::handle_timeout`] next has work (ms): the next heartbeat,
@@ -92,7 +92,7 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
         if now_ms >= self.next_random_refresh_ms {
             self.next_random_refresh_ms = now_ms + c.random_refresh_ms.max(1);
             let random: Vec<usize> = (0..self.neighbours.len())
-                .filter(|&i| self.neighbours[i].random)
+                .filter(|&i| self.neighbours[i].link == Link::Random)
                 .collect();
             if random.len() >= c.random && !random.is_empty() {
                 let i = random[self.random_below(random.len() as u64) as usize];
@@ -102,6 +102,7 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
             }
             self.push(Action::Lookup);
         }
+        self.drop_idle_warm(now_ms);
         self.select(now_ms);
     }
 
@@ -138,9 +139,9 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
 
     /// Whether a new neighbour fills a random slot.
     pub(super) fn wants_random(&self) -> bool {
-        let random = self.neighbours.iter().filter(|n| n.random).count();
-        let asked = self.pending.iter().filter(|p| p.2).count();
-        let by_rtt = self.neighbours.len() - random;
+        let random = self.linked(Link::Random);
+        let asked = self.pending.iter().filter(|p| p.2 == Link::Random).count();
+        let by_rtt = self.linked(Link::Rtt);
         random + asked < self.config.random && by_rtt >= self.config.near
     }
 
@@ -205,6 +206,7 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
             self.probing.push((p, now_ms));
             self.push(Action::Probe(p));
         }
+        self.link_wanted(now_ms);
         // Choosing again only matters when the known peers, their RTTs or the
         // requests in flight changed (or a refusal's back-off may have ended).
         if !self.reselect && now_ms < self.reselect_at_ms {
@@ -228,7 +230,7 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
                 && !self.neighbours.iter().any(|n| n.peer == *p)
                 && !self.pending.iter().any(|x| x.0 == *p)
             {
-                self.pending.push((*p, now_ms, false));
+                self.pending.push((*p, now_ms, Link::Rtt));
                 self.push(Action::Send(*p, Message::Subscribe));
             }
         }
@@ -243,18 +245,18 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
                 .collect();
             if !options.is_empty() {
                 let p = options[self.random_below(options.len() as u64) as usize];
-                self.pending.push((p, now_ms, true));
+                self.pending.push((p, now_ms, Link::Random));
                 self.push(Action::Send(p, Message::Subscribe));
             }
         }
         // Beyond the cap, the unwanted non-random neighbours go, farthest first.
-        let max = c.max_neighbours();
-        while self.neighbours.len() > max {
+        let max = c.max_neighbours() - c.warm;
+        while self.neighbours.len() - self.linked(Link::Warm) > max {
             let victim = self
                 .neighbours
                 .iter()
                 .enumerate()
-                .filter(|(_, n)| !n.random && !wanted.iter().any(|w| w.1 == n.peer))
+                .filter(|(_, n)| n.link == Link::Rtt && !wanted.iter().any(|w| w.1 == n.peer))
                 .max_by(|a, b| a.1.rtt_ms.total_cmp(&b.1.rtt_ms))
                 .map(|(i, _)| i);
             let Some(i) = victim else { break };
@@ -264,21 +266,41 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
     }
 
     /// The peers the rules want by RTT (nearest, then per ring), as (rtt, peer),
-    /// nearest first. Neighbours count [`HYSTERESIS`] nearer than they measured.
+    /// nearest first. Neighbours, and peers that subscribe to this node, count
+    /// nearer than they measured (see [`sticky`]; a neighbour that also subscribes
+    /// twice so), so links settle and become mutual.
     fn wanted(&self, now_ms: u64) -> Vec<(f64, P)> {
         let c = &self.config;
+        let subscriber = |p: &P| self.subscribers.iter().any(|s| s.peer == *p);
         let mut known: Vec<(f64, f64, P)> = self
             .neighbours
             .iter()
-            .filter(|n| !n.random)
-            .map(|n| (n.rtt_ms * HYSTERESIS, n.rtt_ms, n.peer))
+            .filter(|n| n.link == Link::Rtt)
+            .map(|n| {
+                let key = sticky(n.rtt_ms);
+                let key = if subscriber(&n.peer) {
+                    sticky(key)
+                } else {
+                    key
+                };
+                (key, n.rtt_ms, n.peer)
+            })
             .chain(
                 self.candidates
                     .iter()
                     .filter(|x| x.not_before_ms <= now_ms)
-                    .filter_map(|x| x.rtt_ms.map(|r| (r, r, x.peer))),
+                    .filter_map(|x| {
+                        let r = x.rtt_ms?;
+                        let key = if subscriber(&x.peer) { sticky(r) } else { r };
+                        Some((key, r, x.peer))
+                    }),
             )
-            .filter(|k| !self.neighbours.iter().any(|n| n.random && n.peer == k.2))
+            .filter(|k| {
+                !self
+                    .neighbours
+                    .iter()
+                    .any(|n| n.link != Link::Rtt && n.peer == k.2)
+            })
             .collect();
         known.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.2.cmp(&b.2)));
         let mut out: Vec<(f64, P)> = Vec::with_capacity(c.near + c.rings * c.per_ring);
@@ -296,4 +318,11 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
         }
         out
     }
+}
+
+/// The RTT a peer already linked to counts as when choosing: [`HYSTERESIS`] of its
+/// measurement and at least [`HYSTERESIS_FLOOR_MS`] less (it may go below zero; only
+/// the order matters).
+fn sticky(rtt_ms: f64) -> f64 {
+    (rtt_ms * HYSTERESIS).min(rtt_ms - HYSTERESIS_FLOOR_MS)
 }
