@@ -355,7 +355,8 @@ pub fn table(s: &Summary) -> String {
             let _ = writeln!(
                 out,
                 "{:<8} control per peer: {} msgs/s (p99 {}), {} B/s (p99 {}), {} neighbours, \
-                 {} KiB; advert age at use p50 {} ms, p99 {} ms, stale {}%",
+                 {} KiB; advert age at use p50 {} ms, p99 {} ms, stale {}%; warm lookups {}, \
+                 warm links {}",
                 r.strategy,
                 sig(c.cost.msgs_per_peer_s),
                 sig(c.cost.msgs_per_peer_s_p99),
@@ -366,6 +367,8 @@ pub fn table(s: &Summary) -> String {
                 sig(c.advert_age_ms_p50),
                 sig(c.advert_age_ms_p99),
                 cell(c.advert_stale_fraction * 100.0, 1),
+                c.cost.warm_lookups,
+                c.cost.warm_links,
             );
         }
     }

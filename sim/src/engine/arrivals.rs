@@ -98,6 +98,7 @@ impl Engine<'_> {
             self.end(id, Outcome::NoCapablePeer);
             return;
         };
+        self.hood_used(entry, first);
         if first != entry
             && let Some((age, stale)) = self.advert_age(entry, first)
         {
@@ -201,6 +202,15 @@ impl Engine<'_> {
         // What the entry knows: its neighbourhood's adverts (neighbourhood model), or
         // its fixed view with the adverts as last published (static model).
         let hood = self.control.is_some().then(|| self.hood_view(e, function));
+        // No neighbour has it warm: find who near here has (for the calls after this).
+        if self.strategy == Strategy::Kith
+            && let Some(h) = &hood
+        {
+            let id = world.functions[function as usize].id;
+            if !self.warm(e, function) && !h.iter().any(|x| x.1.cached.may_contain(&id)) {
+                self.want_warm(e, function);
+            }
+        }
         let view: Vec<u32> = match &hood {
             Some(h) => h.iter().map(|x| x.0).collect(),
             None => world.peers[e as usize]

@@ -18,20 +18,20 @@ use super::*;
 pub(super) struct Held {
     running: u16,
     queued: u16,
-    warm: u64,
+    pub(super) warm: u64,
 }
 
 pub(super) type Hood = Neighbourhood<u32, Held>;
 
 /// Bytes on the wire of each control message (payload plus ~40 bytes of framing,
 /// stream and protocol headers).
-const FRAME: u64 = 40;
+pub(super) const FRAME: u64 = 40;
 const DELTA: u64 = FRAME + 8 + 2 + 2;
 const FULL: u64 = FRAME + capacity::ENCODED_LEN as u64;
-const PEER: u64 = 38 + 24; // a peer id and one address
+pub(super) const PEER: u64 = 38 + 24; // a peer id and one address
 const PROBE: u64 = FRAME + 8;
 /// A DHT lookup: this many request/response pairs per `log2(N)`.
-const LOOKUP_MSG: u64 = FRAME + 8 * PEER;
+pub(super) const LOOKUP_MSG: u64 = FRAME + 8 * PEER;
 
 /// A control message in flight.
 #[derive(Debug, Clone)]
@@ -56,6 +56,7 @@ pub(super) struct Control {
     pub(super) heap_bytes_sum: f64,
     pub(super) heap_samples: u64,
     pub(super) neighbours_sum: f64,
+    pub(super) warm: super::warm::Warm,
 }
 
 impl Control {
@@ -75,10 +76,11 @@ impl Control {
             heap_bytes_sum: 0.0,
             heap_samples: 0,
             neighbours_sum: 0.0,
+            warm: super::warm::Warm::new(population),
         }
     }
 
-    fn count(&mut self, p: u32, bytes: u64) {
+    pub(super) fn count(&mut self, p: u32, bytes: u64) {
         if let Some(m) = self.msgs.get_mut(p as usize) {
             *m = m.saturating_add(1);
             self.bytes[p as usize] += bytes;
@@ -91,6 +93,8 @@ fn wire_bytes(w: &Wire) -> u64 {
         Wire::Advert { full: true, .. } => FULL,
         Wire::Advert { full: false, .. } => DELTA,
         Wire::Message(Message::Peers(p)) => FRAME + PEER * p.len() as u64,
+        Wire::Message(Message::FindWarm(_)) => FRAME + 33,
+        Wire::Message(Message::Warm(_, p)) => FRAME + 33 + PEER * p.len() as u64,
         Wire::Message(_) => FRAME + 8,
     }
 }
@@ -124,6 +128,7 @@ impl Engine<'_> {
         c.since_us[p as usize] = self.now_us;
         c.timers[p as usize] = u64::MAX;
         self.drive(p);
+        self.warm_start(p);
     }
 
     /// `p` went offline: its machine is gone.
@@ -135,6 +140,7 @@ impl Engine<'_> {
         {
             c.online_us[p as usize] += now - c.since_us[p as usize];
         }
+        self.warm_stop(p);
     }
 
     /// `p`'s load or warm set changed (`full`: the warm set did).
@@ -244,7 +250,7 @@ impl Engine<'_> {
         us(w.rtt_ms(a, b) / 2.0 + jitter + bytes as f64 / rate)
     }
 
-    fn send_control(&mut self, from: u32, to: u32, wire: Wire) {
+    pub(super) fn send_control(&mut self, from: u32, to: u32, wire: Wire) {
         let bytes = wire_bytes(&wire);
         let delay = self.control_delay_us(from, to, bytes);
         let loss = self.scenario.sim.control_loss;
@@ -290,6 +296,14 @@ impl Engine<'_> {
             return;
         };
         match wire {
+            Wire::Message(Message::FindWarm(f)) => {
+                self.answer_warm(to, from, f);
+                return;
+            }
+            Wire::Message(Message::Warm(f, peers)) => {
+                self.warm_answered(to, f, peers);
+                return;
+            }
             Wire::Message(m) => h.message(now_ms, from, m),
             Wire::Advert { full, seq, held } => {
                 // A delta carries the load only: it needs a full advert held already.
@@ -355,11 +369,14 @@ impl Engine<'_> {
             return; // superseded
         }
         c.timers[p as usize] = u64::MAX;
+        let warm_bytes = c.warm.index[p as usize].as_deref().map_or(0, |w| {
+            w.heap_bytes() + std::mem::size_of::<kith_protocol::warm::WarmIndex<u32>>()
+        });
         if let Some(h) = c.hoods[p as usize].as_deref_mut() {
             if h.poll_timeout().is_some_and(|t| t * 1000 <= now) {
                 h.handle_timeout(now / 1000);
             }
-            c.heap_bytes_sum += h.heap_bytes() as f64;
+            c.heap_bytes_sum += (h.heap_bytes() + warm_bytes) as f64;
             c.neighbours_sum += h.neighbours().len() as f64;
             c.heap_samples += 1;
             self.drive(p);
@@ -437,6 +454,8 @@ impl Engine<'_> {
             c.heap_bytes_sum = 0.0;
             c.neighbours_sum = 0.0;
             c.heap_samples = 0;
+            c.warm.lookups = 0;
+            c.warm.links = 0;
         }
     }
 
@@ -468,6 +487,8 @@ impl Engine<'_> {
             bytes_per_peer_s_p99: bytes_p99,
             memory_bytes_per_peer: c.heap_bytes_sum / samples + std::mem::size_of::<Hood>() as f64,
             neighbours_per_peer: c.neighbours_sum / samples,
+            warm_lookups: c.warm.lookups,
+            warm_links: c.warm.links,
         })
     }
 }

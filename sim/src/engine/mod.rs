@@ -24,6 +24,7 @@ mod control;
 mod execution;
 mod peers;
 mod results;
+mod warm;
 
 pub use results::{Call, ControlStats, Load, NONE, Outcome, Run, Totals};
 

@@ -150,6 +150,10 @@ pub struct ControlStats {
     pub memory_bytes_per_peer: f64,
     /// Neighbours per peer (mean over timer samples).
     pub neighbours_per_peer: f64,
+    /// Warm-function lookups made (DHT), all peers.
+    pub warm_lookups: u64,
+    /// Warm links asked for from lookups' answers, all peers.
+    pub warm_links: u64,
 }
 
 /// The result of one run.
