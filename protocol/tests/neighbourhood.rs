@@ -379,21 +379,27 @@ fn two_near() -> Config {
     }
 }
 
-#[test]
-fn rtts_within_measurement_noise_do_not_churn_links() {
-    let mut h = Hood::new(0, two_near(), 1, 0);
-    for (p, rtt) in [(1, 0.7), (2, 0.8)] {
+/// A node with peers 1 and 2, at these RTTs, as accepted neighbours.
+fn with_two(config: Config, rtts: [f64; 2]) -> Hood {
+    let mut h = Hood::new(0, config, 1, 0);
+    for (p, rtt) in [1, 2].into_iter().zip(rtts) {
         h.discovered(0, p);
         h.rtt(1, p, rtt);
     }
-    let subscribed: Vec<_> = drain(&mut h)
+    let subscribed = drain(&mut h)
         .into_iter()
         .filter(|a| matches!(a, Action::Send(_, Message::Subscribe)))
-        .collect();
-    assert_eq!(subscribed.len(), 2);
+        .count();
+    assert_eq!(subscribed, 2);
     h.message(2, 1, Message::Accepted);
     h.message(2, 2, Message::Accepted);
     drain(&mut h);
+    h
+}
+
+#[test]
+fn rtts_within_measurement_noise_do_not_churn_links() {
+    let mut h = with_two(two_near(), [0.7, 0.8]);
     // Nearer by more than 10% but not by a millisecond: no swap.
     h.discovered(3, 3);
     h.rtt(3, 3, 0.2);
@@ -403,14 +409,7 @@ fn rtts_within_measurement_noise_do_not_churn_links() {
         .any(|a| matches!(a, Action::Send(3, Message::Subscribe)));
     assert!(!to_3, "a wobble of half a millisecond swapped a link");
     // Far neighbours: a candidate clearly nearer still wins.
-    let mut h = Hood::new(0, two_near(), 1, 0);
-    for (p, rtt) in [(1, 40.0), (2, 50.0)] {
-        h.discovered(0, p);
-        h.rtt(1, p, rtt);
-    }
-    h.message(2, 1, Message::Accepted);
-    h.message(2, 2, Message::Accepted);
-    drain(&mut h);
+    let mut h = with_two(two_near(), [40.0, 50.0]);
     h.discovered(3, 3);
     h.rtt(3, 3, 20.0);
     let to_3 = drain(&mut h)
@@ -455,14 +454,7 @@ fn warm_links_have_slots_of_their_own_and_go_when_unused() {
         warm_idle_ms: 10_000,
         ..two_near()
     };
-    let mut h = Hood::new(0, config, 1, 0);
-    for (p, rtt) in [(1, 5.0), (2, 6.0)] {
-        h.discovered(0, p);
-        h.rtt(1, p, rtt);
-    }
-    h.message(2, 1, Message::Accepted);
-    h.message(2, 2, Message::Accepted);
-    drain(&mut h);
+    let mut h = with_two(config, [5.0, 6.0]);
     // A far peer with the function warm: probed, then subscribed, kept beside the
     // two chosen by RTT.
     h.link_warm(3, 50);

@@ -51,9 +51,13 @@
 //!   them is repeated by a later timer). A [`Message::Peers`] list longer than
 //!   [`Config::share`] is cut.
 
+mod config;
+mod inbound;
 mod select;
 mod warm;
 pub mod wire;
+
+pub use config::Config;
 
 use std::collections::VecDeque;
 
@@ -69,110 +73,6 @@ pub const HYSTERESIS_FLOOR_MS: f64 = 1.0;
 
 /// Most actions waiting for the driver.
 pub const MAX_ACTIONS: usize = 1024;
-
-/// The neighbourhood's constants.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Config {
-    /// How many of the nearest peers are neighbours.
-    pub near: usize,
-    /// RTT of the first ring's upper edge, ms; each next ring doubles it.
-    pub ring_base_ms: f64,
-    /// Number of rings (the last one is open-ended).
-    pub rings: usize,
-    /// Neighbours per ring beyond the nearest.
-    pub per_ring: usize,
-    /// Random links.
-    pub random: usize,
-    /// Most subscribers accepted.
-    pub max_subscribers: usize,
-    /// Most candidates held.
-    pub max_candidates: usize,
-    /// Most subscriptions in flight.
-    pub max_pending: usize,
-    /// Most RTT probes in flight.
-    pub max_probes: usize,
-    /// Housekeeping (expiry, renewals, exchange, a new choice) this often, ms.
-    pub tick_ms: u64,
-    /// The advert's load to every subscriber this often, ms, changed or not (so what a
-    /// neighbour holds is never older than this).
-    pub heartbeat_ms: u64,
-    /// The whole advert to every subscriber this often, ms.
-    pub full_every_ms: u64,
-    /// Least time between two advert sends on load changes, ms.
-    pub min_delta_ms: u64,
-    /// A neighbour not heard from for this long is dropped, ms.
-    pub expire_ms: u64,
-    /// A subscription lasts this long unless renewed, ms.
-    pub lease_ms: u64,
-    /// A subscribe or probe not answered in this time fails, ms.
-    pub answer_timeout_ms: u64,
-    /// A candidate that refused is not asked again for this long, ms.
-    pub refused_backoff_ms: u64,
-    /// Ask a neighbour for its neighbours this often, ms, once the neighbourhood has
-    /// settled.
-    pub exchange_ms: u64,
-    /// … and this often while the last exchange still brought a nearer neighbour.
-    pub exchange_fast_ms: u64,
-    /// While candidates are short, ask the driver for a lookup this often, ms.
-    pub lookup_ms: u64,
-    /// Replace one random link this often, ms.
-    pub random_refresh_ms: u64,
-    /// Warm links: peers found to have a function warm that placement asked for
-    /// ([`Neighbourhood::link_warm`]).
-    pub warm: usize,
-    /// A warm link placement has not chosen for this long is dropped, ms.
-    pub warm_idle_ms: u64,
-    /// Most peers in one [`Message::Peers`].
-    pub share: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            near: 16,
-            ring_base_ms: 4.0,
-            rings: 6,
-            per_ring: 2,
-            random: 4,
-            max_subscribers: 48,
-            max_candidates: 64,
-            max_pending: 4,
-            max_probes: 4,
-            tick_ms: 1_000,
-            heartbeat_ms: 2_500,
-            full_every_ms: 60_000,
-            min_delta_ms: 1_000,
-            expire_ms: 25_000,
-            lease_ms: 60_000,
-            answer_timeout_ms: 5_000,
-            refused_backoff_ms: 120_000,
-            exchange_ms: 20_000,
-            exchange_fast_ms: 2_000,
-            lookup_ms: 5_000,
-            random_refresh_ms: 120_000,
-            warm: 4,
-            warm_idle_ms: 60_000,
-            share: 16,
-        }
-    }
-}
-
-impl Config {
-    /// The most neighbours a node holds.
-    pub fn max_neighbours(&self) -> usize {
-        self.near + self.rings * self.per_ring + self.random + self.warm
-    }
-
-    /// The ring an RTT falls in.
-    pub fn ring(&self, rtt_ms: f64) -> usize {
-        let base = self.ring_base_ms.max(f64::MIN_POSITIVE);
-        if rtt_ms.is_nan() || rtt_ms < base {
-            return 0;
-        }
-        let r = (rtt_ms / base).log2().floor() as usize + 1;
-        r.min(self.rings.saturating_sub(1))
-    }
-}
 
 /// A control message between two peers (one hop, never forwarded).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -447,139 +347,32 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
         self.flush_delta(now_ms);
     }
 
-    /// An advert from `from` with sequence number `seq`; from a peer asked to take us
-    /// as a subscriber, it also counts as the acceptance.
-    pub fn advert(&mut self, now_ms: u64, from: P, seq: u64, advert: A) -> AdvertVerdict {
-        // A peer we asked may send its advert before its acceptance arrives (they
-        // travel apart): the advert counts as the acceptance.
-        if self.pending.iter().any(|p| p.0 == from) {
-            self.on_accepted(now_ms, from);
-        }
-        let Some(n) = self.neighbours.iter_mut().find(|n| n.peer == from) else {
-            self.stats.ignored_adverts += 1;
-            return AdvertVerdict::NotNeighbour;
-        };
-        if n.advert.as_ref().is_some_and(|(_, held)| *held >= seq) {
-            self.stats.ignored_adverts += 1;
-            return AdvertVerdict::Older;
-        }
-        n.advert = Some((advert, seq));
-        n.heard_ms = now_ms;
-        AdvertVerdict::Accepted
-    }
-
-    /// A control message from `from`.
-    pub fn message(&mut self, now_ms: u64, from: P, message: Message<P>) {
-        if from == self.me {
-            return;
-        }
-        match message {
-            Message::Subscribe => self.on_subscribe(now_ms, from),
-            Message::Unsubscribe => self.subscribers.retain(|s| s.peer != from),
-            Message::Accepted => self.on_accepted(now_ms, from),
-            Message::Refused => {
-                self.pending.retain(|p| p.0 != from);
-                self.reselect = true;
-                if let Some(c) = self.candidates.iter_mut().find(|c| c.peer == from) {
-                    c.not_before_ms = now_ms + self.config.refused_backoff_ms;
-                }
-                self.select(now_ms);
-            }
-            Message::AskPeers => {
-                let peers = self.nearest(self.config.share);
-                self.push(Action::Send(from, Message::Peers(peers)));
-            }
-            Message::Peers(peers) => {
-                for p in peers.into_iter().take(self.config.share) {
-                    self.add_candidate(now_ms, p);
-                }
-                self.select(now_ms);
-            }
-            // Adverts come with their payload through `advert`; the warm questions
-            // are the driver's (`crate::warm`).
-            Message::Advert { .. } | Message::FindWarm(_) | Message::Warm(..) => {}
-        }
-    }
-
-    fn on_subscribe(&mut self, now_ms: u64, from: P) {
-        let until_ms = now_ms + self.config.lease_ms;
-        if let Some(s) = self.subscribers.iter_mut().find(|s| s.peer == from) {
-            // A renewal, or a subscriber whose first answer was lost (it asks again):
-            // answered either way, so it never waits on an answer that will not come.
-            s.until_ms = until_ms;
-            self.push(Action::Send(from, Message::Accepted));
-            return;
-        }
-        if self.subscribers.len() >= self.config.max_subscribers {
-            self.stats.refused += 1;
-            self.push(Action::Send(from, Message::Refused));
-            return;
-        }
-        self.subscribers.push(Subscriber {
-            peer: from,
-            until_ms,
-        });
-        self.push(Action::Send(from, Message::Accepted));
-        self.push(Action::Send(from, Message::Advert { full: true }));
-        // A subscriber is a peer worth subscribing back to (one link, both ways).
-        self.add_candidate(now_ms, from);
-        self.reselect = true;
-    }
-
-    fn on_accepted(&mut self, now_ms: u64, from: P) {
-        let Some(i) = self.pending.iter().position(|p| p.0 == from) else {
-            return; // not asked, or given up on: ignore
-        };
-        let (_, _, link) = self.pending.swap_remove(i);
-        let rtt_ms = self
-            .candidates
-            .iter()
-            .find(|c| c.peer == from)
-            .and_then(|c| c.rtt_ms)
-            .unwrap_or(f64::INFINITY);
-        self.candidates.retain(|c| c.peer != from);
-        self.improved |= link == Link::Rtt;
-        self.reselect = true;
-        self.neighbours.push(Neighbour {
-            peer: from,
-            rtt_ms,
-            link,
-            advert: None,
-            used_ms: now_ms,
-            heard_ms: now_ms,
-            renewed_ms: now_ms,
-        });
-        self.select(now_ms);
-    }
-
     /// Up to `k` of its neighbours whose advert says `is_warm`, nearest first, not
     /// counting `asker`: the answer to a [`Message::FindWarm`].
     pub fn warm_peers(&self, asker: P, k: usize, is_warm: impl Fn(&A) -> bool) -> Vec<P> {
-        let mut v: Vec<(f64, P)> = self
-            .neighbours
-            .iter()
-            .filter(|n| n.peer != asker && n.advert.as_ref().is_some_and(|(a, _)| is_warm(a)))
-            .map(|n| (n.rtt_ms, n.peer))
-            .collect();
-        v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        v.into_iter().take(k).map(|x| x.1).collect()
+        self.nearest_where(k, |n| {
+            n.peer != asker && n.advert.as_ref().is_some_and(|(a, _)| is_warm(a))
+        })
     }
 
     /// Up to `k` neighbours chosen by RTT, nearest first (whom to ask a question).
     pub fn nearest_neighbours(&self, k: usize) -> Vec<P> {
-        let mut v: Vec<(f64, P)> = self
-            .neighbours
-            .iter()
-            .filter(|n| n.link == Link::Rtt)
-            .map(|n| (n.rtt_ms, n.peer))
-            .collect();
-        v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        v.into_iter().take(k).map(|x| x.1).collect()
+        self.nearest_where(k, |n| n.link == Link::Rtt)
     }
 
     /// Up to `k` neighbours, nearest first.
     pub(super) fn nearest(&self, k: usize) -> Vec<P> {
-        let mut v: Vec<(f64, P)> = self.neighbours.iter().map(|n| (n.rtt_ms, n.peer)).collect();
+        self.nearest_where(k, |_| true)
+    }
+
+    /// Up to `k` neighbours that pass `keep`, nearest first.
+    fn nearest_where(&self, k: usize, keep: impl Fn(&Neighbour<P, A>) -> bool) -> Vec<P> {
+        let mut v: Vec<(f64, P)> = self
+            .neighbours
+            .iter()
+            .filter(|n| keep(n))
+            .map(|n| (n.rtt_ms, n.peer))
+            .collect();
         v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         v.into_iter().take(k).map(|x| x.1).collect()
     }

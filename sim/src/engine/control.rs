@@ -25,13 +25,13 @@ pub(super) type Hood = Neighbourhood<u32, Held>;
 
 /// Bytes on the wire of each control message (payload plus ~40 bytes of framing,
 /// stream and protocol headers).
-pub(super) const FRAME: u64 = 40;
+const FRAME: u64 = 40;
 const DELTA: u64 = FRAME + 8 + 2 + 2;
 const FULL: u64 = FRAME + capacity::ENCODED_LEN as u64;
-pub(super) const PEER: u64 = 38 + 24; // a peer id and one address
+const PEER: u64 = 38 + 24; // a peer id and one address
 const PROBE: u64 = FRAME + 8;
 /// A DHT lookup: this many request/response pairs per `log2(N)`.
-pub(super) const LOOKUP_MSG: u64 = FRAME + 8 * PEER;
+const LOOKUP_MSG: u64 = FRAME + 8 * PEER;
 
 /// A control message in flight.
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ impl Control {
         }
     }
 
-    pub(super) fn count(&mut self, p: u32, bytes: u64) {
+    fn count(&mut self, p: u32, bytes: u64) {
         if let Some(m) = self.msgs.get_mut(p as usize) {
             *m = m.saturating_add(1);
             self.bytes[p as usize] += bytes;
