@@ -355,8 +355,8 @@ pub fn table(s: &Summary) -> String {
             let _ = writeln!(
                 out,
                 "{:<8} control per peer: {} msgs/s (p99 {}), {} B/s (p99 {}), {} neighbours, \
-                 {} KiB; advert age at use p50 {} ms, p99 {} ms, stale {}%; warm lookups {}, \
-                 warm links {}",
+                 {} KiB; advert age at use p50 {} ms, p99 {} ms, stale {}%; warm questions {}, \
+                 warm links {}, calls held {} ({} found)",
                 r.strategy,
                 sig(c.cost.msgs_per_peer_s),
                 sig(c.cost.msgs_per_peer_s_p99),
@@ -369,6 +369,8 @@ pub fn table(s: &Summary) -> String {
                 cell(c.advert_stale_fraction * 100.0, 1),
                 c.cost.warm_lookups,
                 c.cost.warm_links,
+                c.cost.warm_held,
+                c.cost.warm_held_found,
             );
         }
     }

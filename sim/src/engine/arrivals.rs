@@ -93,6 +93,27 @@ impl Engine<'_> {
             self.end(id, Outcome::NoEntry);
             return;
         }
+        // No neighbour has it warm: ask who near here has, and maybe wait for them.
+        if self.needs_warm(entry, function) && self.want_warm(entry, function, id) {
+            return;
+        }
+        self.start_call(id);
+    }
+
+    /// Places call `id` and makes its first attempt (at arrival, or when the warm
+    /// index releases it).
+    pub(super) fn start_call(&mut self, id: u32) {
+        let Some(c) = self.calls.get(id as usize) else {
+            return;
+        };
+        let (entry, function) = (c.entry, c.function);
+        if c.outcome != Outcome::Pending || c.tries.is_some() {
+            return;
+        }
+        if !self.online(entry) {
+            self.end(id, Outcome::Lost);
+            return;
+        }
         let tries = self.place(entry, function);
         let Some(first) = tries.order().next() else {
             self.end(id, Outcome::NoCapablePeer);
@@ -100,7 +121,7 @@ impl Engine<'_> {
         };
         self.hood_used(entry, first);
         if first != entry
-            && let Some((age, stale)) = self.advert_age(entry, first)
+            && let Some((age, stale)) = self.advert_age(entry, function, first)
         {
             self.calls[id as usize].advert_age_ms = age;
             self.calls[id as usize].advert_stale = stale;
@@ -117,10 +138,13 @@ impl Engine<'_> {
     }
 
     /// How old the advert `e` chose `q` on was, ms, and whether its load was stale
-    /// (neighbourhood model only).
-    fn advert_age(&self, e: u32, q: u32) -> Option<(f32, bool)> {
+    /// (neighbourhood model only; a neighbour's, or one a warm answer carried).
+    fn advert_age(&self, e: u32, function: u16, q: u32) -> Option<(f32, bool)> {
         let h = self.control.as_ref()?.hoods.get(e as usize)?.as_deref()?;
-        let n = h.neighbours().iter().find(|n| n.peer == q)?;
+        let Some(n) = h.neighbours().iter().find(|n| n.peer == q) else {
+            let s = self.second_hand(e, function, q)?;
+            return Some(self.second_hand_age(s, q));
+        };
         let (_, heard_ms) = n.advert()?;
         let age = (self.now_us / 1000).saturating_sub(heard_ms) as f32;
         Some((age, !self.held_is_current(e, q)?))
@@ -201,16 +225,16 @@ impl Engine<'_> {
         }
         // What the entry knows: its neighbourhood's adverts (neighbourhood model), or
         // its fixed view with the adverts as last published (static model).
-        let hood = self.control.is_some().then(|| self.hood_view(e, function));
-        // No neighbour has it warm: find who near here has (for the calls after this).
-        if self.strategy == Strategy::Kith
-            && let Some(h) = &hood
-        {
+        // Beyond the neighbours: peers a warm answer named, on the adverts it carried.
+        let hood = self.control.is_some().then(|| {
+            let mut h = self.hood_view(e, function);
             let id = world.functions[function as usize].id;
-            if !self.warm(e, function) && !h.iter().any(|x| x.1.cached.may_contain(&id)) {
-                self.want_warm(e, function);
+            if self.strategy == Strategy::Kith && !h.iter().any(|x| x.1.cached.may_contain(&id)) {
+                let more = self.second_hand_view(e, function, &h);
+                h.extend(more);
             }
-        }
+            h
+        });
         let view: Vec<u32> = match &hood {
             Some(h) => h.iter().map(|x| x.0).collect(),
             None => world.peers[e as usize]

@@ -16,8 +16,8 @@ use super::*;
 /// (bit `function % 64`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Held {
-    running: u16,
-    queued: u16,
+    pub(super) running: u16,
+    pub(super) queued: u16,
     pub(super) warm: u64,
 }
 
@@ -37,7 +37,16 @@ const LOOKUP_MSG: u64 = FRAME + 8 * PEER;
 #[derive(Debug, Clone)]
 pub(super) enum Wire {
     Message(Message<u32>),
-    Advert { full: bool, seq: u64, held: Held },
+    Advert {
+        full: bool,
+        seq: u64,
+        held: Held,
+    },
+    /// `Message::Warm` with the adverts the answer carries.
+    Warm(
+        kith_protocol::FunctionId,
+        Vec<(u32, super::warm::SecondHand)>,
+    ),
 }
 
 /// The control plane's state in a run.
@@ -95,6 +104,8 @@ fn wire_bytes(w: &Wire) -> u64 {
         Wire::Message(Message::Peers(p)) => FRAME + PEER * p.len() as u64,
         Wire::Message(Message::FindWarm(_)) => FRAME + 33,
         Wire::Message(Message::Warm(_, p)) => FRAME + 33 + PEER * p.len() as u64,
+        // Each peer named with its signed advert.
+        Wire::Warm(_, p) => FRAME + 33 + (PEER + FULL - FRAME) * p.len() as u64,
         Wire::Message(_) => FRAME + 8,
     }
 }
@@ -161,7 +172,7 @@ impl Engine<'_> {
         }
     }
 
-    fn held(&self, p: u32) -> Held {
+    pub(super) fn held(&self, p: u32) -> Held {
         let s = &self.peers[p as usize];
         let warm = s
             .cache
@@ -300,10 +311,11 @@ impl Engine<'_> {
                 self.answer_warm(to, from, f);
                 return;
             }
-            Wire::Message(Message::Warm(f, peers)) => {
-                self.warm_answered(to, f, peers);
+            Wire::Warm(f, peers) => {
+                self.warm_answered(to, from, f, peers);
                 return;
             }
+            Wire::Message(Message::Warm(..)) => return, // the simulator sends Wire::Warm
             Wire::Message(m) => h.message(now_ms, from, m),
             Wire::Advert { full, seq, held } => {
                 // A delta carries the load only: it needs a full advert held already.
@@ -456,6 +468,8 @@ impl Engine<'_> {
             c.heap_samples = 0;
             c.warm.lookups = 0;
             c.warm.links = 0;
+            c.warm.held = 0;
+            c.warm.released_found = 0;
         }
     }
 
@@ -489,6 +503,8 @@ impl Engine<'_> {
             neighbours_per_peer: c.neighbours_sum / samples,
             warm_lookups: c.warm.lookups,
             warm_links: c.warm.links,
+            warm_held: c.warm.held,
+            warm_held_found: c.warm.released_found,
         })
     }
 }

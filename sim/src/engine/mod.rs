@@ -61,6 +61,7 @@ enum Ev {
     Lookup { peer: u32 },
     Hood { peer: u32 },
     WarmupEnd,
+    WarmTimer { peer: u32 },
 }
 
 impl Ev {
@@ -82,6 +83,7 @@ impl Ev {
             Self::Lookup { peer } => (13, peer, 0),
             Self::Hood { peer } => (14, peer, 0),
             Self::WarmupEnd => (15, 0, 0),
+            Self::WarmTimer { peer } => (16, peer, 0),
         };
         let mut out = [0u8; 9];
         out[0] = kind;
@@ -551,6 +553,7 @@ impl<'w> Engine<'w> {
             Ev::Lookup { peer } => self.lookup_answered(peer),
             Ev::Hood { peer } => self.hood_timer(peer),
             Ev::WarmupEnd => self.control_warmed_up(),
+            Ev::WarmTimer { peer } => self.warm_timer(peer),
             Ev::Partition { index, start } => {
                 if start {
                     self.active_partitions.push(index as usize);

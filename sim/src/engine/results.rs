@@ -150,10 +150,14 @@ pub struct ControlStats {
     pub memory_bytes_per_peer: f64,
     /// Neighbours per peer (mean over timer samples).
     pub neighbours_per_peer: f64,
-    /// Warm-function lookups made (DHT), all peers.
+    /// Warm-function questions asked of neighbours, all peers.
     pub warm_lookups: u64,
-    /// Warm links asked for from lookups' answers, all peers.
+    /// Warm links asked for from the answers, all peers.
     pub warm_links: u64,
+    /// Calls held for a warm answer (late binding), all peers.
+    pub warm_held: u64,
+    /// … of which released by an answer naming a peer.
+    pub warm_held_found: u64,
 }
 
 /// The result of one run.

@@ -12,6 +12,16 @@
 //! warmth among ~30 × 30 peers around it at the cost of one small question per
 //! function per [`Config::found_ttl_ms`], whatever the size of the network.
 //!
+//! Late binding (after Sparrow): the call that found no warm neighbour need not go
+//! cold. While its question is out the driver may [`WarmIndex::hold`] it, for at most
+//! [`Config::hold_ms`]; the first answer that names a peer (or the last answer, or
+//! the deadline) releases it ([`Action::Release`]) and the driver places it again,
+//! now with the peers named as candidates. Each answer carries the answerer's held
+//! advert of every peer it names (`A`, signed by that peer on a node), so placement
+//! ranks them on their load and coordinates without waiting for a warm link to
+//! settle: the wait is one round trip to the nearest neighbours, where a cold start
+//! costs a fetch and a compile.
+//!
 //! Rejected after measuring it: DHT provider records keyed by function and a cell of
 //! Vivaldi coordinates. In the simulator's European world (10 metro areas, 16
 //! rounds of Vivaldi, median error 34%) the areas' centroids lie within ~2 ms of one
@@ -22,11 +32,16 @@
 //! Caps: cached answers ≤ [`Config::max_cached`] (beyond it the least recently used
 //! goes), peers kept per answer ≤ [`Config::max_found`], questions in flight ≤
 //! [`Config::max_lookups`] (beyond it a call does without), actions waiting ≤
-//! [`MAX_ACTIONS`] (beyond it dropped and counted).
+//! [`MAX_ACTIONS`] (beyond it dropped and counted), calls held ≤ [`Config::max_held`]
+//! (beyond it a call is placed at once, without waiting).
+
+mod hold;
 
 use std::collections::VecDeque;
 
 use crate::FunctionId;
+
+use hold::Held;
 
 /// Most actions waiting for the driver.
 pub const MAX_ACTIONS: usize = 256;
@@ -50,6 +65,10 @@ pub struct Config {
     pub lookup_timeout_ms: u64,
     /// Most peers a node puts in one answer.
     pub max_answer: usize,
+    /// Longest a call waits for an answer before it is placed without one, ms.
+    pub hold_ms: u64,
+    /// Most calls held at once.
+    pub max_held: usize,
 }
 
 impl Default for Config {
@@ -63,6 +82,8 @@ impl Default for Config {
             max_lookups: 4,
             lookup_timeout_ms: 2_000,
             max_answer: 8,
+            hold_ms: 150,
+            max_held: 64,
         }
     }
 }
@@ -72,7 +93,11 @@ impl Default for Config {
 pub enum Action {
     /// Ask the [`Config::ask`] nearest neighbours who near them has this function
     /// warm; report each answer with [`WarmIndex::found`].
+    /// After it, report with [`WarmIndex::asked`] how many were asked.
     Ask(FunctionId),
+    /// Place this held call now ([`WarmIndex::hold`]): an answer came, or it waited
+    /// [`Config::hold_ms`].
+    Release(u64),
 }
 
 /// Counters, for metrics.
@@ -88,34 +113,46 @@ pub struct Stats {
     pub lookups_capped: u64,
     /// Actions dropped because the queue was full.
     pub dropped_actions: u64,
+    /// Calls held for an answer.
+    pub held: u64,
+    /// Held calls released by an answer naming a peer.
+    pub released_found: u64,
+    /// Held calls released empty-handed (every answer empty, or the deadline).
+    pub released_empty: u64,
+    /// Calls not held because [`Config::max_held`] were.
+    pub held_capped: u64,
 }
 
 #[derive(Debug, Clone)]
-struct Answer<P> {
+struct Answer<P, A> {
     function: FunctionId,
     until_ms: u64,
     used_ms: u64,
-    peers: Vec<P>,
+    peers: Vec<(P, A)>,
 }
 
 #[derive(Debug, Clone)]
 struct Lookup {
     function: FunctionId,
     started_ms: u64,
+    /// Answers still to come.
+    left: usize,
 }
 
-/// One node's warm-function index: the answers it holds and the questions out.
+/// One node's warm-function index: the answers it holds (each peer named with the
+/// advert the answer carried, `A`), the questions out and the calls held for them.
 #[derive(Debug, Clone)]
-pub struct WarmIndex<P> {
+pub struct WarmIndex<P, A = ()> {
     config: Config,
     me: P,
-    answers: Vec<Answer<P>>,
+    answers: Vec<Answer<P, A>>,
     lookups: Vec<Lookup>,
+    held: Vec<Held>,
     actions: VecDeque<Action>,
     stats: Stats,
 }
 
-impl<P: Copy + PartialEq> WarmIndex<P> {
+impl<P: Copy + PartialEq, A> WarmIndex<P, A> {
     /// A node `me` that has asked nothing yet.
     pub fn new(me: P, config: Config) -> Self {
         Self {
@@ -123,6 +160,7 @@ impl<P: Copy + PartialEq> WarmIndex<P> {
             me,
             answers: Vec::new(),
             lookups: Vec::new(),
+            held: Vec::new(),
             actions: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -143,10 +181,11 @@ impl<P: Copy + PartialEq> WarmIndex<P> {
         use std::mem::size_of;
         self.answers
             .iter()
-            .map(|a| a.peers.capacity() * size_of::<P>())
+            .map(|a| a.peers.capacity() * size_of::<(P, A)>())
             .sum::<usize>()
-            + self.answers.capacity() * size_of::<Answer<P>>()
+            + self.answers.capacity() * size_of::<Answer<P, A>>()
             + self.lookups.capacity() * size_of::<Lookup>()
+            + self.held.capacity() * size_of::<Held>()
             + self.actions.capacity() * size_of::<Action>()
     }
 
@@ -160,11 +199,14 @@ impl<P: Copy + PartialEq> WarmIndex<P> {
         self.lookups
             .iter()
             .map(|l| l.started_ms + self.config.lookup_timeout_ms)
+            .chain(self.held.iter().map(|h| h.until_ms))
             .min()
     }
 
-    /// Closes questions not answered in time and forgets expired answers.
+    /// Closes questions not answered in time, releases calls held too long and
+    /// forgets expired answers.
     pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.release_late(now_ms);
         let timeout = self.config.lookup_timeout_ms;
         let late: Vec<FunctionId> = self
             .lookups
@@ -177,25 +219,29 @@ impl<P: Copy + PartialEq> WarmIndex<P> {
             if !self.answers.iter().any(|a| a.function == f) {
                 self.store(now_ms, f, Vec::new());
             }
+            self.release(&f, false);
         }
         self.answers.retain(|a| now_ms < a.until_ms);
     }
 
-    /// Who near here has `function` warm: `Some` of a cached answer (possibly
-    /// empty), or `None` while the question is out (asked now if it is not yet and
-    /// the cap allows).
-    pub fn providers(&mut self, now_ms: u64, function: &FunctionId) -> Option<&[P]> {
+    /// Who near here has `function` warm, with the adverts the answers carried:
+    /// `Some` of a cached answer (possibly empty), or `None` while the question is
+    /// out (asked now if it is not yet and the cap allows).
+    pub fn providers(&mut self, now_ms: u64, function: &FunctionId) -> Option<&[(P, A)]> {
         let hit = self
             .answers
             .iter()
             .position(|a| a.function == *function && now_ms < a.until_ms);
+        let open = self.lookups.iter().any(|l| l.function == *function);
+        // An empty partial answer while others are still to come: still asking.
+        let hit = hit.filter(|&i| !(open && self.answers[i].peers.is_empty()));
         if let Some(i) = hit {
             self.stats.cache_hits += 1;
             let a = &mut self.answers[i];
             a.used_ms = now_ms;
             return Some(&a.peers);
         }
-        if self.lookups.iter().any(|l| l.function == *function) {
+        if open {
             return None;
         }
         if self.lookups.len() >= self.config.max_lookups {
@@ -205,43 +251,97 @@ impl<P: Copy + PartialEq> WarmIndex<P> {
         self.lookups.push(Lookup {
             function: *function,
             started_ms: now_ms,
+            left: self.config.ask,
         });
         self.stats.lookups += 1;
         self.push(Action::Ask(*function));
         None
     }
 
-    /// One neighbour's answer: peers near it with `function` warm. Merged into the
-    /// answer held (ignored unless asked for: a question out, or an answer held from
-    /// it).
+    /// The cached answer about `function`, if any: what [`WarmIndex::providers`]
+    /// would return, without asking or counting.
+    pub fn known(&self, now_ms: u64, function: &FunctionId) -> Option<&[(P, A)]> {
+        self.answers
+            .iter()
+            .find(|a| a.function == *function && now_ms < a.until_ms)
+            .map(|a| &a.peers[..])
+    }
+
+    /// The driver asked `n` neighbours about `function` (after [`Action::Ask`]):
+    /// that many answers are awaited. With none asked the question is closed empty
+    /// and its held calls are released.
+    pub fn asked(&mut self, now_ms: u64, function: &FunctionId, n: usize) {
+        let Some(i) = self.lookups.iter().position(|l| l.function == *function) else {
+            return;
+        };
+        if n > 0 {
+            self.lookups[i].left = n;
+            return;
+        }
+        self.lookups.swap_remove(i);
+        if !self.answers.iter().any(|a| a.function == *function) {
+            self.store(now_ms, *function, Vec::new());
+        }
+        self.release(function, false);
+    }
+
+    /// One neighbour's answer: peers near it with `function` warm, each with the
+    /// advert the answer carried. Merged into the answer held (ignored unless asked
+    /// for: a question out, or an answer held from it). Calls held for it are
+    /// released once a peer is known or every answer is in.
     pub fn found(
         &mut self,
         now_ms: u64,
         function: &FunctionId,
-        peers: impl IntoIterator<Item = P>,
+        peers: impl IntoIterator<Item = (P, A)>,
     ) {
-        let asked = self.lookups.iter().any(|l| l.function == *function);
+        let lookup = self.lookups.iter().position(|l| l.function == *function);
         let held = self.answers.iter().position(|a| a.function == *function);
-        if !asked && held.is_none() {
+        if lookup.is_none() && held.is_none() {
             return;
         }
-        self.lookups.retain(|l| l.function != *function);
-        let mut kept = match held {
-            Some(i) => self.answers.swap_remove(i).peers,
-            None => Vec::new(),
+        let mut open = false;
+        if let Some(i) = lookup {
+            let l = &mut self.lookups[i];
+            l.left = l.left.saturating_sub(1);
+            open = l.left > 0;
+            if !open {
+                self.lookups.swap_remove(i);
+            }
+        }
+        let (mut kept, until) = match held {
+            Some(i) => {
+                let a = self.answers.swap_remove(i);
+                (a.peers, Some(a.until_ms))
+            }
+            None => (Vec::new(), None),
         };
-        for p in peers {
+        let was_empty = kept.is_empty();
+        for (p, a) in peers {
             if kept.len() >= self.config.max_found {
                 break;
             }
-            if p != self.me && !kept.contains(&p) {
-                kept.push(p);
+            if p != self.me && !kept.iter().any(|k| k.0 == p) {
+                kept.push((p, a));
             }
         }
-        self.store(now_ms, *function, kept);
+        let found = !kept.is_empty();
+        match until {
+            // An answer adding to a non-empty one keeps its expiry.
+            Some(until_ms) if !was_empty => self.answers.push(Answer {
+                function: *function,
+                until_ms,
+                used_ms: now_ms,
+                peers: kept,
+            }),
+            _ => self.store(now_ms, *function, kept),
+        }
+        if found || !open {
+            self.release(function, found);
+        }
     }
 
-    fn store(&mut self, now_ms: u64, function: FunctionId, peers: Vec<P>) {
+    fn store(&mut self, now_ms: u64, function: FunctionId, peers: Vec<(P, A)>) {
         let ttl = if peers.is_empty() {
             self.stats.empty += 1;
             self.config.empty_ttl_ms
@@ -264,7 +364,7 @@ impl<P: Copy + PartialEq> WarmIndex<P> {
         }
         self.answers.push(Answer {
             function,
-            until_ms: now_ms + ttl,
+            until_ms: now_ms.saturating_add(ttl),
             used_ms: now_ms,
             peers,
         });
