@@ -19,7 +19,7 @@ use libp2p::PeerId;
 
 use crate::call::{CallError, Ranked, Receipt};
 use crate::clock::now_ms;
-use crate::net::{FetchError, Net};
+use crate::net::{FetchError, Net, WarmCandidate};
 use crate::node::Node;
 use crate::runtime::InvokeError;
 
@@ -91,7 +91,14 @@ impl Node {
             _ => return self.call_local(id, input).await,
         };
         let (manifest, size) = self.meta(&id).await?;
-        let (ranked, fallbacks) = self.rank(net, &id, &manifest, size);
+        // Nobody here or among the neighbours has it warm: ask who near here has,
+        // and wait (briefly) for the answer rather than start it cold.
+        let warm = if self.warm_nearby(net, &id) {
+            Vec::new()
+        } else {
+            net.find_warm(id).await
+        };
+        let (ranked, fallbacks) = self.rank(net, &id, &manifest, size, &warm);
         let explain: Vec<Ranked> = ranked
             .iter()
             .map(|c| Ranked {
@@ -274,12 +281,25 @@ impl Node {
         }
     }
 
+    /// Whether this node (unless a gateway) or a neighbour whose advert it holds has
+    /// `id` warm.
+    fn warm_nearby(&self, net: &Net, id: &FunctionId) -> bool {
+        (self.config.max_concurrent_calls > 0 && self.runtime.cached(id).is_some())
+            || net
+                .peers()
+                .usable()
+                .any(|(_, _, advert)| advert.cached.may_contain(id))
+    }
+
+    /// Candidates, best first, and fallbacks: this node, its neighbours, and the
+    /// peers a warm answer named (`warm`, on the adverts the answer carried).
     fn rank(
         &self,
         net: &Net,
         id: &FunctionId,
         manifest: &Manifest,
         size: u64,
+        warm: &[WarmCandidate],
     ) -> (Vec<placement::Candidate<PeerId>>, Vec<PeerId>) {
         let expected_fuel = self
             .fuel_seen
@@ -328,6 +348,20 @@ impl Node {
                 known_warm: None,
                 known_state: None,
                 penalty: table.penalty(&peer),
+            });
+        }
+        for w in warm {
+            if views.iter().any(|v| v.peer == w.peer) {
+                continue;
+            }
+            views.push(PeerView {
+                peer: w.peer,
+                advert: &w.advert,
+                measured_rtt_ms: table.rtt_ms(&w.peer).or(w.rtt_ms),
+                local: false,
+                known_warm: None,
+                known_state: None,
+                penalty: table.penalty(&w.peer),
             });
         }
         let ranked = placement::rank(&call, views.iter().copied(), &local, &Default::default());

@@ -154,9 +154,9 @@ fn a_neighbourhood_answers_with_its_warm_neighbours_nearest_first() {
     for (p, warm) in [(1, true), (2, true), (3, false), (4, true)] {
         h.advert(3, p, 10, warm);
     }
-    assert_eq!(h.warm_peers(9, 8, |w| *w), [4, 2, 1]);
+    assert_eq!(h.warm_peers(9, 8, |_, w| *w), [4, 2, 1]);
     assert_eq!(
-        h.warm_peers(4, 1, |w| *w),
+        h.warm_peers(4, 1, |_, w| *w),
         [2],
         "the asker is not its own answer"
     );

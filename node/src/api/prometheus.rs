@@ -190,6 +190,25 @@ pub(crate) fn render_node(node: &Node) -> String {
         }
         header(
             &mut out,
+            "kith_warm_total",
+            "counter",
+            "Who-has-it-warm questions asked of the nearest neighbours, and calls held for their answers (late binding), by event.",
+        );
+        let w = peers.warm;
+        for (event, n) in [
+            ("questions", w.lookups),
+            ("empty", w.empty),
+            ("cache_hits", w.cache_hits),
+            ("questions_capped", w.lookups_capped),
+            ("held", w.held),
+            ("released_found", w.released_found),
+            ("released_empty", w.released_empty),
+            ("held_capped", w.held_capped),
+        ] {
+            let _ = writeln!(out, "kith_warm_total{{event=\"{event}\"}} {n}");
+        }
+        header(
+            &mut out,
             "kith_net_bytes_total",
             "counter",
             "Payload bytes of kith's own protocols, by protocol and direction (updated every second).",

@@ -30,6 +30,10 @@ pub(super) enum Command {
         peer: PeerId,
         digest: [u8; 32],
     },
+    FindWarm {
+        id: FunctionId,
+        reply: oneshot::Sender<Vec<super::WarmCandidate>>,
+    },
 }
 
 impl Task {
@@ -51,6 +55,19 @@ impl Task {
                 request,
                 reply,
             } => {
+                // A peer a warm answer named may not be connected yet: dial it where
+                // the answer said it is (the request waits for the connection).
+                if !self.swarm.is_connected(&peer)
+                    && let Some((addrs, _)) = self.hood.addrs.get(&peer)
+                {
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(addrs.clone())
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(%peer, error = %e, "cannot dial a warm candidate");
+                    }
+                }
                 let id = self.send_request(Proto::Invoke, &peer, request.encode());
                 self.invoke_requests.insert(id, (peer, reply));
             }
@@ -79,6 +96,7 @@ impl Task {
             }
             Command::Advertise(advert) => self.offer(*advert),
             Command::Penalise(peer) => self.penalise(peer),
+            Command::FindWarm { id, reply } => self.find_warm(id, reply),
         }
     }
 }

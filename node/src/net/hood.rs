@@ -39,6 +39,8 @@ pub(super) struct Hood {
     pub(super) walks: HashSet<kad::QueryId>,
     /// The latest offer from the node (the advert without identity and sequence).
     pub(super) offer: Option<Advert>,
+    /// Who near here has a function warm (questions, answers, held calls).
+    pub(super) warm: super::warm::WarmState,
 }
 
 impl Hood {
@@ -60,6 +62,7 @@ impl Hood {
             addrs: HashMap::new(),
             walks: HashSet::new(),
             offer: None,
+            warm: super::warm::WarmState::new(me),
         }
     }
 
@@ -93,13 +96,15 @@ impl Task {
     pub(super) fn hood_wait(&self) -> Duration {
         let now = now_ms();
         let due = self.hood.machine.poll_timeout().unwrap_or(now + 1_000);
+        let due = self.warm_due().map_or(due, |w| w.min(due));
         Duration::from_millis(due.saturating_sub(now).clamp(1, 1_000))
     }
 
-    /// Runs the neighbourhood's timers, then its actions.
+    /// Runs the neighbourhood's and the warm index's timers, then their actions.
     pub(super) fn hood_tick(&mut self) {
         self.hood.machine.handle_timeout(now_ms());
         self.drive_hood();
+        self.warm_tick();
     }
 
     /// The node's latest offer: the advert to send (its identity, sequence number and
@@ -152,8 +157,7 @@ impl Task {
                         Message::AskPeers => Frame::AskPeers,
                         Message::Peers(peers) => Frame::Peers(self.records(&peers)),
                         // The warm questions are not the neighbourhood machine's to
-                        // send (protocol's `warm` index asks them); the node does not
-                        // ask them yet (docs/architecture.md).
+                        // send: protocol's `warm` index asks them (`super::warm`).
                         Message::FindWarm(_) | Message::Warm(..) => continue,
                         Message::Advert { full: true } => {
                             if full.is_none() {
@@ -218,7 +222,7 @@ impl Task {
     }
 
     /// `peers` with the addresses this node knows them at.
-    fn records(&self, peers: &[PeerId]) -> Vec<PeerRecord> {
+    pub(super) fn records(&self, peers: &[PeerId]) -> Vec<PeerRecord> {
         peers
             .iter()
             .map(|p| {
@@ -378,6 +382,8 @@ impl Task {
                 running,
                 queued,
             } => self.load_advert(peer, seq, running, queued),
+            Frame::FindWarm(f) => self.answer_warm(peer, f),
+            Frame::Warm(f, records) => self.warm_answered(peer, f, records),
         }
     }
 
@@ -428,7 +434,11 @@ impl Task {
             return;
         }
         match self.hood.machine.advert(now, peer, advert.seq, ()) {
-            AdvertVerdict::Accepted => self.table().advert(peer, advert),
+            AdvertVerdict::Accepted => {
+                // Kept signed, for the warm answers that name this peer.
+                self.hood.warm.signed.insert(peer, bytes.to_vec());
+                self.table().advert(peer, advert);
+            }
             verdict => tracing::trace!(%peer, ?verdict, "advert ignored"),
         }
     }
@@ -472,6 +482,10 @@ impl Task {
             machine.involves(*p) || now.duration_since(*t) < Duration::from_secs(120)
         };
         self.hood.addrs.retain(|p, (_, t)| keep_addr(p, t));
+        self.hood
+            .warm
+            .signed
+            .retain(|p, _| machine.is_neighbour(*p));
         let bootstrap: HashSet<PeerId> = self
             .discovery
             .bootstrap_peers

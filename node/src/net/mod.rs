@@ -35,6 +35,7 @@ mod nat;
 mod swarm;
 mod sync;
 mod table;
+mod warm;
 
 pub use codec::Frames;
 pub use errors::{FetchError, InvokeFailure};
@@ -77,6 +78,7 @@ pub use swarm::{MAX_CONNECTIONS_PER_PEER, MAX_PENDING_INCOMING, RESERVED_OUTGOIN
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use table::{NetBytes, PeerInfo, PeerTable, Proto, Reachability, Tracked};
+pub use warm::WarmCandidate;
 
 /// Relays a private node reserves a slot on, chosen among connected relay servers.
 pub const MAX_AUTO_RELAYS: usize = 2;
@@ -337,6 +339,28 @@ impl Net {
         rx.await.map_err(|_| InvokeFailure::Closed)?
     }
 
+    /// Peers near here with `id` warm, with their verified adverts, for a call that
+    /// found no warm candidate: from the cache at once, else after the neighbours
+    /// answer (the network task holds the call at most
+    /// `kith_protocol::warm::Config::hold_ms`); empty when nobody near has it or the
+    /// network is busy.
+    pub async fn find_warm(&self, id: FunctionId) -> Vec<WarmCandidate> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .try_send(Command::FindWarm { id, reply })
+            .is_err()
+        {
+            return Vec::new();
+        }
+        let hold = kith_protocol::warm::Config::default().hold_ms;
+        let patience = Duration::from_millis(hold + 100);
+        match tokio::time::timeout(patience, rx).await {
+            Ok(Ok(found)) => found,
+            _ => Vec::new(),
+        }
+    }
+
     /// Announces a new alias record on the alias topic.
     pub async fn publish_alias(&self, bytes: Vec<u8>) {
         let _ = self.commands.send(Command::PublishAlias(bytes)).await;
@@ -573,8 +597,13 @@ impl Task {
             subscribers: self.hood.machine.subscribers().count(),
             candidates: self.hood.machine.candidates(),
             hood_addrs: self.hood.addrs.len(),
+            warm_answers: self.hood.warm.index.answers(),
+            warm_held: self.hood.warm.index.held(),
+            warm_signed: self.hood.warm.signed.len(),
         };
         self.table().tracked = tracked;
+        let warm = self.hood.warm.index.stats();
+        self.table().warm = warm;
         let bytes = self.bytes;
         self.table().bytes = bytes;
     }

@@ -27,6 +27,8 @@ pub struct PeerTable {
     pub tracked: Tracked,
     /// Bytes of kith's own protocols sent and received (updated every second).
     pub bytes: NetBytes,
+    /// The warm index's counters: questions, held calls (updated every second).
+    pub warm: kith_protocol::warm::Stats,
 }
 
 /// One of kith's own protocols, for byte counts.
@@ -130,11 +132,17 @@ pub struct Tracked {
     pub candidates: usize,
     /// Addresses held for the neighbourhood's dials.
     pub hood_addrs: usize,
+    /// Warm answers cached.
+    pub warm_answers: usize,
+    /// Calls held for a warm answer.
+    pub warm_held: usize,
+    /// Signed adverts of neighbours kept for warm answers.
+    pub warm_signed: usize,
 }
 
 impl Tracked {
     /// Each count with its label.
-    pub fn labelled(&self) -> [(&'static str, usize); 11] {
+    pub fn labelled(&self) -> [(&'static str, usize); 14] {
         [
             ("peer_book", self.peer_book),
             ("invoke_buckets", self.invoke_buckets),
@@ -147,6 +155,9 @@ impl Tracked {
             ("subscribers", self.subscribers),
             ("candidates", self.candidates),
             ("hood_addrs", self.hood_addrs),
+            ("warm_answers", self.warm_answers),
+            ("warm_held", self.warm_held),
+            ("warm_signed", self.warm_signed),
         ]
     }
 }
@@ -170,6 +181,7 @@ impl PeerTable {
             nat: Reachability::default(),
             tracked: Tracked::default(),
             bytes: NetBytes::default(),
+            warm: kith_protocol::warm::Stats::default(),
         }
     }
 }

@@ -347,17 +347,21 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
         self.flush_delta(now_ms);
     }
 
-    /// Up to `k` of its neighbours whose advert says `is_warm`, nearest first, not
-    /// counting `asker`: the answer to a [`Message::FindWarm`].
-    pub fn warm_peers(&self, asker: P, k: usize, is_warm: impl Fn(&A) -> bool) -> Vec<P> {
+    /// Up to `k` of its neighbours whose advert (held here, or by the driver when
+    /// `A` is `()`) says `is_warm`, nearest first, not counting `asker`: the answer
+    /// to a [`Message::FindWarm`].
+    pub fn warm_peers(&self, asker: P, k: usize, is_warm: impl Fn(&P, &A) -> bool) -> Vec<P> {
         self.nearest_where(k, |n| {
-            n.peer != asker && n.advert.as_ref().is_some_and(|(a, _)| is_warm(a))
+            n.peer != asker && n.advert.as_ref().is_some_and(|(a, _)| is_warm(&n.peer, a))
         })
     }
 
-    /// Up to `k` neighbours chosen by RTT, nearest first (whom to ask a question).
+    /// Up to `k` neighbours, nearest first, not counting warm links (whom to ask a
+    /// question: a warm link was taken for one function, and its own neighbours are
+    /// no nearer than ours). Random links count: a small neighbourhood may be all
+    /// random links.
     pub fn nearest_neighbours(&self, k: usize) -> Vec<P> {
-        self.nearest_where(k, |n| n.link == Link::Rtt)
+        self.nearest_where(k, |n| n.link != Link::Warm)
     }
 
     /// Up to `k` neighbours, nearest first.

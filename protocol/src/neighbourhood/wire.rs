@@ -14,8 +14,16 @@ pub const MAX_ADDR: usize = 128;
 pub const MAX_ADDRS: usize = 4;
 /// Most peers in one [`Frame::Peers`] (the neighbourhood's `share`).
 pub const MAX_PEERS: usize = 16;
-/// Largest frame, bytes: a full [`Frame::Peers`].
-pub const MAX_FRAME: usize = 2 + MAX_PEERS * (2 + MAX_PEER_ID + MAX_ADDRS * (1 + MAX_ADDR));
+/// Most peers in one [`Frame::Warm`] (`crate::warm::Config::max_answer`).
+pub const MAX_WARM: usize = 8;
+/// Bytes of one peer record at most, encoded.
+const MAX_RECORD: usize = 2 + MAX_PEER_ID + MAX_ADDRS * (1 + MAX_ADDR);
+/// Bytes of one [`Frame::Warm`] entry beyond its record: the signed advert, the load
+/// and the RTT.
+const WARM_EXTRA: usize = crate::capacity::ENCODED_LEN + 2 + 2 + 2;
+/// Largest frame, bytes: a full [`Frame::Peers`] (a full [`Frame::Warm`] is smaller).
+pub const MAX_FRAME: usize = 2 + MAX_PEERS * MAX_RECORD;
+const _: () = assert!(1 + 32 + 1 + MAX_WARM * (MAX_RECORD + WARM_EXTRA) <= MAX_FRAME);
 /// Bytes of a [`Frame::Load`], tag included.
 pub const LOAD_LEN: usize = 1 + 8 + 2 + 2;
 
@@ -27,6 +35,8 @@ const FULL: u8 = 5;
 const LOAD: u8 = 6;
 const ASK_PEERS: u8 = 7;
 const PEERS: u8 = 8;
+const FIND_WARM: u8 = 9;
+const WARM: u8 = 10;
 
 /// A peer named in a [`Frame::Peers`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +45,23 @@ pub struct PeerRecord {
     pub id: Vec<u8>,
     /// Up to [`MAX_ADDRS`] addresses, raw bytes.
     pub addrs: Vec<Vec<u8>>,
+}
+
+/// A peer named in a [`Frame::Warm`]: where it is, the whole advert the answerer
+/// holds of it (signed by that peer: the asker verifies it), its load as last heard
+/// (not signed: a hint) and the answerer's RTT to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmRecord {
+    /// Who, and where.
+    pub peer: PeerRecord,
+    /// Its signed advert (`capacity::Advert`, encoded).
+    pub advert: Vec<u8>,
+    /// Calls running there, as last heard.
+    pub running: u16,
+    /// Calls queued there, as last heard.
+    pub queued: u16,
+    /// The answerer's measured RTT to it, tenths of a millisecond (saturating).
+    pub rtt_tenths_ms: u16,
 }
 
 /// One neighbourhood message.
@@ -63,6 +90,11 @@ pub enum Frame {
     AskPeers,
     /// Some of my nearest neighbours.
     Peers(Vec<PeerRecord>),
+    /// Which of your neighbours have this function warm?
+    FindWarm([u8; 32]),
+    /// Those of my neighbours with this function warm, nearest first, with the
+    /// adverts I hold of them.
+    Warm([u8; 32], Vec<WarmRecord>),
 }
 
 /// Why a frame was refused.
@@ -133,26 +165,34 @@ impl Frame {
                 b
             }
             Self::Peers(peers) => {
-                let peers: Vec<&PeerRecord> = peers
-                    .iter()
-                    .filter(|p| !p.id.is_empty() && p.id.len() <= MAX_PEER_ID)
-                    .take(MAX_PEERS)
-                    .collect();
+                let peers: Vec<&PeerRecord> =
+                    peers.iter().filter(|p| p.fits()).take(MAX_PEERS).collect();
                 let mut b = vec![PEERS, peers.len() as u8];
                 for p in peers {
-                    b.push(p.id.len() as u8);
-                    b.extend_from_slice(&p.id);
-                    let addrs: Vec<&Vec<u8>> = p
-                        .addrs
-                        .iter()
-                        .filter(|a| !a.is_empty() && a.len() <= MAX_ADDR)
-                        .take(MAX_ADDRS)
-                        .collect();
-                    b.push(addrs.len() as u8);
-                    for a in addrs {
-                        b.push(a.len() as u8);
-                        b.extend_from_slice(a);
-                    }
+                    p.encode_into(&mut b);
+                }
+                b
+            }
+            Self::FindWarm(f) => {
+                let mut b = vec![FIND_WARM];
+                b.extend_from_slice(f);
+                b
+            }
+            Self::Warm(f, peers) => {
+                let peers: Vec<&WarmRecord> = peers
+                    .iter()
+                    .filter(|w| w.peer.fits() && w.advert.len() == crate::capacity::ENCODED_LEN)
+                    .take(MAX_WARM)
+                    .collect();
+                let mut b = vec![WARM];
+                b.extend_from_slice(f);
+                b.push(peers.len() as u8);
+                for w in peers {
+                    w.peer.encode_into(&mut b);
+                    b.extend_from_slice(&w.advert);
+                    b.extend_from_slice(&w.running.to_le_bytes());
+                    b.extend_from_slice(&w.queued.to_le_bytes());
+                    b.extend_from_slice(&w.rtt_tenths_ms.to_le_bytes());
                 }
                 b
             }
@@ -188,20 +228,26 @@ impl Frame {
                 limit("peers", n, MAX_PEERS)?;
                 let mut peers = Vec::with_capacity(n);
                 for _ in 0..n {
-                    let len = usize::from(r.u8()?);
-                    limit("peer id length", len, MAX_PEER_ID)?;
-                    let id = r.take(len)?.to_vec();
-                    let count = usize::from(r.u8()?);
-                    limit("addresses of one peer", count, MAX_ADDRS)?;
-                    let mut addrs = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        let len = usize::from(r.u8()?);
-                        limit("address length", len, MAX_ADDR)?;
-                        addrs.push(r.take(len)?.to_vec());
-                    }
-                    peers.push(PeerRecord { id, addrs });
+                    peers.push(PeerRecord::decode(&mut r)?);
                 }
                 Self::Peers(peers)
+            }
+            FIND_WARM => Self::FindWarm(r.array()?),
+            WARM => {
+                let f = r.array()?;
+                let n = usize::from(r.u8()?);
+                limit("warm peers", n, MAX_WARM)?;
+                let mut peers = Vec::with_capacity(n);
+                for _ in 0..n {
+                    peers.push(WarmRecord {
+                        peer: PeerRecord::decode(&mut r)?,
+                        advert: r.take(crate::capacity::ENCODED_LEN)?.to_vec(),
+                        running: u16::from_le_bytes(r.array()?),
+                        queued: u16::from_le_bytes(r.array()?),
+                        rtt_tenths_ms: u16::from_le_bytes(r.array()?),
+                    });
+                }
+                Self::Warm(f, peers)
             }
             other => return Err(FrameError::Tag(other)),
         };
@@ -209,6 +255,44 @@ impl Frame {
             return Err(FrameError::Trailing(r.0.len()));
         }
         Ok(frame)
+    }
+}
+
+impl PeerRecord {
+    /// Whether its id can be encoded (addresses over their caps are left out).
+    fn fits(&self) -> bool {
+        !self.id.is_empty() && self.id.len() <= MAX_PEER_ID
+    }
+
+    fn encode_into(&self, b: &mut Vec<u8>) {
+        b.push(self.id.len() as u8);
+        b.extend_from_slice(&self.id);
+        let addrs: Vec<&Vec<u8>> = self
+            .addrs
+            .iter()
+            .filter(|a| !a.is_empty() && a.len() <= MAX_ADDR)
+            .take(MAX_ADDRS)
+            .collect();
+        b.push(addrs.len() as u8);
+        for a in addrs {
+            b.push(a.len() as u8);
+            b.extend_from_slice(a);
+        }
+    }
+
+    fn decode(r: &mut Bytes<'_>) -> Result<Self, FrameError> {
+        let len = usize::from(r.u8()?);
+        limit("peer id length", len, MAX_PEER_ID)?;
+        let id = r.take(len)?.to_vec();
+        let count = usize::from(r.u8()?);
+        limit("addresses of one peer", count, MAX_ADDRS)?;
+        let mut addrs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = usize::from(r.u8()?);
+            limit("address length", len, MAX_ADDR)?;
+            addrs.push(r.take(len)?.to_vec());
+        }
+        Ok(Self { id, addrs })
     }
 }
 
@@ -265,9 +349,32 @@ mod tests {
                 queued: 7,
             },
             peers,
+            Frame::FindWarm([3; 32]),
+            Frame::Warm([3; 32], Vec::new()),
+            Frame::Warm(
+                [4; 32],
+                vec![WarmRecord {
+                    peer: PeerRecord {
+                        id: vec![8; 38],
+                        addrs: vec![vec![5; 12]],
+                    },
+                    advert: vec![6; crate::capacity::ENCODED_LEN],
+                    running: 1,
+                    queued: 2,
+                    rtt_tenths_ms: 123,
+                }],
+            ),
         ] {
             assert_eq!(Frame::decode(&f.encode()), Ok(f));
         }
+        assert!(matches!(
+            Frame::decode(&[WARM; 34]),
+            Err(FrameError::Limit {
+                what: "warm peers",
+                ..
+            })
+        ));
+        assert_eq!(Frame::decode(&[FIND_WARM, 1]), Err(FrameError::Truncated));
         assert_eq!(
             Frame::Load {
                 seq: 1,

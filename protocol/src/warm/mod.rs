@@ -176,6 +176,11 @@ impl<P: Copy + PartialEq, A> WarmIndex<P, A> {
         self.stats
     }
 
+    /// How many answers are cached.
+    pub fn answers(&self) -> usize {
+        self.answers.len()
+    }
+
     /// Bytes held on the heap by its tables (their capacity).
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
@@ -265,6 +270,11 @@ impl<P: Copy + PartialEq, A> WarmIndex<P, A> {
             .iter()
             .find(|a| a.function == *function && now_ms < a.until_ms)
             .map(|a| &a.peers[..])
+    }
+
+    /// Whether a question about `function` is out (an answer about it is wanted).
+    pub fn asking(&self, function: &FunctionId) -> bool {
+        self.lookups.iter().any(|l| l.function == *function)
     }
 
     /// The driver asked `n` neighbours about `function` (after [`Action::Ask`]):

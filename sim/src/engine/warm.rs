@@ -239,7 +239,7 @@ impl Engine<'_> {
         else {
             return;
         };
-        let peers = h.warm_peers(from, max, |held: &Held| held.warm & bit != 0);
+        let peers = h.warm_peers(from, max, |_, held: &Held| held.warm & bit != 0);
         let answer = peers
             .into_iter()
             .filter_map(|q| {

@@ -24,6 +24,14 @@
 //!                                       `fuel` (output "lie", fuel_used u64::MAX) or
 //!                                       `kind` (an error with a made-up kind code); runs
 //!                                       until killed
+//! kith-test-peer warm  TARGET ID OTHER  be the node's neighbour (an advert with every
+//!                                       slot taken and ID not warm) and answer its
+//!                                       `FindWarm` for ID naming OTHER: a kith node's
+//!                                       multiaddr (its own signed advert, got by
+//!                                       subscribing to it; ready once that advert has
+//!                                       ID warm), or `forged` (a made-up peer whose
+//!                                       advert this peer signed); prints `asked` for
+//!                                       each question; runs until killed
 //! ```
 //!
 //! TARGET is the node's multiaddr ending in `/p2p/<peer id>`. It prints `ready <peer id>`
@@ -38,7 +46,7 @@ use futures::StreamExt;
 use kith_node::net::Frames;
 use kith_protocol::FunctionId;
 use kith_protocol::alias;
-use kith_protocol::neighbourhood::wire::{self as hood_wire, Frame};
+use kith_protocol::neighbourhood::wire::{self as hood_wire, Frame, PeerRecord, WarmRecord};
 use kith_protocol::wire::{self, FetchRequest, FetchResponse, InvokeRequest, InvokeResponse};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -98,7 +106,14 @@ async fn main() {
                 kad::store::MemoryStore::new(peer),
                 kad::Config::new(StreamProtocol::new("/kith/kad/1")),
             );
-            kad.set_mode(Some(kad::Mode::Server));
+            // `warm`: the node must learn of OTHER from the warm answer alone, so this
+            // peer answers no DHT queries (OTHER would learn of the node, and the node
+            // of OTHER, through them).
+            kad.set_mode(Some(if mode == "warm" {
+                kad::Mode::Client
+            } else {
+                kad::Mode::Server
+            }));
             let rr =
                 request_response::Config::default().with_request_timeout(Duration::from_secs(60));
             Behaviour {
@@ -162,18 +177,36 @@ async fn main() {
         .behaviour_mut()
         .kad
         .add_address(&target_peer, target.clone());
-    swarm.dial(target).expect("dial");
+    swarm.dial(target.clone()).expect("dial");
     let alias_topic = gossipsub::IdentTopic::new(alias::TOPIC);
     swarm
         .behaviour_mut()
         .gossipsub
         .subscribe(&alias_topic)
         .unwrap();
-    // Whether the node subscribed to our adverts.
+    // Whether the node subscribed to our adverts; whether `ready` was printed.
     let mut subscribed = false;
+    let mut ready_said = false;
     let liar_key = swarm_key.clone();
     let mut advert_seq = 0u64;
     let mut advert_tick = tokio::time::interval(Duration::from_millis(500));
+
+    // `warm`: the peer to name, where, and its latest signed advert and load.
+    let other: Option<Multiaddr> =
+        (mode == "warm" && args[4] != "forged").then(|| args[4].parse().expect("OTHER multiaddr"));
+    let other_peer = other.as_ref().map(|a| {
+        a.iter()
+            .find_map(|p| match p {
+                libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+                _ => None,
+            })
+            .expect("OTHER ends in /p2p/<peer id>")
+    });
+    if let Some(addr) = &other {
+        swarm.dial(addr.clone()).expect("dial OTHER");
+    }
+    let mut other_advert: Option<(Vec<u8>, u16, u16)> = None;
+    let mut other_ready = false;
 
     let flood_count: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(0);
     let mut counts: HashMap<&'static str, u64> = HashMap::new();
@@ -194,6 +227,12 @@ async fn main() {
             }
         };
         match event {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } if Some(peer_id) == other_peer => {
+                swarm
+                    .behaviour_mut()
+                    .hood
+                    .send_request(&peer_id, Frame::Subscribe.encode());
+            }
             SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == target_peer => {
                 if mode == "forge" {
                     // Wait for the node's subscription before announcing.
@@ -203,7 +242,7 @@ async fn main() {
                         .kad
                         .start_providing(kad::RecordKey::new(id.as_bytes()))
                         .unwrap();
-                } else if mode == "liar" {
+                } else if mode == "liar" || mode == "warm" {
                     // Ready once the node subscribes to our adverts.
                 } else if mode == "invoke" {
                     println!("ready {}", swarm.local_peer_id());
@@ -259,17 +298,82 @@ async fn main() {
                     .hood
                     .send_response(channel, Vec::new());
                 let liar = mode == "liar" || mode == "lie";
-                if liar && peer == target_peer && Frame::decode(&request) == Ok(Frame::Subscribe) {
+                let frame = Frame::decode(&request);
+                if Some(peer) == other_peer {
+                    match frame {
+                        Ok(Frame::Full(bytes)) => {
+                            let now = kith_protocol::capacity::Advert::decode(&bytes, now_ms());
+                            if let Ok(a) = now {
+                                other_ready |= a.cached.may_contain(&id);
+                                other_advert = Some((bytes, a.running, a.queued));
+                            }
+                        }
+                        Ok(Frame::Load {
+                            running, queued, ..
+                        }) => {
+                            if let Some(held) = other_advert.as_mut() {
+                                (held.1, held.2) = (running, queued);
+                            }
+                        }
+                        _ => {}
+                    }
+                    if other_ready && subscribed && !std::mem::replace(&mut ready_said, true) {
+                        println!("ready {}", swarm.local_peer_id());
+                    }
+                    continue;
+                }
+                if (liar || mode == "warm") && peer == target_peer && frame == Ok(Frame::Subscribe)
+                {
                     let first = !subscribed;
                     subscribed = true;
                     advert_seq += 1;
-                    let advert = liar_advert(&liar_key, id, advert_seq, mode == "lie");
+                    let advert = if mode == "warm" {
+                        busy_cold_advert(&liar_key, advert_seq)
+                    } else {
+                        liar_advert(&liar_key, id, advert_seq, mode == "lie")
+                    };
                     let hood = &mut swarm.behaviour_mut().hood;
                     hood.send_request(&peer, Frame::Accepted.encode());
                     hood.send_request(&peer, Frame::Full(advert).encode());
-                    if first && mode == "liar" {
+                    let ready =
+                        mode == "liar" || (mode == "warm" && (other.is_none() || other_ready));
+                    if first && ready && !std::mem::replace(&mut ready_said, true) {
                         println!("ready {}", swarm.local_peer_id());
                     }
+                }
+                if mode == "warm"
+                    && peer == target_peer
+                    && let Ok(Frame::FindWarm(f)) = frame
+                    && f == *id.as_bytes()
+                {
+                    println!("asked");
+                    let record = match (&other, other_peer, &other_advert) {
+                        (Some(addr), Some(o), Some((bytes, running, queued))) => WarmRecord {
+                            peer: PeerRecord {
+                                id: o.to_bytes(),
+                                addrs: vec![without_p2p(addr).to_vec()],
+                            },
+                            advert: bytes.clone(),
+                            running: *running,
+                            queued: *queued,
+                            rtt_tenths_ms: 10,
+                        },
+                        // Someone else, with an advert this peer signed.
+                        _ => WarmRecord {
+                            peer: PeerRecord {
+                                id: libp2p::PeerId::random().to_bytes(),
+                                addrs: vec![without_p2p(&target).to_vec()],
+                            },
+                            advert: liar_advert(&liar_key, id, 1, false),
+                            running: 0,
+                            queued: 0,
+                            rtt_tenths_ms: 1,
+                        },
+                    };
+                    swarm
+                        .behaviour_mut()
+                        .hood
+                        .send_request(&peer, Frame::Warm(f, vec![record]).encode());
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Invoke(request_response::Event::Message {
@@ -411,4 +515,41 @@ fn liar_advert(key: &libp2p::identity::Keypair, id: FunctionId, seq: u64, full: 
         cached,
     };
     advert.encode(|m| key.sign(m).unwrap().try_into().unwrap())
+}
+
+/// A signed advert of a modest peer with every slot and queue place taken and nothing
+/// cached: a neighbour placement never chooses, and that has nothing warm.
+fn busy_cold_advert(key: &libp2p::identity::Keypair, seq: u64) -> Vec<u8> {
+    use kith_protocol::capacity::{Advert, Cached, DeviceClass, backend};
+    let advert = Advert {
+        peer: key.public().try_into_ed25519().unwrap().to_bytes(),
+        seq,
+        issued_ms: now_ms(),
+        device: DeviceClass::Pi,
+        cores: 1,
+        cpu_score: 1_000_000,
+        memory_bytes: 64 << 20,
+        max_concurrent: 1,
+        max_queued: 1,
+        running: 1,
+        queued: 1,
+        backends: backend::CRANELIFT,
+        coord: Default::default(),
+        cached: Cached::default(),
+    };
+    advert.encode(|m| key.sign(m).unwrap().try_into().unwrap())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// `addr` without its trailing `/p2p/<id>`, as raw bytes (what a peer record carries).
+fn without_p2p(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect()
 }
