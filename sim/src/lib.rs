@@ -14,6 +14,7 @@ pub mod engine;
 pub mod geo;
 pub mod report;
 pub mod rng;
+pub mod scale;
 pub mod scenario;
 pub mod svg;
 pub mod world;

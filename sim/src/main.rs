@@ -31,6 +31,16 @@ enum Command {
         /// The scenario file (TOML).
         scenario: PathBuf,
     },
+    /// Plot control bytes per peer against network size (log-log) from the
+    /// summary.json of runs at different sizes; print the points.
+    Scale {
+        /// Where to write the SVG.
+        #[arg(long)]
+        out: PathBuf,
+        /// summary.json files, one per network size.
+        #[arg(required = true)]
+        summaries: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -104,6 +114,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(args),
+        Command::Scale { out, summaries } => {
+            let mut points = Vec::new();
+            for path in &summaries {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let p = kith_sim::scale::point(&path.display().to_string(), &text)?;
+                println!(
+                    "{:>9} peers: {:.0} B/s (p99 {:.0}), {:.1} msgs/s per peer",
+                    p.peers, p.bytes_mean, p.bytes_p99, p.msgs_mean
+                );
+                points.push(p);
+            }
+            std::fs::write(&out, kith_sim::scale::plot(&points))
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
     }
 }
 

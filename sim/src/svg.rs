@@ -73,14 +73,33 @@ pub fn line_chart(
     series: &[Series],
     log_x: bool,
 ) -> String {
+    chart(title, x_label, y_label, series, log_x, false)
+}
+
+/// A line chart with both axes on log scales (non-positive values are dropped).
+pub fn log_log_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+    chart(title, x_label, y_label, series, true, true)
+}
+
+fn chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log_x: bool,
+    log_y: bool,
+) -> String {
+    let keep = |x: f64, y: f64| {
+        x.is_finite() && y.is_finite() && (!log_x || x > 0.0) && (!log_y || y > 0.0)
+    };
     let pts = || {
         series
             .iter()
             .flat_map(|s| s.points.iter())
-            .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_x || *x > 0.0))
+            .filter(|(x, y)| keep(*x, *y))
     };
-    let (mut x0, mut x1, mut y0, mut y1) =
-        (f64::INFINITY, f64::NEG_INFINITY, 0.0f64, f64::NEG_INFINITY);
+    let mut y0 = if log_y { f64::INFINITY } else { 0.0f64 };
+    let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
     for &(x, y) in pts() {
         x0 = x0.min(x);
         x1 = x1.max(x);
@@ -89,6 +108,7 @@ pub fn line_chart(
     }
     if !x0.is_finite() {
         (x0, x1, y1) = (if log_x { 1.0 } else { 0.0 }, 10.0, 1.0);
+        y0 = if log_y { 0.1 } else { 0.0 };
     }
     if x1 <= x0 {
         x1 = if log_x { x0 * 10.0 } else { x0 + 1.0 };
@@ -100,6 +120,10 @@ pub fn line_chart(
         x0 = 10f64.powf(x0.log10().floor());
         x1 = 10f64.powf(x1.log10().ceil());
     }
+    if log_y {
+        y0 = 10f64.powf(y0.log10().floor());
+        y1 = 10f64.powf(y1.log10().ceil()).max(y0 * 10.0);
+    }
     let fx = |x: f64| {
         let r = if log_x {
             (x.log10() - x0.log10()) / (x1.log10() - x0.log10())
@@ -108,7 +132,14 @@ pub fn line_chart(
         };
         LEFT + r * (W - LEFT - RIGHT)
     };
-    let fy = |y: f64| H - BOTTOM - (y - y0) / (y1 - y0) * (H - TOP - BOTTOM);
+    let fy = |y: f64| {
+        let r = if log_y {
+            (y.log10() - y0.log10()) / (y1.log10() - y0.log10())
+        } else {
+            (y - y0) / (y1 - y0)
+        };
+        H - BOTTOM - r * (H - TOP - BOTTOM)
+    };
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -135,7 +166,7 @@ pub fn line_chart(
             label(t)
         );
     }
-    for t in nice_ticks(y0, y1, false) {
+    for t in nice_ticks(y0, y1, log_y) {
         let y = fy(t);
         let _ = writeln!(
             s,
@@ -174,9 +205,19 @@ pub fn line_chart(
         let path: Vec<String> = series
             .points
             .iter()
-            .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_x || *x > 0.0))
+            .filter(|(x, y)| keep(*x, *y))
             .map(|&(x, y)| format!("{:.1},{:.1}", fx(x), fy(y)))
             .collect();
+        // Markers where there are few points (a sweep), not on a CDF.
+        for p in path.iter().filter(|_| path.len() <= 20) {
+            if let Some((x, y)) = p.split_once(',') {
+                let _ = writeln!(
+                    s,
+                    r#"<circle cx="{x}" cy="{y}" r="3" fill="{}"/>"#,
+                    COLOURS[i % COLOURS.len()]
+                );
+            }
+        }
         if !path.is_empty() {
             let _ = writeln!(
                 s,

@@ -271,7 +271,17 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
     /// twice so), so links settle and become mutual.
     fn wanted(&self, now_ms: u64) -> Vec<(f64, P)> {
         let c = &self.config;
-        let subscriber = |p: &P| self.subscribers.iter().any(|s| s.peer == *p);
+        // Sorted once, searched per peer: this runs on every RTT measured.
+        let mut subscribers: Vec<P> = self.subscribers.iter().map(|s| s.peer).collect();
+        subscribers.sort_unstable();
+        let mut other_links: Vec<P> = self
+            .neighbours
+            .iter()
+            .filter(|n| n.link != Link::Rtt)
+            .map(|n| n.peer)
+            .collect();
+        other_links.sort_unstable();
+        let subscriber = |p: &P| subscribers.binary_search(p).is_ok();
         let mut known: Vec<(f64, f64, P)> = self
             .neighbours
             .iter()
@@ -295,12 +305,7 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
                         Some((key, r, x.peer))
                     }),
             )
-            .filter(|k| {
-                !self
-                    .neighbours
-                    .iter()
-                    .any(|n| n.link != Link::Rtt && n.peer == k.2)
-            })
+            .filter(|k| other_links.binary_search(&k.2).is_err())
             .collect();
         known.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.2.cmp(&b.2)));
         let mut out: Vec<(f64, P)> = Vec::with_capacity(c.near + c.rings * c.per_ring);

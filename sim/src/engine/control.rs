@@ -37,10 +37,13 @@ const LOOKUP_MSG: u64 = FRAME + 8 * PEER;
 #[derive(Debug, Clone)]
 pub(super) enum Wire {
     Message(Message<u32>),
-    Advert {
+    /// One advert (or load update) to one or more subscribers, delivered to all of them
+    /// at once, when the slowest of them would have it (see `Engine::send_adverts`).
+    Adverts {
         full: bool,
         seq: u64,
         held: Held,
+        to: Vec<u32>,
     },
     /// `Message::Warm` with the adverts the answer carries.
     Warm(
@@ -89,6 +92,20 @@ impl Control {
         }
     }
 
+    /// Keeps a message in flight; its slot.
+    fn store(&mut self, from: u32, wire: Wire) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some((from, wire));
+                i
+            }
+            None => {
+                self.slab.push(Some((from, wire)));
+                (self.slab.len() - 1) as u32
+            }
+        }
+    }
+
     fn count(&mut self, p: u32, bytes: u64) {
         if let Some(m) = self.msgs.get_mut(p as usize) {
             *m = m.saturating_add(1);
@@ -99,8 +116,8 @@ impl Control {
 
 fn wire_bytes(w: &Wire) -> u64 {
     match w {
-        Wire::Advert { full: true, .. } => FULL,
-        Wire::Advert { full: false, .. } => DELTA,
+        Wire::Adverts { full: true, .. } => FULL,
+        Wire::Adverts { full: false, .. } => DELTA,
         Wire::Message(Message::Peers(p)) => FRAME + PEER * p.len() as u64,
         Wire::Message(Message::FindWarm(_)) => FRAME + 33,
         Wire::Message(Message::Warm(_, p)) => FRAME + 33 + PEER * p.len() as u64,
@@ -188,6 +205,9 @@ impl Engine<'_> {
 
     /// Carries out what `p`'s machine asks for, and keeps its timer.
     pub(super) fn drive(&mut self, p: u32) {
+        // The adverts of one batch of actions (load updates, whole adverts) carry the
+        // same bytes to every subscriber: one event each.
+        let mut batches: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
         while let Some(action) = self.hood_mut(p).and_then(Hood::poll_action) {
             match action {
                 Action::Probe(q) => {
@@ -213,24 +233,15 @@ impl Engine<'_> {
                     let t = self.now_us + us(3.0 * 40.0);
                     self.control_at(t, Ev::Lookup { peer: p });
                 }
-                Action::Send(q, message) => {
-                    let wire = match message {
-                        Message::Advert { full } => {
-                            let held = self.held(p);
-                            let Some(c) = self.control.as_mut() else {
-                                break;
-                            };
-                            c.seq[p as usize] += 1;
-                            Wire::Advert {
-                                full,
-                                seq: c.seq[p as usize],
-                                held,
-                            }
-                        }
-                        m => Wire::Message(m),
-                    };
-                    self.send_control(p, q, wire);
+                Action::Send(q, Message::Advert { full }) => {
+                    batches[usize::from(full)].push(q);
                 }
+                Action::Send(q, message) => self.send_control(p, q, Wire::Message(message)),
+            }
+        }
+        for (full, to) in batches.into_iter().enumerate() {
+            if !to.is_empty() {
+                self.send_adverts(p, full == 1, to);
             }
         }
         let Some(c) = self.control.as_mut() else {
@@ -272,17 +283,48 @@ impl Engine<'_> {
         if loss > 0.0 && c.rng.unit() < loss {
             return;
         }
-        let slot = match c.free.pop() {
-            Some(i) => {
-                c.slab[i as usize] = Some((from, wire));
-                i
-            }
-            None => {
-                c.slab.push(Some((from, wire)));
-                (c.slab.len() - 1) as u32
-            }
-        };
+        let slot = c.store(from, wire);
         self.control_at(self.now_us + delay, Ev::Control { to, slot });
+    }
+
+    /// `p`'s advert (`full`) or load update to its subscribers `to`: counted, and
+    /// lost, per subscriber; delivered to those not lost in one event at the largest
+    /// of their delays (so an advert's age at use errs old, by the spread of the
+    /// subscribers' delays: tens of ms against a p99 age of seconds). One event per
+    /// heartbeat instead of one per subscriber is what makes large sweeps affordable.
+    fn send_adverts(&mut self, p: u32, full: bool, to: Vec<u32>) {
+        let held = self.held(p);
+        let bytes = if full { FULL } else { DELTA };
+        let loss = self.scenario.sim.control_loss;
+        let mut delay = 0;
+        let mut kept = Vec::with_capacity(to.len());
+        for q in to {
+            let d = self.control_delay_us(p, q, bytes);
+            let Some(c) = self.control.as_mut() else {
+                return;
+            };
+            c.count(p, bytes);
+            if loss > 0.0 && c.rng.unit() < loss {
+                continue;
+            }
+            delay = delay.max(d);
+            kept.push(q);
+        }
+        let Some(c) = self.control.as_mut() else {
+            return;
+        };
+        if kept.is_empty() {
+            return;
+        }
+        c.seq[p as usize] += 1;
+        let wire = Wire::Adverts {
+            full,
+            seq: c.seq[p as usize],
+            held,
+            to: kept,
+        };
+        let slot = c.store(p, wire);
+        self.control_at(self.now_us + delay, Ev::Control { to: p, slot });
     }
 
     /// A control message arrives at `to` (lost if `to` is offline or cut off).
@@ -295,6 +337,18 @@ impl Engine<'_> {
             return;
         };
         c.free.push(slot);
+        if let Wire::Adverts {
+            full,
+            seq,
+            held,
+            to,
+        } = wire
+        {
+            for q in to {
+                self.advert_arrives(from, q, full, seq, held);
+            }
+            return;
+        }
         if c.hoods.get(to as usize).is_none_or(Option::is_none) || !self.reachable(from, to) {
             return;
         }
@@ -317,24 +371,40 @@ impl Engine<'_> {
             }
             Wire::Message(Message::Warm(..)) => return, // the simulator sends Wire::Warm
             Wire::Message(m) => h.message(now_ms, from, m),
-            Wire::Advert { full, seq, held } => {
-                // A delta carries the load only: it needs a full advert held already.
-                let merged = if full {
-                    Some(held)
-                } else {
-                    h.neighbours()
-                        .iter()
-                        .find(|n| n.peer == from)
-                        .and_then(|n| n.advert())
-                        .map(|(old, _)| Held {
-                            warm: old.warm,
-                            ..held
-                        })
-                };
-                if let Some(a) = merged {
-                    h.advert(now_ms, from, seq, a);
-                }
-            }
+            Wire::Adverts { .. } => return, // above
+        }
+        self.drive(to);
+    }
+
+    /// `from`'s advert or load update reaches `to` (if online and not cut off).
+    fn advert_arrives(&mut self, from: u32, to: u32, full: bool, seq: u64, held: Held) {
+        let now_ms = self.now_us / 1000;
+        let reachable = self.reachable(from, to);
+        let Some(c) = self.control.as_mut() else {
+            return;
+        };
+        if !reachable || c.hoods.get(to as usize).is_none_or(Option::is_none) {
+            return;
+        }
+        c.count(to, if full { FULL } else { DELTA });
+        let Some(h) = c.hoods[to as usize].as_deref_mut() else {
+            return;
+        };
+        // A delta carries the load only: it needs a full advert held already.
+        let merged = if full {
+            Some(held)
+        } else {
+            h.neighbours()
+                .iter()
+                .find(|n| n.peer == from)
+                .and_then(|n| n.advert())
+                .map(|(old, _)| Held {
+                    warm: old.warm,
+                    ..held
+                })
+        };
+        if let Some(a) = merged {
+            h.advert(now_ms, from, seq, a);
         }
         self.drive(to);
     }
