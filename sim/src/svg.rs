@@ -33,8 +33,10 @@ fn escape(s: &str) -> String {
 fn nice_ticks(lo: f64, hi: f64, log: bool) -> Vec<f64> {
     if log {
         let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+        // Within two decades, 2 and 5 times each power of ten too.
+        let steps: &[f64] = if b - a <= 2 { &[1.0, 2.0, 5.0] } else { &[1.0] };
         return (a..=b)
-            .map(|e| 10f64.powi(e))
+            .flat_map(|e| steps.iter().map(move |m| m * 10f64.powi(e)))
             .filter(|t| *t >= lo * 0.999 && *t <= hi * 1.001)
             .collect();
     }
