@@ -6,6 +6,9 @@
 //! the queue is full, a new call is refused at once (the caller answers "busy" and,
 //! in a network, places it elsewhere). The queue's capacity is the operator's
 //! `max_queued_calls`; with 0, a call runs only if a worker is free.
+//!
+//! A call's place (its slot or its queue place) is given back before its result is
+//! handed on, so a caller that hears the answer and calls again finds the place free.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -22,6 +25,9 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 pub(crate) struct Executor {
     tx: Sender<Job>,
     running: Arc<AtomicUsize>,
+    /// Jobs taken and not finished (running or waiting), at most `capacity`.
+    in_flight: Arc<AtomicUsize>,
+    capacity: usize,
 }
 
 /// The queue is full.
@@ -34,24 +40,24 @@ pub(crate) struct Full {
 impl Executor {
     /// Starts `workers` threads named `name-N` with a queue of `queue` places.
     pub(crate) fn start(name: &str, workers: usize, queue: usize) -> std::io::Result<Self> {
-        let (tx, rx) = bounded::<Job>(queue);
-        let running = Arc::new(AtomicUsize::new(0));
+        let capacity = workers + queue;
+        let (tx, rx) = bounded::<Job>(capacity.max(1));
         for n in 0..workers {
             let rx: Receiver<Job> = rx.clone();
-            let running = Arc::clone(&running);
             thread::Builder::new()
                 .name(format!("{name}-{n}"))
                 .spawn(move || {
                     for job in rx {
-                        running.fetch_add(1, Ordering::SeqCst);
-                        // A panic in a job loses that job's answer (its caller sees an
-                        // internal error), never the worker.
-                        let _ = catch_unwind(AssertUnwindSafe(job));
-                        running.fetch_sub(1, Ordering::SeqCst);
+                        job();
                     }
                 })?;
         }
-        Ok(Self { tx, running })
+        Ok(Self {
+            tx,
+            running: Arc::new(AtomicUsize::new(0)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            capacity,
+        })
     }
 
     /// Calls running now.
@@ -61,7 +67,9 @@ impl Executor {
 
     /// Calls waiting for a worker.
     pub(crate) fn queued(&self) -> usize {
-        self.tx.len()
+        self.in_flight
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.running())
     }
 
     /// Queues `f`; its result arrives on the returned receiver (dropped without a value
@@ -70,16 +78,34 @@ impl Executor {
         &self,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Result<oneshot::Receiver<R>, Full> {
+        let full = || Full {
+            running: self.running(),
+            queued: self.queued(),
+        };
+        if self.in_flight.fetch_add(1, Ordering::SeqCst) >= self.capacity {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(full());
+        }
         let (done, result) = oneshot::channel();
+        let running = Arc::clone(&self.running);
+        let in_flight = Arc::clone(&self.in_flight);
         let job: Job = Box::new(move || {
-            let _ = done.send(f());
+            running.fetch_add(1, Ordering::SeqCst);
+            // A panic in a job loses that job's answer (its caller sees an internal
+            // error), never the worker.
+            let outcome = catch_unwind(AssertUnwindSafe(f));
+            running.fetch_sub(1, Ordering::SeqCst);
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            if let Ok(r) = outcome {
+                let _ = done.send(r);
+            }
         });
         match self.tx.try_send(job) {
             Ok(()) => Ok(result),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(Full {
-                running: self.running(),
-                queued: self.queued(),
-            }),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                Err(full())
+            }
         }
     }
 
