@@ -84,11 +84,9 @@ pub fn alias_records(data: &[u8]) {
     let _ = alias::SyncResponse::decode(data);
 }
 
-/// State sync: the `/kith/sync/1` request and response, the heads announcement, and
-/// the Automerge sync message inside, received into a document as the node does.
+/// State sync: the `/kith/sync/1` request and response and the Automerge sync message inside, received into a document as the node does.
 pub fn state_sync(data: &[u8]) {
     let _ = state::SyncResponse::decode(data);
-    let _ = state::Heads::decode(data);
     let message = match state::SyncRequest::decode(data) {
         Ok(request) => request.message,
         Err(_) => data.to_vec(),

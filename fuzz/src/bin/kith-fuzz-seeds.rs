@@ -168,16 +168,6 @@ fn main() {
     write(
         &root,
         "state_sync",
-        "heads",
-        &state::Heads {
-            doc: doc_name.clone(),
-            heads: vec![[1; 32]],
-        }
-        .encode(),
-    );
-    write(
-        &root,
-        "state_sync",
         "refused",
         &state::SyncResponse::Refused {
             kind: kith_protocol::ErrorKind::TooLarge,

@@ -1,10 +1,11 @@
 //! Application state: named Automerge documents that peers hold and sync.
 //!
-//! This module is sans-IO. It names documents, parses key paths, and encodes the two
-//! messages peers exchange about documents: a sync request/response on
-//! [`SYNC_PROTOCOL`] (carrying Automerge sync messages, which this crate does not look
-//! inside) and a heads announcement on the gossip [`TOPIC`]. The node owns the
-//! documents themselves (`node/src/state.rs`, `docs/state.md`).
+//! This module is sans-IO. It names documents, parses key paths, encodes the message
+//! peers exchange about documents (a sync request/response on [`SYNC_PROTOCOL`],
+//! carrying Automerge sync messages, which this crate does not look inside) and keeps
+//! the book of who holds which document ([`Holders`]: a change goes to the document's
+//! holders only). The node owns the documents themselves (`node/src/state/`,
+//! `docs/state.md`).
 //!
 //! A document is named `NAMESPACE/NAME`: the namespace is a publisher's namespace id
 //! (its ed25519 key, as for aliases), so once writes are signed a document's owner is
@@ -14,29 +15,26 @@ use std::fmt;
 use std::str::FromStr;
 
 mod bloom;
+mod holders;
 mod wire;
 
 pub use bloom::{MAX_BLOOM_BITS_PER_ENTRY, MAX_BLOOM_PROBES, check_bloom};
-pub use wire::{Heads, MAX_ENCODED, SyncRequest, SyncResponse};
+pub use holders::{Config as HoldersConfig, Holders};
+pub use wire::{MAX_ENCODED, SyncRequest, SyncResponse};
 
 use crate::alias::Namespace;
 
 /// The request-response protocol of document sync.
 pub const SYNC_PROTOCOL: &str = "/kith/sync/1";
-/// The gossip topic of heads announcements.
-pub const TOPIC: &str = "kith/state/1";
 /// Longest document name (after the namespace), in bytes.
 pub const MAX_NAME: usize = 64;
 /// Largest Automerge sync message carried in one request or response, in bytes.
 pub const MAX_SYNC_MESSAGE: usize = 8 << 20;
-/// Most heads in one announcement (more concurrent heads than this are announced as
-/// "changed", and peers sync to find out).
-pub const MAX_HEADS: usize = 32;
 /// Deepest key path.
 pub const MAX_PATH_DEPTH: usize = 32;
 /// Longest key in a path, in bytes.
 pub const MAX_KEY: usize = 256;
-/// Encoding version of the sync and heads messages (2: a refusal carries an error
+/// Encoding version of the sync messages (2: a refusal carries an error
 /// kind). A peer speaking another version is refused with a message naming both.
 const VERSION: u8 = 2;
 

@@ -1,6 +1,6 @@
 //! The messages of `/kith/sync/1` and of heads announcements, and their bytes.
 
-use super::{DocName, MAX_HEADS, MAX_NAME, MAX_SYNC_MESSAGE, StateError, VERSION};
+use super::{DocName, MAX_NAME, MAX_SYNC_MESSAGE, StateError, VERSION};
 use crate::alias::Namespace;
 use crate::error::ErrorKind;
 
@@ -198,56 +198,6 @@ impl SyncResponse {
     }
 }
 
-/// "Document `doc` is now at `heads`", announced on [`super::TOPIC`] after a change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Heads {
-    /// The document.
-    pub doc: DocName,
-    /// Its heads (Automerge change hashes), at most [`MAX_HEADS`].
-    pub heads: Vec<[u8; 32]>,
-}
-
-impl Heads {
-    /// Largest encoded announcement.
-    pub const MAX_ENCODED: usize = 1 + 32 + 1 + MAX_NAME + 1 + MAX_HEADS * 32;
-
-    /// Encodes: version, namespace, name length, name, head count (1), heads.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![VERSION];
-        put_name(&mut out, &self.doc);
-        let heads = &self.heads[..self.heads.len().min(MAX_HEADS)];
-        out.push(u8::try_from(heads.len()).unwrap_or(0));
-        for h in heads {
-            out.extend_from_slice(h);
-        }
-        out
-    }
-
-    /// Decodes what [`Self::encode`] wrote.
-    ///
-    /// # Errors
-    /// On anything else, or more than [`MAX_HEADS`] heads.
-    pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
-        let mut r = Reader { bytes, at: 0 };
-        r.version()?;
-        let doc = r.name()?;
-        let n = usize::from(r.u8("head count")?);
-        if n > MAX_HEADS {
-            return Err(StateError::Malformed(format!(
-                "{n} heads; at most {MAX_HEADS}"
-            )));
-        }
-        let mut heads = Vec::with_capacity(n);
-        for _ in 0..n {
-            let mut h = [0u8; 32];
-            h.copy_from_slice(r.take(32, "head")?);
-            heads.push(h);
-        }
-        r.end()?;
-        Ok(Self { doc, heads })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,11 +224,6 @@ mod tests {
         ] {
             assert_eq!(SyncResponse::decode(&resp.encode()), Ok(resp.clone()));
         }
-        let heads = Heads {
-            doc: doc(),
-            heads: vec![[1; 32], [2; 32]],
-        };
-        assert_eq!(Heads::decode(&heads.encode()), Ok(heads.clone()));
         let bytes = req.encode();
         for cut in 0..bytes.len() {
             assert!(SyncRequest::decode(&bytes[..cut]).is_err(), "cut at {cut}");
