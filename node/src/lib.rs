@@ -163,10 +163,12 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
                 turn = turn.wrapping_add(1);
                 let peer = peers[turn % peers.len()];
                 sync_net.sync_aliases(peer, node.aliases().digest());
-                // State documents too: a missed heads announcement costs at most
-                // this long.
+                // State documents too, each with one of its known holders in turn
+                // (else with this turn's peer): a change whose passing-on was lost
+                // arrives within this long.
                 for doc in node.state().names() {
-                    tokio::spawn(Arc::clone(&node).sync_doc(peer, doc));
+                    let holder = node.holder_in_turn(&doc, turn, &peers).unwrap_or(peer);
+                    tokio::spawn(Arc::clone(&node).sync_doc(holder, doc));
                 }
             }
         }

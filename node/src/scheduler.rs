@@ -7,8 +7,8 @@
 //! the function itself is returned, not retried. A forwarded call carries a hop count
 //! and is never forwarded again.
 
-use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 
 use kith_protocol::attempt::{Attempts, Step, Verdict};
 use kith_protocol::capacity::{Advert, Cached, backend};
@@ -49,7 +49,7 @@ impl Node {
     /// # Errors
     /// The function's own error, a limit, or busy when no candidate took the call.
     pub async fn call(
-        &self,
+        self: &Arc<Self>,
         id: FunctionId,
         input: Vec<u8>,
         hops: u8,
@@ -61,7 +61,7 @@ impl Node {
     /// stores a module before it places a call to it), so it is asked for the bytes
     /// first.
     pub(crate) async fn call_from(
-        &self,
+        self: &Arc<Self>,
         id: FunctionId,
         input: Vec<u8>,
         hops: u8,
@@ -74,7 +74,7 @@ impl Node {
     }
 
     async fn place_and_run(
-        &self,
+        self: &Arc<Self>,
         id: FunctionId,
         input: Vec<u8>,
         hops: u8,

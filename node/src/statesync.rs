@@ -1,11 +1,12 @@
-//! Keeping documents in step with peers: heads announcements on the state topic, a
-//! full sync with every peer that connects, and Automerge's sync protocol over
-//! `/kith/sync/1` (`docs/state.md`).
+//! Keeping documents in step with peers: a change goes to the document's holders (and
+//! each holder that learns something new passes it on to its own), a full sync with
+//! every peer that connects, and Automerge's sync protocol over `/kith/sync/1`
+//! (`docs/state.md`). No change is announced to peers that do not hold the document.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use kith_protocol::state::{DocName, Heads, SyncRequest, SyncResponse};
+use kith_protocol::state::{DocName, SyncRequest, SyncResponse};
 use libp2p::PeerId;
 
 use crate::clock::lock;
@@ -21,10 +22,6 @@ const MAX_ROUNDS: usize = 64;
 const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// Most peers asked at once for a document this node lacks.
 const FETCH_PEERS: usize = 8;
-/// Most peers remembered as holding one document.
-const HOLDERS_PER_DOC: usize = 8;
-/// Most documents whose holders are remembered (the map is cleared past this).
-const HOLDERS_DOCS: usize = 4096;
 
 impl Node {
     /// The documents held here.
@@ -32,12 +29,12 @@ impl Node {
         &self.state
     }
 
-    /// Runs a write on the state store, then tells peers the document changed.
+    /// Runs a write on the state store, then tells the document's holders.
     ///
     /// # Errors
     /// The write's own.
     pub fn state_write<T>(
-        &self,
+        self: &Arc<Self>,
         doc: &DocName,
         write: impl FnOnce(&crate::state::StateStore) -> Result<T, StateOpError>,
     ) -> Result<T, StateOpError> {
@@ -46,18 +43,21 @@ impl Node {
         Ok(out)
     }
 
-    /// Announces `doc`'s heads on the state topic.
-    pub(crate) fn announce_heads(&self, doc: &DocName) {
-        let (Some(net), Some(heads)) = (self.net.get(), self.state.raw_heads(doc)) else {
+    /// Tells the holders of `doc` that it changed here: a sync session with each (at
+    /// most the holder book's per-document cap), which carries the new changes.
+    pub(crate) fn announce_heads(self: &Arc<Self>, doc: &DocName) {
+        self.pass_on(doc, None);
+    }
+
+    /// Syncs `doc` with its holders except `from` (the peer a change came from).
+    pub(crate) fn pass_on(self: &Arc<Self>, doc: &DocName, from: Option<PeerId>) {
+        if self.net.get().is_none() {
             return;
-        };
-        net.publish_heads(
-            Heads {
-                doc: doc.clone(),
-                heads,
-            }
-            .encode(),
-        );
+        }
+        let targets = lock(&self.state_holders).targets(doc, from);
+        for peer in targets {
+            tokio::spawn(Arc::clone(self).sync_doc(peer, doc.clone()));
+        }
     }
 
     /// Pins `doc` (creating it empty when missing) and syncs it with every connected
@@ -80,14 +80,32 @@ impl Node {
 
     /// Remembers that `peer` holds `doc`.
     pub(crate) fn note_holder(&self, doc: &DocName, peer: PeerId) {
-        let mut holders = lock(&self.state_holders);
-        if holders.len() >= HOLDERS_DOCS && !holders.contains_key(doc) {
-            holders.clear();
+        if peer != self.peer_id {
+            lock(&self.state_holders).note(doc, peer);
         }
-        let list = holders.entry(doc.clone()).or_default();
-        list.retain(|p| *p != peer);
-        list.insert(0, peer);
-        list.truncate(HOLDERS_PER_DOC);
+    }
+
+    /// One of `doc`'s known holders among `connected`, the `turn`-th in rotation.
+    pub(crate) fn holder_in_turn(
+        &self,
+        doc: &DocName,
+        turn: usize,
+        connected: &[PeerId],
+    ) -> Option<PeerId> {
+        let book = lock(&self.state_holders);
+        let live: Vec<PeerId> = book
+            .of(doc)
+            .iter()
+            .filter(|p| connected.contains(p))
+            .copied()
+            .collect();
+        (!live.is_empty()).then(|| live[turn % live.len()])
+    }
+
+    /// Forgets that `peer` holds `doc` (it does not, or cannot be reached; it is
+    /// noted again the next time it syncs).
+    fn forget_holder(&self, doc: &DocName, peer: PeerId) {
+        lock(&self.state_holders).forget(doc, peer);
     }
 
     /// Fetches the documents among `docs` this node does not hold yet, from peers
@@ -95,7 +113,11 @@ impl Node {
     /// (capped at 3 s). A document nobody has stays empty: the function starts it.
     /// Documents outside the operator's `state_namespaces` are skipped (the function's
     /// access to them is refused).
-    pub(crate) async fn fetch_docs(&self, docs: &[DocName], patience: std::time::Duration) {
+    pub(crate) async fn fetch_docs(
+        self: &Arc<Self>,
+        docs: &[DocName],
+        patience: std::time::Duration,
+    ) {
         let missing: Vec<&DocName> = docs
             .iter()
             .filter(|d| !self.state.holds(d) && self.state.allowed(d))
@@ -115,14 +137,11 @@ impl Node {
                 continue;
             }
             let known: Vec<PeerId> = lock(&self.state_holders)
-                .get(*doc)
-                .map(|h| {
-                    h.iter()
-                        .filter(|p| connected.contains(p))
-                        .copied()
-                        .collect()
-                })
-                .unwrap_or_default();
+                .of(doc)
+                .iter()
+                .filter(|p| connected.contains(p))
+                .copied()
+                .collect();
             let peers = if known.is_empty() {
                 connected.clone()
             } else {
@@ -163,34 +182,25 @@ impl Node {
                 node.sync_received
                     .fetch_add(request.message.len() as u64, Ordering::Relaxed);
                 tokio::task::spawn_blocking(move || {
-                    let answer = node.state.answer_sync(
-                        &request.doc,
-                        &format!("in:{peer}"),
-                        &request.message,
-                    );
+                    let doc = request.doc;
+                    let before = node.state.raw_heads(&doc);
+                    let answer =
+                        node.state
+                            .answer_sync(&doc, &format!("in:{peer}"), &request.message);
                     if let SyncResponse::Message(m) = &answer {
                         node.sync_sent.fetch_add(m.len() as u64, Ordering::Relaxed);
                     }
+                    let hosted = matches!(answer, SyncResponse::Message(_) | SyncResponse::Done);
                     let _ = respond.send(answer);
-                });
-            }
-            StateInbound::Heads { source, bytes } => {
-                let heads = match Heads::decode(&bytes) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        tracing::debug!(%source, error = %e, "malformed heads announcement");
-                        return;
+                    // A peer that syncs a document with us holds it; what it taught us
+                    // goes on to the other holders.
+                    if hosted {
+                        node.note_holder(&doc, peer);
+                        if node.state.raw_heads(&doc) != before {
+                            node.pass_on(&doc, Some(peer));
+                        }
                     }
-                };
-                if source != self.peer_id {
-                    self.note_holder(&heads.doc, source);
-                }
-                let ours = self.state.raw_heads(&heads.doc);
-                if ours.as_ref().is_some_and(|o| *o != heads.heads) && source != self.peer_id {
-                    self.state
-                        .note_their_heads(&heads.doc, &format!("out:{source}"), &heads.heads);
-                    tokio::spawn(Arc::clone(self).sync_doc(source, heads.doc));
-                }
+                });
             }
             StateInbound::Connected(peer) => {
                 for doc in self.state.names() {
@@ -210,7 +220,7 @@ impl Node {
     }
 
     /// [`Self::sync_doc`], borrowing the node.
-    pub(crate) async fn sync_doc_now(&self, peer: PeerId, doc: DocName) {
+    pub(crate) async fn sync_doc_now(self: &Arc<Self>, peer: PeerId, doc: DocName) {
         let key = (peer, doc.clone());
         {
             let mut running = lock(&self.state_syncing);
@@ -257,11 +267,19 @@ impl Node {
                         self.note_holder(&doc, peer);
                         let state = Arc::clone(&self.state);
                         let (d, s) = (doc.clone(), session.clone());
-                        let applied =
-                            tokio::task::spawn_blocking(move || state.receive_sync(&d, &s, &reply))
-                                .await;
+                        let applied = tokio::task::spawn_blocking(move || {
+                            let before = state.raw_heads(&d);
+                            state
+                                .receive_sync(&d, &s, &reply)
+                                .map(|()| state.raw_heads(&d) != before)
+                        })
+                        .await;
                         match applied {
-                            Ok(Ok(())) => {}
+                            Ok(Ok(changed)) => {
+                                if changed {
+                                    self.pass_on(&doc, Some(peer));
+                                }
+                            }
                             Ok(Err(e)) => {
                                 tracing::info!(%peer, %doc, error = %e, "refused a peer's sync message");
                                 break;
@@ -269,8 +287,11 @@ impl Node {
                             Err(_) => break,
                         }
                     }
-                    Ok(SyncResponse::Done) => {}
-                    Ok(SyncResponse::NotHosted) => break,
+                    Ok(SyncResponse::Done) => self.note_holder(&doc, peer),
+                    Ok(SyncResponse::NotHosted) => {
+                        self.forget_holder(&doc, peer);
+                        break;
+                    }
                     Ok(SyncResponse::Refused { kind, message }) => {
                         tracing::info!(%peer, %doc, %kind, %message, "a peer refused our sync message");
                         self.state.reset_sync(&doc, &session);
@@ -279,6 +300,7 @@ impl Node {
                     Err(e) => {
                         tracing::debug!(%peer, %doc, error = %e, "sync round failed");
                         self.state.reset_sync(&doc, &session);
+                        self.forget_holder(&doc, peer);
                         break;
                     }
                 }

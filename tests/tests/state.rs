@@ -154,6 +154,62 @@ fn concurrent_writes_on_three_nodes_converge_and_counters_add_up() {
 
 /// Writes acknowledged to the client survive SIGKILL right after; the export is a
 /// standard Automerge binary that another node imports.
+/// A change goes to the document's holders only: a connected peer that does not hold
+/// the document hears nothing of 20 writes, while the holder has them within seconds
+/// (well inside the 30 s anti-entropy round, so by the holders' path).
+#[test]
+fn changes_reach_holders_and_no_one_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path());
+    let (writer, holder, bystander) = (&nodes[0], &nodes[1], &nodes[2]);
+    let doc = format!("{}/notes", namespace(writer));
+    let r = request(
+        "PUT",
+        &format!("{}?path=/n", doc_url(writer, &doc)),
+        b"0".to_vec(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = request(
+        "POST",
+        &format!("{}/pin", doc_url(holder, &doc)),
+        Vec::new(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until(Duration::from_secs(10), "the pinned copy fills in", || {
+        whole(holder, &doc) == json!({"n": 0})
+    });
+    let received = |n: &NodeProcess| n.status()["state"]["sync_received_bytes"].clone();
+    let before = received(bystander);
+
+    let started = Instant::now();
+    for k in 1..=20 {
+        let r = request(
+            "PUT",
+            &format!("{}?path=/n", doc_url(writer, &doc)),
+            k.to_string().into_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "the holder has every write",
+        || whole(holder, &doc) == json!({"n": 20}),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "by the holders' path, not the 30 s round"
+    );
+    assert_eq!(heads(holder, &doc), heads(writer, &doc));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        received(bystander),
+        before,
+        "a peer that does not hold the document is sent nothing about it"
+    );
+    let held = get(&format!("{}/v1/state", bystander.url)).json();
+    assert_eq!(held, json!([]), "the bystander holds no document: {held}");
+}
+
 #[test]
 fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();

@@ -119,9 +119,7 @@ impl Task {
             Proto::Sync => b.state.send_request(peer, body),
             Proto::Adverts | Proto::Neighbourhood => b.hood.send_request(peer, body),
             // Gossip protocols have no requests: only alias sync is left.
-            Proto::AliasSync | Proto::AliasRecords | Proto::Heads => {
-                b.aliases.send_request(peer, body)
-            }
+            Proto::AliasSync | Proto::AliasRecords => b.aliases.send_request(peer, body),
         }
     }
 

@@ -20,7 +20,6 @@ pub(super) enum Command {
     Advertise(Box<Advert>),
     Penalise(PeerId),
     PublishAlias(Vec<u8>),
-    PublishHeads(Vec<u8>),
     StateSync {
         peer: PeerId,
         request: state::SyncRequest,
@@ -74,11 +73,6 @@ impl Task {
             Command::PublishAlias(bytes) => {
                 if let Err(e) = self.publish(Proto::AliasRecords, self.alias_topic.clone(), bytes) {
                     tracing::debug!(error = ?e, "alias record not announced (no peers yet?); peers get it at their next sync");
-                }
-            }
-            Command::PublishHeads(bytes) => {
-                if let Err(e) = self.publish(Proto::Heads, self.state_topic.clone(), bytes) {
-                    tracing::debug!(error = ?e, "heads not announced (no peers yet?); peers sync on connect");
                 }
             }
             Command::StateSync {

@@ -281,8 +281,7 @@ impl Task {
         }
     }
 
-    /// Checks a gossip message and hands it on: alias records and heads announcements
-    /// to the node. Returns whether gossip may forward it.
+    /// Checks a gossip message and hands it on: alias records to the node. Returns whether gossip may forward it.
     fn gossip(&mut self, from: PeerId, message: gossipsub::Message) -> MessageAcceptance {
         let valid = |ok: bool| {
             if ok {
@@ -298,14 +297,6 @@ impl Task {
             let acceptance = valid(alias::Signed::decode(&message.data).is_ok());
             let _ = self.inbound.try_send(Inbound::Alias(AliasInbound::Record {
                 peer: from,
-                bytes: message.data,
-            }));
-            acceptance
-        } else if message.topic == self.state_topic.hash() {
-            self.bytes.received(Proto::Heads, message.data.len());
-            let acceptance = valid(state::Heads::decode(&message.data).is_ok());
-            let _ = self.inbound.try_send(Inbound::State(StateInbound::Heads {
-                source: message.source.unwrap_or(from),
                 bytes: message.data,
             }));
             acceptance

@@ -73,13 +73,6 @@ pub enum StateInbound {
         /// Where to send the answer.
         respond: oneshot::Sender<state::SyncResponse>,
     },
-    /// A heads announcement (not yet decoded), from `source` (its author).
-    Heads {
-        /// The peer that wrote the change.
-        source: PeerId,
-        /// The encoded announcement.
-        bytes: Vec<u8>,
-    },
     /// A peer connected for the first time since it was last disconnected.
     Connected(PeerId),
 }

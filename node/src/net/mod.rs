@@ -3,7 +3,7 @@
 //! Transports: QUIC and TCP (noise + yamux), and circuits through a relay. Behaviours:
 //! identify and ping (so any libp2p implementation can connect and see what we speak),
 //! Kademlia (provider records for function ids, addresses, random walks that find
-//! neighbours), gossipsub (alias records and state heads), mDNS (optional), AutoNAT (are we reachable?),
+//! neighbours), gossipsub (alias records), mDNS (optional), AutoNAT (are we reachable?),
 //! circuit relay v2 (a client always; a server when `relay_server` is on), DCUtR (hole
 //! punching a relayed connection into a direct one), and kith's own request-response
 //! protocols `/kith/hood/1` (the neighbourhood: subscriptions, adverts one hop to
@@ -208,15 +208,14 @@ impl Net {
             };
             swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
         }
-        let [alias_topic, state_topic] =
-            [alias::TOPIC, state::TOPIC].map(gossipsub::IdentTopic::new);
-        for t in [&alias_topic, &state_topic] {
-            swarm
-                .behaviour_mut()
-                .gossipsub
-                .subscribe(t)
-                .map_err(|e| anyhow::anyhow!("cannot subscribe to {t}: {e:?}"))?;
-        }
+        // Gossip carries alias records only: a document's changes go to its holders
+        // (`/kith/sync/1`, the node's holder book), never to every peer.
+        let alias_topic = gossipsub::IdentTopic::new(alias::TOPIC);
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&alias_topic)
+            .map_err(|e| anyhow::anyhow!("cannot subscribe to {alias_topic}: {e:?}"))?;
         // The book holds every connected peer, and as many again that left lately.
         let max_peers = (config.max_connections as usize)
             .saturating_mul(2)
@@ -241,7 +240,6 @@ impl Net {
             commands: command_rx,
             inbound: inbound_tx,
             alias_topic,
-            state_topic,
             state_requests: HashMap::new(),
             // A restarted node's adverts must outrank the ones peers remember.
             seq: kith_protocol::capacity::first_seq(now_ms()),
@@ -366,11 +364,6 @@ impl Net {
         let _ = self.commands.send(Command::PublishAlias(bytes)).await;
     }
 
-    /// Announces a document's new heads on the state topic.
-    pub fn publish_heads(&self, bytes: Vec<u8>) {
-        let _ = self.commands.try_send(Command::PublishHeads(bytes));
-    }
-
     /// Sends one round of document sync to `peer`.
     ///
     /// # Errors
@@ -461,7 +454,6 @@ struct Task {
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<Inbound>,
     alias_topic: gossipsub::IdentTopic,
-    state_topic: gossipsub::IdentTopic,
     /// Document-sync requests in flight: who, and where the answer goes.
     state_requests:
         HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<state::SyncResponse, String>>)>,

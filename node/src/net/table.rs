@@ -40,8 +40,6 @@ pub enum Proto {
     Neighbourhood,
     /// Alias records (gossip).
     AliasRecords,
-    /// State heads announcements (gossip).
-    Heads,
     /// `/kith/fetch/1`.
     Fetch,
     /// `/kith/invoke/1`.
@@ -54,11 +52,10 @@ pub enum Proto {
 
 impl Proto {
     /// Every protocol, in label order.
-    pub const ALL: [Proto; 8] = [
+    pub const ALL: [Proto; 7] = [
         Proto::Adverts,
         Proto::Neighbourhood,
         Proto::AliasRecords,
-        Proto::Heads,
         Proto::Fetch,
         Proto::Invoke,
         Proto::Sync,
@@ -71,7 +68,6 @@ impl Proto {
             Self::Adverts => "adverts",
             Self::Neighbourhood => "neighbourhood",
             Self::AliasRecords => "alias_records",
-            Self::Heads => "heads",
             Self::Fetch => "fetch",
             Self::Invoke => "invoke",
             Self::Sync => "sync",

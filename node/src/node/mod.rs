@@ -127,9 +127,10 @@ pub struct Node {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Application state documents held here.
     pub(crate) state: Arc<crate::state::StateStore>,
-    /// Peers known to hold each document (from their heads announcements and syncs),
-    /// asked first when a function's documents must be fetched.
-    pub(crate) state_holders: Mutex<HashMap<kith_protocol::state::DocName, Vec<PeerId>>>,
+    /// Peers known to hold each document (from syncs with them, either way): a
+    /// change goes to them, and they are asked first when a function's documents
+    /// must be fetched.
+    pub(crate) state_holders: Mutex<kith_protocol::state::Holders<PeerId>>,
     /// Documents fetched before a call could run, and the time spent doing it.
     pub(crate) state_fetches: AtomicU64,
     pub(crate) state_fetch_ms: AtomicU64,
@@ -216,7 +217,7 @@ impl Node {
             aliases,
             metrics: Arc::new(crate::metrics::Metrics::default()),
             state: Arc::new(state),
-            state_holders: Mutex::new(HashMap::new()),
+            state_holders: Mutex::new(kith_protocol::state::Holders::new(Default::default())),
             state_fetches: AtomicU64::new(0),
             state_fetch_ms: AtomicU64::new(0),
             state_syncing: Mutex::new(HashMap::new()),
@@ -382,7 +383,7 @@ impl Node {
     /// # Errors
     /// [`CallError::Busy`] or the call's [`InvokeError`].
     pub(crate) async fn call_local(
-        &self,
+        self: &Arc<Self>,
         id: FunctionId,
         input: Vec<u8>,
     ) -> Result<Receipt, CallError> {
