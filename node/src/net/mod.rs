@@ -20,6 +20,7 @@
 //! bounded channel, inbound requests come out over another, and what the task learns
 //! about peers (adverts, RTTs, addresses) is shared in a [`PeerTable`].
 
+mod addr;
 mod aliases;
 mod answer;
 pub mod codec;
@@ -35,6 +36,7 @@ mod nat;
 mod swarm;
 mod sync;
 mod table;
+mod task;
 mod warm;
 
 pub use codec::Frames;
@@ -69,12 +71,14 @@ use libp2p::{
 };
 use std::time::Instant;
 
+use addr::{is_loopback, is_relayed, peer_of, without_peer};
 use answer::{Answer, AnswerChannel, Traffic};
 use commands::Command;
 pub use hood::{MAX_HOOD_ADDRS, MIN_HEARTBEAT, TRIM_AFTER};
 use nat::PinnedRelay;
 use swarm::{Behaviour, BehaviourEvent, build_swarm};
 pub use swarm::{MAX_CONNECTIONS_PER_PEER, MAX_PENDING_INCOMING, RESERVED_OUTGOING};
+use task::Task;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use table::{NetBytes, PeerInfo, PeerTable, Proto, Reachability, Tracked};
@@ -401,202 +405,5 @@ impl Net {
             .commands
             .send(Command::Advertise(Box::new(advert)))
             .await;
-    }
-}
-
-/// The last `/p2p/<id>` of an address (for a relayed address, the destination).
-fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter()
-        .filter_map(|p| match p {
-            Protocol::P2p(id) => Some(id),
-            _ => None,
-        })
-        .last()
-}
-
-/// Whether an address goes through a relay.
-fn is_relayed(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
-}
-
-/// Whether an address is a loopback one (useless to tell a peer elsewhere).
-fn is_loopback(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| match p {
-        Protocol::Ip4(ip) => ip.is_loopback(),
-        Protocol::Ip6(ip) => ip.is_loopback(),
-        _ => false,
-    })
-}
-
-/// `addr` without any `/p2p/<id>` part.
-fn without_peer(addr: &Multiaddr) -> Multiaddr {
-    addr.iter()
-        .filter(|p| !matches!(p, Protocol::P2p(_)))
-        .collect()
-}
-
-struct Task {
-    /// The neighbourhood and what its driver keeps.
-    hood: hood::Hood,
-    swarm: Swarm<Behaviour>,
-    key: Keypair,
-    config: NetConfig,
-    /// What the task knows about peers; only the task changes it.
-    table: PeerTable,
-    /// Where snapshots of `table` go.
-    snapshots: watch::Sender<Arc<PeerTable>>,
-    /// `table` changed since the last snapshot.
-    dirty: bool,
-    /// When the last snapshot went out.
-    published_at: Instant,
-    /// Bytes sent and received per protocol (copied into `table` every second).
-    bytes: NetBytes,
-    commands: mpsc::Receiver<Command>,
-    inbound: mpsc::Sender<Inbound>,
-    alias_topic: gossipsub::IdentTopic,
-    /// Document-sync requests in flight: who, and where the answer goes.
-    state_requests:
-        HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<state::SyncResponse, String>>)>,
-    seq: u64,
-    coord: vivaldi::Coord,
-    /// Modules being fetched.
-    fetches: fetch::Fetches,
-    invoke_requests: HashMap<
-        OutboundRequestId,
-        (
-            PeerId,
-            oneshot::Sender<Result<InvokeResponse, InvokeFailure>>,
-        ),
-    >,
-    answers: FuturesUnordered<futures::future::BoxFuture<'static, Answer>>,
-    invoke_buckets: HashMap<PeerId, TokenBucket>,
-    /// Rate limits of neighbourhood messages, per peer (until refilled).
-    advert_buckets: HashMap<PeerId, TokenBucket>,
-    /// Alias sync requests in flight, by peer.
-    alias_requests: HashMap<OutboundRequestId, PeerId>,
-    /// Requests from each peer that the node is still answering.
-    serving: HashMap<PeerId, usize>,
-    /// Reachability: relays, relayed and direct connections, dial-backs.
-    nat: nat::NatState,
-    /// Finding peers: bootstrap, dials, lookups.
-    discovery: discovery::Discovery,
-}
-
-impl Task {
-    async fn run(mut self) {
-        let mut snapshot = tokio::time::interval(SNAPSHOT_EVERY);
-        snapshot.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut maintenance = tokio::time::interval(MAINTENANCE);
-        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let hood_wait = self.hood_wait();
-            tokio::select! {
-                _ = snapshot.tick() => self.publish_snapshot(),
-                () = tokio::time::sleep(hood_wait) => self.hood_tick(),
-                _ = maintenance.tick() => {
-                    self.trim_connections();
-                    self.dial_bootstrap(true);
-                    self.redial_bootstrap();
-                    self.maintain_relays();
-                    self.prune_peer_maps();
-                    let peers: Vec<PeerId> = self.nat.relayed.keys().copied().collect();
-                    for peer in peers {
-                        self.drop_relayed(peer);
-                    }
-                }
-                command = self.commands.recv() => match command {
-                    Some(c) => self.command(c),
-                    None => return,
-                },
-                Some((peer, channel, body)) = self.answers.next(), if !self.answers.is_empty() => {
-                    self.answer(channel, body);
-                    if let Some(n) = self.serving.get_mut(&peer) {
-                        *n = n.saturating_sub(1);
-                    }
-                    self.drop_relayed(peer);
-                }
-                event = self.swarm.select_next_some() => self.event(event),
-            }
-            // Whatever happened may have given the neighbourhood something to do.
-            self.drive_hood();
-        }
-    }
-
-    /// The peer table, to change: the next snapshot tick publishes it.
-    fn table(&mut self) -> &mut PeerTable {
-        self.dirty = true;
-        &mut self.table
-    }
-
-    /// Counts a misbehaviour of `peer`, and publishes the table at once unless a
-    /// snapshot went out in the last [`SNAPSHOT_EVERY`] (then the next tick does):
-    /// placement should not pick a peer that just misbehaved, and a peer sending
-    /// garbage must not buy a copy of the table per message.
-    fn penalise(&mut self, peer: PeerId) {
-        self.table().penalise(&peer);
-        if self.published_at.elapsed() >= SNAPSHOT_EVERY {
-            self.publish_snapshot();
-        }
-    }
-
-    /// Publishes the peer table to the rest of the node if it changed.
-    fn publish_snapshot(&mut self) {
-        if std::mem::take(&mut self.dirty) {
-            self.snapshots.send_replace(Arc::new(self.table.clone()));
-            self.published_at = Instant::now();
-        }
-    }
-
-    /// Keeps reservations where they are needed: on every configured relay, and, while
-    /// AutoNAT says we are private, on up to [`MAX_AUTO_RELAYS`] connected relays.
-    /// Drops what per-peer maps hold for peers that no longer need it: the peer book
-    /// forgets peers gone for 10 minutes; invoke rate-limit buckets are kept only for
-    /// connected peers (a reconnecting peer starts with a full bucket, which costs it a
-    /// handshake), advert buckets until they refill; counters at zero and retry
-    /// timestamps past their back-off go.
-    fn prune_peer_maps(&mut self) {
-        let forgotten = self.table().evict();
-        if forgotten > 0 {
-            tracing::debug!(forgotten, "peer book: forgot peers gone for a while");
-        }
-        let swarm = &self.swarm;
-        self.invoke_buckets.retain(|p, _| swarm.is_connected(p));
-        // Adverts come from sources gossip forwards, not only connected peers: a
-        // source's bucket goes once it has refilled (forgetting it changes nothing).
-        let now_ms = now_ms();
-        self.advert_buckets
-            .retain(|_, b| b.balance(now_ms) < hood::HOOD_BURST);
-        self.serving.retain(|_, n| *n > 0);
-        let now = Instant::now();
-        self.nat
-            .relay_tried
-            .retain(|_, t| now.duration_since(*t) < REDIAL_AFTER);
-        self.discovery
-            .dialled
-            .retain(|_, t| now.duration_since(*t) < REDIAL_AFTER);
-        self.nat
-            .reversal_tried
-            .retain(|_, t| now.duration_since(*t) < REDIAL_AFTER);
-        let tracked = Tracked {
-            peer_book: self.table.book.len(),
-            invoke_buckets: self.invoke_buckets.len(),
-            advert_buckets: self.advert_buckets.len(),
-            serving: self.serving.len(),
-            fetches: self.fetches.len(),
-            retry_timers: self.nat.relay_tried.len() + self.nat.reversal_tried.len(),
-            dialled: self.discovery.dialled.len(),
-            neighbours: self.hood.machine.neighbours().len(),
-            subscribers: self.hood.machine.subscribers().count(),
-            candidates: self.hood.machine.candidates(),
-            hood_addrs: self.hood.addrs.len(),
-            warm_answers: self.hood.warm.index.answers(),
-            warm_held: self.hood.warm.index.held(),
-            warm_signed: self.hood.warm.signed.len(),
-        };
-        self.table().tracked = tracked;
-        let warm = self.hood.warm.index.stats();
-        self.table().warm = warm;
-        let bytes = self.bytes;
-        self.table().bytes = bytes;
     }
 }

@@ -55,6 +55,8 @@ impl Task {
         }
     }
 
+    /// Keeps reservations where they are needed: on every configured relay, and, while
+    /// AutoNAT says we are private, on up to [`MAX_AUTO_RELAYS`] connected relays.
     pub(super) fn maintain_relays(&mut self) {
         let now = Instant::now();
         for i in 0..self.nat.pinned_relays.len() {
