@@ -39,17 +39,13 @@ impl Node {
         write: impl FnOnce(&crate::state::StateStore) -> Result<T, StateOpError>,
     ) -> Result<T, StateOpError> {
         let out = write(&self.state)?;
-        self.announce_heads(doc);
+        self.pass_on(doc, None);
         Ok(out)
     }
 
     /// Tells the holders of `doc` that it changed here: a sync session with each (at
-    /// most the holder book's per-document cap), which carries the new changes.
-    pub(crate) fn announce_heads(self: &Arc<Self>, doc: &DocName) {
-        self.pass_on(doc, None);
-    }
-
-    /// Syncs `doc` with its holders except `from` (the peer a change came from).
+    /// most the holder book's per-document cap), which carries the new changes; `from`
+    /// is the peer a change came from (it has it), None for a change made here.
     pub(crate) fn pass_on(self: &Arc<Self>, doc: &DocName, from: Option<PeerId>) {
         if self.net.get().is_none() {
             return;
@@ -92,14 +88,18 @@ impl Node {
         turn: usize,
         connected: &[PeerId],
     ) -> Option<PeerId> {
-        let book = lock(&self.state_holders);
-        let live: Vec<PeerId> = book
+        let live = self.connected_holders(doc, connected);
+        (!live.is_empty()).then(|| live[turn % live.len()])
+    }
+
+    /// `doc`'s known holders among `connected`, most recently heard first.
+    fn connected_holders(&self, doc: &DocName, connected: &[PeerId]) -> Vec<PeerId> {
+        lock(&self.state_holders)
             .of(doc)
             .iter()
             .filter(|p| connected.contains(p))
             .copied()
-            .collect();
-        (!live.is_empty()).then(|| live[turn % live.len()])
+            .collect()
     }
 
     /// Forgets that `peer` holds `doc` (it does not, or cannot be reached; it is
@@ -136,12 +136,7 @@ impl Node {
                 tracing::info!(%doc, error = %e, "cannot hold a function's document");
                 continue;
             }
-            let known: Vec<PeerId> = lock(&self.state_holders)
-                .of(doc)
-                .iter()
-                .filter(|p| connected.contains(p))
-                .copied()
-                .collect();
+            let known = self.connected_holders(doc, &connected);
             let peers = if known.is_empty() {
                 connected.clone()
             } else {

@@ -281,7 +281,8 @@ impl Task {
         }
     }
 
-    /// Checks a gossip message and hands it on: alias records to the node. Returns whether gossip may forward it.
+    /// Checks a gossip message and hands it on: alias records to the node. Returns
+    /// whether gossip may forward it.
     fn gossip(&mut self, from: PeerId, message: gossipsub::Message) -> MessageAcceptance {
         let valid = |ok: bool| {
             if ok {

@@ -469,7 +469,7 @@ impl Node {
         // Whatever the call's outcome, what it wrote stays written: tell peers.
         let written = std::mem::take(&mut *crate::clock::lock(&written));
         for doc in &written {
-            self.announce_heads(doc);
+            self.pass_on(doc, None);
         }
         // Charge the CPU share: the fuel used, or for a failed call the fuel its wall
         // time could have burnt at this machine's speed.

@@ -30,19 +30,6 @@ impl StateStore {
         }
     }
 
-    /// Tells `peer`'s sync state for `doc` that the peer announced `heads`, so the next
-    /// [`Self::sync_message`] asks for what they have (without this, a sync state that
-    /// believes both sides are level has nothing to say).
-    pub fn note_their_heads(&self, doc: &DocName, peer: &str, heads: &[[u8; 32]]) {
-        let Some(entry) = self.entry(doc) else {
-            return;
-        };
-        let mut entry = lock(&entry);
-        let state = session(&mut entry.peers, peer);
-        state.their_heads = Some(heads.iter().map(|h| automerge::ChangeHash(*h)).collect());
-        state.in_flight = false;
-    }
-
     /// Our next sync message for `peer` about `doc`, if any.
     pub fn sync_message(&self, doc: &DocName, peer: &str) -> Option<Vec<u8>> {
         let entry = self.entry(doc)?;

@@ -5,12 +5,12 @@
 //! every peer hears), and a holder that learned something new passes it on to its own
 //! holders, so a write costs each holder at most [`Config::per_doc`] sessions whatever
 //! the size of the network. The book learns a holder from a sync: a peer that answered
-//! ours with a message, or that sent one about a document we hold, holds it; one that
-//! answered "not hosted" does not.
+//! ours with a message or "done", or that sent one about a document we hold, holds
+//! it; one that answered "not hosted", or could not be reached, is forgotten.
 //!
 //! Bounded on both axes: at most [`Config::per_doc`] holders per document (the most
 //! recently heard first; the one heard from longest ago makes room) and at most
-//! [`Config::max_docs`] documents (the one looked at longest ago is forgotten whole).
+//! [`Config::max_docs`] documents (the one noted longest ago is forgotten whole).
 
 use std::collections::HashMap;
 

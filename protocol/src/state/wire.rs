@@ -1,4 +1,4 @@
-//! The messages of `/kith/sync/1` and of heads announcements, and their bytes.
+//! The messages of `/kith/sync/1` and their bytes.
 
 use super::{DocName, MAX_NAME, MAX_SYNC_MESSAGE, StateError, VERSION};
 use crate::alias::Namespace;
