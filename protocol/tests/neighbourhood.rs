@@ -278,7 +278,11 @@ fn candidates_and_peer_lists_are_capped() {
     assert!(h.candidates() <= config.max_candidates);
     assert!(h.stats().evicted_candidates > 9_000);
     let mut h = Hood::new(0, config, 1, 0);
-    h.message(1, 5, Message::Peers((100..2_100).collect()));
+    h.message(
+        1,
+        5,
+        Message::Peers((100..2_100).map(|p| (p, None)).collect()),
+    );
     assert_eq!(h.candidates(), config.share);
     assert!(h.heap_bytes() < 64 * 1024, "{}", h.heap_bytes());
 }
@@ -372,6 +376,7 @@ fn a_refusing_candidate_is_not_asked_again_soon() {
 fn two_near() -> Config {
     Config {
         near: 2,
+        compute: 0,
         rings: 1,
         per_ring: 0,
         random: 0,
@@ -483,4 +488,73 @@ fn warm_links_have_slots_of_their_own_and_go_when_unused() {
     h.handle_timeout(11 + config.warm_idle_ms);
     assert!(!h.is_neighbour(50) && !h.is_neighbour(52));
     assert!(h.is_neighbour(1) && h.is_neighbour(2));
+}
+
+/// Answers a lone machine's probes with RTT = the peer's number in ms and accepts its
+/// subscriptions; returns its neighbours once it is quiet.
+fn settle(h: &mut Hood, now: u64) -> Vec<u32> {
+    while let Some(a) = h.poll_action() {
+        match a {
+            Action::Probe(q) => h.rtt(now, q, f64::from(q)),
+            Action::Send(q, Message::Subscribe) => h.message(now, q, Message::Accepted),
+            _ => {}
+        }
+    }
+    let mut peers: Vec<u32> = h.neighbours().iter().map(|n| n.peer).collect();
+    peers.sort_unstable();
+    peers
+}
+
+#[test]
+fn compute_links_go_to_the_nearest_strong_peers_beyond_the_nearest() {
+    use kith_protocol::neighbourhood::Capacity;
+    let config = Config {
+        near: 2,
+        compute: 1,
+        rings: 1,
+        per_ring: 0,
+        random: 0,
+        warm: 0,
+        ..Config::default()
+    };
+    let mut h: Hood = Neighbourhood::new(0, config, 1, 0);
+    let router = Capacity {
+        cpu_score: 300_000,
+        memory_bytes: 32 << 20,
+    };
+    let pi = Capacity {
+        cpu_score: 1_200_000,
+        memory_bytes: 256 << 20,
+    };
+    let laptop = Capacity {
+        cpu_score: 4_000_000,
+        memory_bytes: 512 << 20,
+    };
+    // Peer 9 names six peers and what their adverts told it. By RTT alone the three
+    // nearest (1, 2, 3) would be chosen; the compute slot goes to the peer with the
+    // least RTT plus the reference call's run time: the laptop at 6 ms (6 + 10 ms)
+    // beats the Pi at 3 ms (3 + 33 ms); the routers (too little memory for the
+    // reference call) and the peer nobody described (7) never count.
+    h.message(
+        0,
+        9,
+        Message::Peers(vec![
+            (1, Some(router)),
+            (2, Some(router)),
+            (3, Some(pi)),
+            (5, Some(router)),
+            (6, Some(laptop)),
+            (7, None),
+        ]),
+    );
+    assert_eq!(settle(&mut h, 0), vec![1, 2, 6]);
+    // Without the hearsay only the nearest are chosen (the compute slot stays empty
+    // until a capacity is known).
+    let mut plain: Hood = Neighbourhood::new(0, config, 1, 0);
+    plain.message(
+        0,
+        9,
+        Message::Peers([1, 2, 3, 5, 6, 7].iter().map(|&p| (p, None)).collect()),
+    );
+    assert_eq!(settle(&mut plain, 0), vec![1, 2]);
 }

@@ -13,7 +13,7 @@ use super::*;
 
 use kith_protocol::capacity::AdvertError;
 use kith_protocol::neighbourhood::wire::{self as hood_wire, Frame, PeerRecord};
-use kith_protocol::neighbourhood::{self, Action, AdvertVerdict, Message, Neighbourhood};
+use kith_protocol::neighbourhood::{self, Action, AdvertVerdict, Capacity, Message, Neighbourhood};
 
 /// Addresses held for peers the neighbourhood may dial, at most (beyond it, entries of
 /// peers it no longer knows go first, then the oldest).
@@ -155,7 +155,14 @@ impl Task {
                         Message::Refused => Frame::Refused,
                         Message::Unsubscribe => Frame::Unsubscribe,
                         Message::AskPeers => Frame::AskPeers,
-                        Message::Peers(peers) => Frame::Peers(self.records(&peers)),
+                        Message::Peers(peers) => {
+                            let ids: Vec<PeerId> = peers.iter().map(|p| p.0).collect();
+                            let mut records = self.records(&ids);
+                            for (r, (_, capacity)) in records.iter_mut().zip(&peers) {
+                                r.capacity = *capacity;
+                            }
+                            Frame::Peers(records)
+                        }
                         // The warm questions are not the neighbourhood machine's to
                         // send: protocol's `warm` index asks them (`super::warm`).
                         Message::FindWarm(_) | Message::Warm(..) => continue,
@@ -238,6 +245,7 @@ impl Task {
                 PeerRecord {
                     id: p.to_bytes(),
                     addrs,
+                    capacity: None,
                 }
             })
             .collect()
@@ -402,7 +410,7 @@ impl Task {
                 .filter(|a| all_local || !is_loopback(a))
                 .collect();
             self.hood.remember(id, addrs);
-            ids.push(id);
+            ids.push((id, r.capacity));
         }
         self.hood
             .machine
@@ -437,6 +445,8 @@ impl Task {
             AdvertVerdict::Accepted => {
                 // Kept signed, for the warm answers that name this peer.
                 self.hood.warm.signed.insert(peer, bytes.to_vec());
+                // Its own word on what it can run replaces any hearsay.
+                self.hood.machine.capacity(peer, Capacity::from(&advert));
                 self.table().advert(peer, advert);
             }
             verdict => tracing::trace!(%peer, ?verdict, "advert ignored"),

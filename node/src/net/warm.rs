@@ -148,6 +148,7 @@ impl Task {
             let record = self.records(&[p]).pop().unwrap_or(PeerRecord {
                 id: p.to_bytes(),
                 addrs: Vec::new(),
+                capacity: None,
             });
             answer.push(WarmRecord {
                 peer: record,

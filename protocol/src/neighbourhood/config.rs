@@ -5,6 +5,13 @@
 pub struct Config {
     /// How many of the nearest peers are neighbours.
     pub near: usize,
+    /// How many peers, after the nearest, are chosen by RTT plus the time a reference
+    /// call would run there (compute links).
+    pub compute: usize,
+    /// The reference call's fuel.
+    pub compute_fuel: u64,
+    /// The reference call's memory, bytes: peers offering less are not compute links.
+    pub compute_memory_bytes: u64,
     /// RTT of the first ring's upper edge, ms; each next ring doubles it.
     pub ring_base_ms: f64,
     /// Number of rings (the last one is open-ended).
@@ -59,7 +66,11 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            near: 16,
+            near: 12,
+            compute: 4,
+            // A thumbnail-sized call: 40 M fuel is 10 ms on a laptop, 33 ms on a Pi.
+            compute_fuel: 40_000_000,
+            compute_memory_bytes: 64 << 20,
             ring_base_ms: 4.0,
             rings: 6,
             per_ring: 2,
@@ -90,7 +101,14 @@ impl Default for Config {
 impl Config {
     /// The most neighbours a node holds.
     pub fn max_neighbours(&self) -> usize {
-        self.near + self.rings * self.per_ring + self.random + self.warm
+        self.near + self.compute + self.rings * self.per_ring + self.random + self.warm
+    }
+
+    /// How long the reference call runs on a peer of `capacity`, ms; `None` if the
+    /// peer offers too little memory for it.
+    pub fn compute_ms(&self, capacity: super::Capacity) -> Option<f64> {
+        (capacity.memory_bytes >= self.compute_memory_bytes)
+            .then(|| self.compute_fuel as f64 / f64::from(capacity.cpu_score.max(1)))
     }
 
     /// The ring an RTT falls in.

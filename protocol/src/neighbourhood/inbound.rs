@@ -43,12 +43,19 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
                 self.select(now_ms);
             }
             Message::AskPeers => {
-                let peers = self.nearest(self.config.share);
+                let peers = self
+                    .nearest(self.config.share)
+                    .into_iter()
+                    .map(|p| {
+                        let n = self.neighbours.iter().find(|n| n.peer == p);
+                        (p, n.and_then(|n| n.capacity))
+                    })
+                    .collect();
                 self.push(Action::Send(from, Message::Peers(peers)));
             }
             Message::Peers(peers) => {
-                for p in peers.into_iter().take(self.config.share) {
-                    self.add_candidate(now_ms, p);
+                for (p, capacity) in peers.into_iter().take(self.config.share) {
+                    self.add_candidate(now_ms, p, capacity);
                 }
                 self.select(now_ms);
             }
@@ -79,7 +86,7 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
         self.push(Action::Send(from, Message::Accepted));
         self.push(Action::Send(from, Message::Advert { full: true }));
         // A subscriber is a peer worth subscribing back to (one link, both ways).
-        self.add_candidate(now_ms, from);
+        self.add_candidate(now_ms, from, None);
         self.reselect = true;
     }
 
@@ -88,12 +95,9 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
             return; // not asked, or given up on: ignore
         };
         let (_, _, link) = self.pending.swap_remove(i);
-        let rtt_ms = self
-            .candidates
-            .iter()
-            .find(|c| c.peer == from)
-            .and_then(|c| c.rtt_ms)
-            .unwrap_or(f64::INFINITY);
+        let known = self.candidates.iter().find(|c| c.peer == from);
+        let rtt_ms = known.and_then(|c| c.rtt_ms).unwrap_or(f64::INFINITY);
+        let capacity = known.and_then(|c| c.capacity);
         self.candidates.retain(|c| c.peer != from);
         self.improved |= link == Link::Rtt;
         self.reselect = true;
@@ -102,6 +106,7 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
             rtt_ms,
             link,
             advert: None,
+            capacity,
             used_ms: now_ms,
             heard_ms: now_ms,
             renewed_ms: now_ms,

@@ -18,6 +18,15 @@
 //!   [`HYSTERESIS`] and [`HYSTERESIS_FLOOR_MS`] nearer, so measurements that wobble do
 //!   not churn links. A candidate that already subscribes to this node gets the same
 //!   head start (the link then serves both directions on one connection).
+//! - **Compute links.** RTT alone fills the nearest slots with whatever sits on the
+//!   fastest access links (routers, Pis), while placement sends most calls to the
+//!   stronger devices a few ms further (a laptop's 4 slots at 4x the CPU beat a
+//!   router's one). So after the nearest, [`Config::compute`] slots go to the peers
+//!   with the lowest RTT plus the time a reference call ([`Config::compute_fuel`],
+//!   [`Config::compute_memory_bytes`]) would run there, by their [`Capacity`]: a
+//!   neighbour's from its own advert ([`Neighbourhood::capacity`]), a candidate's as
+//!   hearsay carried in [`Message::Peers`] (a lie costs one subscription: the
+//!   peer's own advert then replaces it).
 //! - **Warm links.** Placement may ask for a peer that has a call's function warm
 //!   ([`Neighbourhood::link_warm`], found through `crate::warm`): it is probed and
 //!   subscribed to in one of [`Config::warm`] slots of its own (the least recently
@@ -92,8 +101,8 @@ pub enum Message<P> {
     },
     /// Tell me your nearest neighbours.
     AskPeers,
-    /// Some of my nearest neighbours.
-    Peers(Vec<P>),
+    /// Some of my nearest neighbours, each with its capacity as its advert told me.
+    Peers(Vec<(P, Option<Capacity>)>),
     /// Which of your neighbours have this function warm? (`crate::warm`; the driver
     /// answers with [`Neighbourhood::warm_peers`].)
     FindWarm(crate::FunctionId),
@@ -125,10 +134,30 @@ pub enum AdvertVerdict {
     NotNeighbour,
 }
 
+/// The part of a peer's advert that does not change with its load and that choosing
+/// neighbours needs: how fast it runs fuel and how much memory a call may have there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Fuel per millisecond (the advert's `cpu_score`).
+    pub cpu_score: u32,
+    /// Memory offered to one call, bytes.
+    pub memory_bytes: u64,
+}
+
+impl From<&crate::capacity::Advert> for Capacity {
+    fn from(a: &crate::capacity::Advert) -> Self {
+        Self {
+            cpu_score: a.cpu_score,
+            memory_bytes: a.memory_bytes,
+        }
+    }
+}
+
 /// Why a peer is a neighbour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
-    /// Chosen by RTT: among the nearest, or its ring's nearest.
+    /// Chosen by RTT: among the nearest, the nearest by RTT plus a reference call's
+    /// run time ([`Config::compute`]), or its ring's nearest.
     Rtt,
     /// A random link, for reach.
     Random,
@@ -146,6 +175,7 @@ pub struct Neighbour<P, A> {
     /// Why it is a neighbour.
     pub link: Link,
     advert: Option<(A, u64)>,
+    capacity: Option<Capacity>,
     used_ms: u64,
     heard_ms: u64,
     renewed_ms: u64,
@@ -156,12 +186,18 @@ impl<P, A> Neighbour<P, A> {
     pub fn advert(&self) -> Option<(&A, u64)> {
         self.advert.as_ref().map(|(a, _)| (a, self.heard_ms))
     }
+
+    /// Its capacity: from its own advert, or as hearsay until that came.
+    pub fn capacity(&self) -> Option<Capacity> {
+        self.capacity
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Candidate<P> {
     peer: P,
     rtt_ms: Option<f64>,
+    capacity: Option<Capacity>,
     not_before_ms: u64,
     learned_ms: u64,
 }
@@ -307,8 +343,25 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
 
     /// A peer was found (bootstrap, mDNS, DHT walk, peer exchange).
     pub fn discovered(&mut self, now_ms: u64, peer: P) {
-        self.add_candidate(now_ms, peer);
+        self.add_candidate(now_ms, peer, None);
         self.select(now_ms);
+    }
+
+    /// `peer`'s capacity, from an advert of its own that the driver checked (its
+    /// signature, its sequence number): replaces any hearsay. Ignored for peers the
+    /// neighbourhood does not hold.
+    pub fn capacity(&mut self, peer: P, capacity: Capacity) {
+        let held = if let Some(n) = self.neighbours.iter_mut().find(|n| n.peer == peer) {
+            &mut n.capacity
+        } else if let Some(c) = self.candidates.iter_mut().find(|c| c.peer == peer) {
+            &mut c.capacity
+        } else {
+            return;
+        };
+        if *held != Some(capacity) {
+            *held = Some(capacity);
+            self.reselect = true;
+        }
     }
 
     /// An RTT measurement to `peer` (a probe's answer, or a ping on a connection).

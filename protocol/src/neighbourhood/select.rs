@@ -1,6 +1,8 @@
 //! The neighbourhood's timers and its choice of neighbours.
 
-use super::{Action, Candidate, HYSTERESIS, HYSTERESIS_FLOOR_MS, Link, Message, Neighbourhood};
+use super::{
+    Action, Candidate, Capacity, HYSTERESIS, HYSTERESIS_FLOOR_MS, Link, Message, Neighbourhood,
+};
 
 impl<P: Copy + Ord, A> Neighbourhood<P, A> {
     /// When [`Neighbourhood::handle_timeout`] next has work (ms): the next heartbeat,
@@ -145,11 +147,17 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
         random + asked < self.config.random && by_rtt >= self.config.near
     }
 
-    pub(super) fn add_candidate(&mut self, now_ms: u64, peer: P) {
-        if peer == self.me
-            || self.neighbours.iter().any(|n| n.peer == peer)
-            || self.candidates.iter().any(|c| c.peer == peer)
-        {
+    /// A peer to consider, with its capacity if someone said what it is.
+    pub(super) fn add_candidate(&mut self, now_ms: u64, peer: P, capacity: Option<Capacity>) {
+        if peer == self.me || self.neighbours.iter().any(|n| n.peer == peer) {
+            return;
+        }
+        if let Some(c) = self.candidates.iter_mut().find(|c| c.peer == peer) {
+            // Hearsay fills a gap; it never replaces what is already known.
+            if c.capacity.is_none() && capacity.is_some() {
+                c.capacity = capacity;
+                self.reselect = true;
+            }
             return;
         }
         if self.candidates.len() >= self.config.max_candidates {
@@ -184,6 +192,7 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
         self.candidates.push(Candidate {
             peer,
             rtt_ms: None,
+            capacity,
             not_before_ms: 0,
             learned_ms: now_ms,
         });
@@ -265,10 +274,11 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
         }
     }
 
-    /// The peers the rules want by RTT (nearest, then per ring), as (rtt, peer),
-    /// nearest first. Neighbours, and peers that subscribe to this node, count
-    /// nearer than they measured (see [`sticky`]; a neighbour that also subscribes
-    /// twice so), so links settle and become mutual.
+    /// The peers the rules want by RTT (the nearest, then the nearest by RTT plus a
+    /// reference call's run time, then per ring), as (rtt, peer), in that order.
+    /// Neighbours, and peers that subscribe to this node, count nearer than they
+    /// measured (see [`sticky`]; a neighbour that also subscribes twice so), so links
+    /// settle and become mutual.
     fn wanted(&self, now_ms: u64) -> Vec<(f64, P)> {
         let c = &self.config;
         // Sorted once, searched per peer: this runs on every RTT measured.
@@ -282,7 +292,7 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
             .collect();
         other_links.sort_unstable();
         let subscriber = |p: &P| subscribers.binary_search(p).is_ok();
-        let mut known: Vec<(f64, f64, P)> = self
+        let mut known: Vec<Known<P>> = self
             .neighbours
             .iter()
             .filter(|n| n.link == Link::Rtt)
@@ -293,7 +303,12 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
                 } else {
                     key
                 };
-                (key, n.rtt_ms, n.peer)
+                Known {
+                    key,
+                    rtt: n.rtt_ms,
+                    peer: n.peer,
+                    capacity: n.capacity,
+                }
             })
             .chain(
                 self.candidates
@@ -302,27 +317,55 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
                     .filter_map(|x| {
                         let r = x.rtt_ms?;
                         let key = if subscriber(&x.peer) { sticky(r) } else { r };
-                        Some((key, r, x.peer))
+                        Some(Known {
+                            key,
+                            rtt: r,
+                            peer: x.peer,
+                            capacity: x.capacity,
+                        })
                     }),
             )
-            .filter(|k| other_links.binary_search(&k.2).is_err())
+            .filter(|k| other_links.binary_search(&k.peer).is_err())
             .collect();
-        known.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.2.cmp(&b.2)));
-        let mut out: Vec<(f64, P)> = Vec::with_capacity(c.near + c.rings * c.per_ring);
+        known.sort_by(|a, b| a.key.total_cmp(&b.key).then(a.peer.cmp(&b.peer)));
+        let mut out: Vec<(f64, P)> = Vec::with_capacity(c.near + c.compute + c.rings * c.per_ring);
+        let near = known.len().min(c.near);
+        out.extend(known[..near].iter().map(|k| (k.rtt, k.peer)));
+        let mut rest = known.split_off(near);
+        // The compute slots: lowest RTT plus the reference call's run time.
+        let mut by_compute: Vec<(f64, usize)> = rest
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((k.key + c.compute_ms(k.capacity?)?, i)))
+            .collect();
+        by_compute.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(rest[a.1].peer.cmp(&rest[b.1].peer))
+        });
+        let mut chosen: Vec<usize> = by_compute.iter().take(c.compute).map(|x| x.1).collect();
+        out.extend(chosen.iter().map(|&i| (rest[i].rtt, rest[i].peer)));
+        chosen.sort_unstable();
+        for i in chosen.into_iter().rev() {
+            rest.remove(i);
+        }
         let mut per_ring = vec![0usize; c.rings.max(1)];
-        for (_, rtt, p) in known {
-            if out.len() < c.near {
-                out.push((rtt, p));
-                continue;
-            }
-            let r = c.ring(rtt);
+        for k in rest {
+            let r = c.ring(k.rtt);
             if per_ring[r] < c.per_ring {
                 per_ring[r] += 1;
-                out.push((rtt, p));
+                out.push((k.rtt, k.peer));
             }
         }
         out
     }
+}
+
+/// A peer [`Neighbourhood::wanted`] weighs: its sort key, measured RTT, and capacity.
+struct Known<P> {
+    key: f64,
+    rtt: f64,
+    peer: P,
+    capacity: Option<Capacity>,
 }
 
 /// The RTT a peer already linked to counts as when choosing: [`HYSTERESIS`] of its

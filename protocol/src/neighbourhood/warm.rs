@@ -34,7 +34,7 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
             }
             self.warm_wanted.push(peer);
         }
-        self.add_candidate(now_ms, peer);
+        self.add_candidate(now_ms, peer, None);
         self.select(now_ms);
     }
 

@@ -16,8 +16,11 @@ pub const MAX_ADDRS: usize = 4;
 pub const MAX_PEERS: usize = 16;
 /// Most peers in one [`Frame::Warm`] (`crate::warm::Config::max_answer`).
 pub const MAX_WARM: usize = 8;
-/// Bytes of one peer record at most, encoded.
-const MAX_RECORD: usize = 2 + MAX_PEER_ID + MAX_ADDRS * (1 + MAX_ADDR);
+/// Bytes of one peer record at most, encoded (in a [`Frame::Peers`], with its
+/// capacity: a flag, a `u32` CPU score and a `u64` memory size).
+const MAX_RECORD: usize = 2 + MAX_PEER_ID + MAX_ADDRS * (1 + MAX_ADDR) + CAPACITY_LEN;
+/// Bytes of a capacity in a peer record, flag included.
+const CAPACITY_LEN: usize = 1 + 4 + 8;
 /// Bytes of one [`Frame::Warm`] entry beyond its record: the signed advert, the load
 /// and the RTT.
 const WARM_EXTRA: usize = crate::capacity::ENCODED_LEN + 2 + 2 + 2;
@@ -34,9 +37,11 @@ const UNSUBSCRIBE: u8 = 4;
 const FULL: u8 = 5;
 const LOAD: u8 = 6;
 const ASK_PEERS: u8 = 7;
-const PEERS: u8 = 8;
+/// The first form of [`Frame::Peers`], without capacities: still read.
+const PEERS_WITHOUT_CAPACITY: u8 = 8;
 const FIND_WARM: u8 = 9;
 const WARM: u8 = 10;
+const PEERS: u8 = 11;
 
 /// A peer named in a [`Frame::Peers`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +50,10 @@ pub struct PeerRecord {
     pub id: Vec<u8>,
     /// Up to [`MAX_ADDRS`] addresses, raw bytes.
     pub addrs: Vec<Vec<u8>>,
+    /// In a [`Frame::Peers`]: its capacity as its advert told the sender (hearsay,
+    /// for choosing whom to subscribe to; the peer's own advert replaces it). Not
+    /// sent in a [`Frame::Warm`], whose records carry the whole advert.
+    pub capacity: Option<super::Capacity>,
 }
 
 /// A peer named in a [`Frame::Warm`]: where it is, the whole advert the answerer
@@ -170,6 +179,7 @@ impl Frame {
                 let mut b = vec![PEERS, peers.len() as u8];
                 for p in peers {
                     p.encode_into(&mut b);
+                    p.encode_capacity(&mut b);
                 }
                 b
             }
@@ -223,12 +233,16 @@ impl Frame {
                 running: u16::from_le_bytes(r.array()?),
                 queued: u16::from_le_bytes(r.array()?),
             },
-            PEERS => {
+            PEERS | PEERS_WITHOUT_CAPACITY => {
                 let n = usize::from(r.u8()?);
                 limit("peers", n, MAX_PEERS)?;
                 let mut peers = Vec::with_capacity(n);
                 for _ in 0..n {
-                    peers.push(PeerRecord::decode(&mut r)?);
+                    let mut p = PeerRecord::decode(&mut r)?;
+                    if tag == PEERS {
+                        p.capacity = decode_capacity(&mut r)?;
+                    }
+                    peers.push(p);
                 }
                 Self::Peers(peers)
             }
@@ -292,7 +306,43 @@ impl PeerRecord {
             limit("address length", len, MAX_ADDR)?;
             addrs.push(r.take(len)?.to_vec());
         }
-        Ok(Self { id, addrs })
+        Ok(Self {
+            id,
+            addrs,
+            capacity: None,
+        })
+    }
+
+    fn encode_capacity(&self, b: &mut Vec<u8>) {
+        match self.capacity {
+            Some(c) => {
+                b.push(1);
+                b.extend_from_slice(&c.cpu_score.to_le_bytes());
+                b.extend_from_slice(&c.memory_bytes.to_le_bytes());
+            }
+            None => b.push(0),
+        }
+    }
+}
+
+/// A capacity after a peer record: a flag (0 none, 1 some) and, with 1, the CPU
+/// score and memory. A zero CPU score says nothing and reads as none.
+fn decode_capacity(r: &mut Bytes<'_>) -> Result<Option<super::Capacity>, FrameError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => {
+            let cpu_score = u32::from_le_bytes(r.array()?);
+            let memory_bytes = u64::from_le_bytes(r.array()?);
+            Ok((cpu_score > 0).then_some(super::Capacity {
+                cpu_score,
+                memory_bytes,
+            }))
+        }
+        flag => Err(FrameError::Limit {
+            what: "capacity flag",
+            len: usize::from(flag),
+            max: 1,
+        }),
     }
 }
 
@@ -332,10 +382,21 @@ mod tests {
 
     #[test]
     fn every_frame_round_trips_and_bad_ones_name_what_is_wrong() {
-        let peers = Frame::Peers(vec![PeerRecord {
-            id: vec![7; 38],
-            addrs: vec![vec![1, 2, 3], vec![4; 20]],
-        }]);
+        let peers = Frame::Peers(vec![
+            PeerRecord {
+                id: vec![7; 38],
+                addrs: vec![vec![1, 2, 3], vec![4; 20]],
+                capacity: Some(super::super::Capacity {
+                    cpu_score: 4_000_000,
+                    memory_bytes: 512 << 20,
+                }),
+            },
+            PeerRecord {
+                id: vec![8; 38],
+                addrs: vec![vec![1, 2, 3]],
+                capacity: None,
+            },
+        ]);
         for f in [
             Frame::Subscribe,
             Frame::Accepted,
@@ -357,6 +418,7 @@ mod tests {
                     peer: PeerRecord {
                         id: vec![8; 38],
                         addrs: vec![vec![5; 12]],
+                        capacity: None,
                     },
                     advert: vec![6; crate::capacity::ENCODED_LEN],
                     running: 1,
@@ -404,6 +466,30 @@ mod tests {
             Frame::decode(&vec![PEERS; MAX_FRAME + 1]),
             Err(FrameError::TooLong(_))
         ));
+        // A peer record with a capacity flag other than 0 or 1.
+        assert!(matches!(
+            Frame::decode(&[PEERS, 1, 1, 7, 0, 2]),
+            Err(FrameError::Limit {
+                what: "capacity flag",
+                ..
+            })
+        ));
+        // The first form, without capacities, still reads.
+        assert_eq!(
+            Frame::decode(&[PEERS_WITHOUT_CAPACITY, 1, 1, 7, 0]),
+            Ok(Frame::Peers(vec![PeerRecord {
+                id: vec![7],
+                addrs: Vec::new(),
+                capacity: None,
+            }]))
+        );
+        // A zero CPU score says nothing.
+        let mut zero = vec![PEERS, 1, 1, 7, 0, 1];
+        zero.extend_from_slice(&[0; 12]);
+        let Ok(Frame::Peers(back)) = Frame::decode(&zero) else {
+            panic!("a zero capacity is readable");
+        };
+        assert_eq!(back[0].capacity, None);
     }
 
     #[test]
@@ -413,6 +499,7 @@ mod tests {
                 .map(|i| PeerRecord {
                     id: vec![i; 38],
                     addrs: vec![vec![1; 10]; 9],
+                    capacity: None,
                 })
                 .collect(),
         );

@@ -53,7 +53,10 @@ pub struct Config {
     pub ask: usize,
     /// Most answers cached.
     pub max_cached: usize,
-    /// An answer with peers is used this long, ms.
+    /// An answer with peers is used this long, ms. Placement ranks the peers named
+    /// on the loads the answer carried, so this is short: the loads were up to a
+    /// heartbeat old when answered, and a warm link that was refused (the strong
+    /// peers are the popular ones) leaves the answer as the only view of them.
     pub found_ttl_ms: u64,
     /// An empty answer (nobody near has it warm) is believed this long, ms.
     pub empty_ttl_ms: u64,
@@ -76,7 +79,7 @@ impl Default for Config {
         Self {
             ask: 3,
             max_cached: 64,
-            found_ttl_ms: 30_000,
+            found_ttl_ms: 5_000,
             empty_ttl_ms: 10_000,
             max_found: 8,
             max_lookups: 4,

@@ -7,7 +7,9 @@
 //! what the entry's neighbourhood holds, as old as it is.
 
 use kith_protocol::capacity::{self, Cached};
-use kith_protocol::neighbourhood::{Action, Config, Message, Neighbourhood};
+use kith_protocol::neighbourhood::{
+    Action, AdvertVerdict, Capacity, Config, Message, Neighbourhood,
+};
 
 use super::*;
 
@@ -29,6 +31,7 @@ const FRAME: u64 = 40;
 const DELTA: u64 = FRAME + 8 + 2 + 2;
 const FULL: u64 = FRAME + capacity::ENCODED_LEN as u64;
 const PEER: u64 = 38 + 24; // a peer id and one address
+const CAPACITY: u64 = 12; // a cpu score and a memory size, when the sharer knows them
 const PROBE: u64 = FRAME + 8;
 /// A DHT lookup: this many request/response pairs per `log2(N)`.
 const LOOKUP_MSG: u64 = FRAME + 8 * PEER;
@@ -118,7 +121,10 @@ fn wire_bytes(w: &Wire) -> u64 {
     match w {
         Wire::Adverts { full: true, .. } => FULL,
         Wire::Adverts { full: false, .. } => DELTA,
-        Wire::Message(Message::Peers(p)) => FRAME + PEER * p.len() as u64,
+        Wire::Message(Message::Peers(p)) => {
+            let hinted = p.iter().filter(|x| x.1.is_some()).count() as u64;
+            FRAME + PEER * p.len() as u64 + CAPACITY * hinted
+        }
         Wire::Message(Message::FindWarm(_)) => FRAME + 33,
         Wire::Message(Message::Warm(_, p)) => FRAME + 33 + PEER * p.len() as u64,
         // Each peer named with its signed advert.
@@ -403,8 +409,12 @@ impl Engine<'_> {
                     ..held
                 })
         };
-        if let Some(a) = merged {
-            h.advert(now_ms, from, seq, a);
+        if let Some(a) = merged
+            && h.advert(now_ms, from, seq, a) == AdvertVerdict::Accepted
+            && full
+        {
+            let advert = self.world.advert(from, 0, 0, Cached::default());
+            h.capacity(from, Capacity::from(&advert));
         }
         self.drive(to);
     }

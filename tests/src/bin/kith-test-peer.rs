@@ -352,6 +352,7 @@ async fn main() {
                             peer: PeerRecord {
                                 id: o.to_bytes(),
                                 addrs: vec![without_p2p(addr).to_vec()],
+                                capacity: None,
                             },
                             advert: bytes.clone(),
                             running: *running,
@@ -363,6 +364,7 @@ async fn main() {
                             peer: PeerRecord {
                                 id: libp2p::PeerId::random().to_bytes(),
                                 addrs: vec![without_p2p(&target).to_vec()],
+                                capacity: None,
                             },
                             advert: liar_advert(&liar_key, id, 1, false),
                             running: 0,
