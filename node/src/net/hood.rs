@@ -156,12 +156,7 @@ impl Task {
                         Message::Unsubscribe => Frame::Unsubscribe,
                         Message::AskPeers => Frame::AskPeers,
                         Message::Peers(peers) => {
-                            let ids: Vec<PeerId> = peers.iter().map(|p| p.0).collect();
-                            let mut records = self.records(&ids);
-                            for (r, (_, capacity)) in records.iter_mut().zip(&peers) {
-                                r.capacity = *capacity;
-                            }
-                            Frame::Peers(records)
+                            Frame::Peers(peers.iter().map(|(p, c)| self.record(p, *c)).collect())
                         }
                         // The warm questions are not the neighbourhood machine's to
                         // send: protocol's `warm` index asks them (`super::warm`).
@@ -228,27 +223,22 @@ impl Task {
         })
     }
 
-    /// `peers` with the addresses this node knows them at.
-    pub(super) fn records(&self, peers: &[PeerId]) -> Vec<PeerRecord> {
-        peers
-            .iter()
-            .map(|p| {
-                let mut addrs: Vec<Vec<u8>> = Vec::new();
-                if let Some((known, _)) = self.hood.addrs.get(p) {
-                    addrs.extend(known.iter().map(|a| without_peer(a).to_vec()));
-                }
-                if addrs.is_empty()
-                    && let Some(a) = self.table.book.get(p).and_then(|e| e.extra.as_ref())
-                {
-                    addrs.push(without_peer(a).to_vec());
-                }
-                PeerRecord {
-                    id: p.to_bytes(),
-                    addrs,
-                    capacity: None,
-                }
-            })
-            .collect()
+    /// `p` with the addresses this node knows it at, and `capacity`.
+    pub(super) fn record(&self, p: &PeerId, capacity: Option<Capacity>) -> PeerRecord {
+        let mut addrs: Vec<Vec<u8>> = Vec::new();
+        if let Some((known, _)) = self.hood.addrs.get(p) {
+            addrs.extend(known.iter().map(|a| without_peer(a).to_vec()));
+        }
+        if addrs.is_empty()
+            && let Some(a) = self.table.book.get(p).and_then(|e| e.extra.as_ref())
+        {
+            addrs.push(without_peer(a).to_vec());
+        }
+        PeerRecord {
+            id: p.to_bytes(),
+            addrs,
+            capacity,
+        }
     }
 
     /// Measures the RTT to `peer`: at once if connected and pinged, else by dialling

@@ -8,7 +8,7 @@
 
 use super::*;
 
-use kith_protocol::neighbourhood::wire::{Frame, PeerRecord, WarmRecord};
+use kith_protocol::neighbourhood::wire::{Frame, WarmRecord};
 use kith_protocol::warm::{self, Action, WarmIndex};
 
 /// A peer a warm answer named, as placement uses it.
@@ -145,13 +145,9 @@ impl Task {
                 .iter()
                 .find(|n| n.peer == p)
                 .map_or(f64::INFINITY, |n| n.rtt_ms);
-            let record = self.records(&[p]).pop().unwrap_or(PeerRecord {
-                id: p.to_bytes(),
-                addrs: Vec::new(),
-                capacity: None,
-            });
             answer.push(WarmRecord {
-                peer: record,
+                // Its whole advert follows: no capacity in the record.
+                peer: self.record(&p, None),
                 advert: signed.clone(),
                 running: advert.running,
                 queued: advert.queued,

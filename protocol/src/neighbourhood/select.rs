@@ -331,7 +331,7 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
         let mut out: Vec<(f64, P)> = Vec::with_capacity(c.near + c.compute + c.rings * c.per_ring);
         let near = known.len().min(c.near);
         out.extend(known[..near].iter().map(|k| (k.rtt, k.peer)));
-        let mut rest = known.split_off(near);
+        let rest = &known[near..];
         // The compute slots: lowest RTT plus the reference call's run time.
         let mut by_compute: Vec<(f64, usize)> = rest
             .iter()
@@ -342,14 +342,13 @@ impl<P: Copy + Ord, A> Neighbourhood<P, A> {
             a.0.total_cmp(&b.0)
                 .then(rest[a.1].peer.cmp(&rest[b.1].peer))
         });
-        let mut chosen: Vec<usize> = by_compute.iter().take(c.compute).map(|x| x.1).collect();
-        out.extend(chosen.iter().map(|&i| (rest[i].rtt, rest[i].peer)));
-        chosen.sort_unstable();
-        for i in chosen.into_iter().rev() {
-            rest.remove(i);
+        let mut taken = vec![false; rest.len()];
+        for &(_, i) in by_compute.iter().take(c.compute) {
+            taken[i] = true;
+            out.push((rest[i].rtt, rest[i].peer));
         }
         let mut per_ring = vec![0usize; c.rings.max(1)];
-        for k in rest {
+        for (k, _) in rest.iter().zip(&taken).filter(|(_, t)| !**t) {
             let r = c.ring(k.rtt);
             if per_ring[r] < c.per_ring {
                 per_ring[r] += 1;

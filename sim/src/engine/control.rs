@@ -31,7 +31,7 @@ const FRAME: u64 = 40;
 const DELTA: u64 = FRAME + 8 + 2 + 2;
 const FULL: u64 = FRAME + capacity::ENCODED_LEN as u64;
 const PEER: u64 = 38 + 24; // a peer id and one address
-const CAPACITY: u64 = 12; // a cpu score and a memory size, when the sharer knows them
+const CAPACITY: u64 = 12; // after a flag byte: a cpu score and a memory size, when known
 const PROBE: u64 = FRAME + 8;
 /// A DHT lookup: this many request/response pairs per `log2(N)`.
 const LOOKUP_MSG: u64 = FRAME + 8 * PEER;
@@ -123,7 +123,7 @@ fn wire_bytes(w: &Wire) -> u64 {
         Wire::Adverts { full: false, .. } => DELTA,
         Wire::Message(Message::Peers(p)) => {
             let hinted = p.iter().filter(|x| x.1.is_some()).count() as u64;
-            FRAME + PEER * p.len() as u64 + CAPACITY * hinted
+            FRAME + (PEER + 1) * p.len() as u64 + CAPACITY * hinted
         }
         Wire::Message(Message::FindWarm(_)) => FRAME + 33,
         Wire::Message(Message::Warm(_, p)) => FRAME + 33 + PEER * p.len() as u64,
