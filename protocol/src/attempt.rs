@@ -23,6 +23,15 @@
 //! - A remote attempt has a deadline: the function's `timeout_ms` plus
 //!   [`Config::forward_slack_ms`] (a cold peer compiles, the answer travels). A peer
 //!   that has not answered by then is `unreachable` and penalised.
+//! - A fault of the function (a trap, say: [`ErrorKind::is_guest_fault`]) answered by
+//!   a remote peer is checked when the driver asks for it ([`Attempts::confirm_faults`]:
+//!   the node does for a function whose calls have succeeded before): the call goes
+//!   on to the next candidate once — the placing node itself, if it is a candidate
+//!   (two liars can agree; it does not lie to itself). If that one answers with
+//!   output, the first peer lied ([`Attempts::refuted`]: the driver penalises it)
+//!   and the caller gets the output; if it answers with a fault too, or no candidate
+//!   is left, the caller gets the fault. An honest fault so costs one more run; a
+//!   liar's costs the caller nothing.
 
 use crate::error::{Disposition, ErrorKind};
 use crate::placement::Candidate;
@@ -90,13 +99,16 @@ pub enum Verdict {
 /// One call's attempts.
 #[derive(Debug, Clone)]
 pub struct Attempts<P> {
-    order: Vec<(P, bool)>,
+    order: Vec<(P, bool, f64)>,
     next: usize,
     slack_ms: u64,
     timeout_ms: u64,
     in_flight: Option<(P, bool, u64)>,
     last: Option<ErrorKind>,
     ended: bool,
+    confirm: bool,
+    disputed: Option<(P, ErrorKind)>,
+    refuted: Option<(P, ErrorKind)>,
 }
 
 impl<P: Copy + Eq> Attempts<P> {
@@ -108,7 +120,24 @@ impl<P: Copy + Eq> Attempts<P> {
             .iter()
             .map(|c| (c.peer, c.local))
             .chain(fallbacks.iter().map(|p| (*p, false)));
-        Self::from_order(order, config, timeout_ms)
+        let mut a = Self::from_order(order, config, timeout_ms);
+        for (peer, _, predicted) in &mut a.order {
+            if let Some(c) = ranked.iter().find(|c| c.peer == *peer) {
+                // What placement expects the peer to take, before what it charges for
+                // the peer's past (so conduct is judged on the claim alone).
+                *predicted = c.cost.total_ms - c.cost.penalty_ms - c.cost.conduct_ms;
+            }
+        }
+        a
+    }
+
+    /// The time placement predicted `peer` would take (its cost without penalty and
+    /// conduct), ms; 0 for a fallback or an explicit order.
+    pub fn predicted_ms(&self, peer: P) -> f64 {
+        self.order
+            .iter()
+            .find(|(p, _, _)| *p == peer)
+            .map_or(0.0, |x| x.2)
     }
 
     /// Attempts over an explicit order of `(peer, local)` (a baseline strategy of the
@@ -119,13 +148,13 @@ impl<P: Copy + Eq> Attempts<P> {
         timeout_ms: u64,
     ) -> Self {
         let max = config.max_attempts.clamp(1, 16);
-        let mut unique: Vec<(P, bool)> = Vec::new();
+        let mut unique: Vec<(P, bool, f64)> = Vec::new();
         for (peer, local) in order {
             if unique.len() == max {
                 break;
             }
-            if !unique.iter().any(|(p, _)| *p == peer) {
-                unique.push((peer, local));
+            if !unique.iter().any(|(p, _, _)| *p == peer) {
+                unique.push((peer, local, 0.0));
             }
         }
         Self {
@@ -136,7 +165,23 @@ impl<P: Copy + Eq> Attempts<P> {
             in_flight: None,
             last: None,
             ended: false,
+            confirm: false,
+            disputed: None,
+            refuted: None,
         }
+    }
+
+    /// Check a remote peer's fault of the function on the next candidate before
+    /// believing it (see the module docs).
+    pub fn confirm_faults(mut self, confirm: bool) -> Self {
+        self.confirm = confirm;
+        self
+    }
+
+    /// The peer whose fault the next candidate did not reproduce, and the fault it
+    /// claimed: it lied (set once the call is done).
+    pub fn refuted(&self) -> Option<(P, ErrorKind)> {
+        self.refuted
     }
 
     /// The next step. While an attempt is in flight, asking again abandons it as
@@ -148,7 +193,11 @@ impl<P: Copy + Eq> Attempts<P> {
         if self.ended {
             return Step::GiveUp { last: self.last };
         }
-        let Some(&(peer, local)) = self.order.get(self.next) else {
+        let Some(&(peer, local, _)) = self.order.get(self.next) else {
+            // A fault nobody could check stands.
+            if let Some((_, kind)) = self.disputed {
+                self.last = Some(kind);
+            }
             return Step::GiveUp { last: self.last };
         };
         self.next += 1;
@@ -196,7 +245,7 @@ impl<P: Copy + Eq> Attempts<P> {
 
     /// The peers this call will try, in order (tried ones included).
     pub fn order(&self) -> impl Iterator<Item = P> + '_ {
-        self.order.iter().map(|(p, _)| *p)
+        self.order.iter().map(|(p, _, _)| *p)
     }
 
     fn answer(&mut self, peer: P, result: Result<(), ErrorKind>) -> Verdict {
@@ -208,10 +257,29 @@ impl<P: Copy + Eq> Attempts<P> {
         match result {
             Ok(()) => {
                 self.ended = true;
+                self.refuted = self.disputed.take();
                 Verdict::Done
             }
             Err(kind) => {
                 self.last = Some(kind);
+                if kind.is_guest_fault() {
+                    if self.disputed.is_some() {
+                        // Reproduced: the fault is the function's.
+                        self.disputed = None;
+                        self.ended = true;
+                        return Verdict::Fail(kind);
+                    }
+                    if self.confirm && !local && self.next < self.order.len() {
+                        // The placing node's own answer settles it, if it can run the
+                        // call: two liars can agree, this node does not lie to itself.
+                        if let Some(i) = self.order[self.next..].iter().position(|o| o.1) {
+                            let me = self.order.remove(self.next + i);
+                            self.order.insert(self.next, me);
+                        }
+                        self.disputed = Some((peer, kind));
+                        return Verdict::TryNext { penalise: false };
+                    }
+                }
                 match kind.disposition() {
                     Disposition::RetryElsewhere => Verdict::TryNext { penalise: false },
                     // The placing node never penalises itself.

@@ -82,6 +82,14 @@ pub mod backend {
     pub const SINGLEPASS: u8 = 2;
 }
 
+/// Most share of a cache filter's bits an honest peer sets ([`Cached::plausible`]).
+pub const MAX_BLOOM_FILL: f64 = 0.5;
+
+/// The highest CPU score (fuel per ms, one core) placement believes: about 3.6x the
+/// 5.5 M a current server core measures (docs/benchmarks.md (c)). A claim above it is
+/// clamped to it; what the peer then really does is learned (`crate::conduct`).
+pub const MAX_CPU_SCORE: u32 = 20_000_000;
+
 /// A compact summary of the function ids a peer has cached: a Bloom filter.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Cached([u8; BLOOM_BYTES]);
@@ -113,6 +121,21 @@ impl Cached {
         for bit in Self::bits(id) {
             self.0[bit / 8] |= 1 << (bit % 8);
         }
+    }
+
+    /// Share of the filter's bits set, 0 to 1.
+    pub fn fill(&self) -> f64 {
+        let set: u32 = self.0.iter().map(|b| b.count_ones()).sum();
+        f64::from(set) / BLOOM_BITS as f64
+    }
+
+    /// False for a filter too full to mean anything: more than [`MAX_BLOOM_FILL`] of
+    /// its bits set (an honest peer reaches that only past ~350 cached functions and
+    /// documents, where one in sixteen ids it lacks would test positive; a liar sets
+    /// every bit to look warm for everything). Placement treats such a filter as
+    /// empty.
+    pub fn plausible(&self) -> bool {
+        self.fill() <= MAX_BLOOM_FILL
     }
 
     /// True if the id may be cached (false positives possible, no false negatives).

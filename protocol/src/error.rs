@@ -135,6 +135,24 @@ kinds! {
 }
 
 impl ErrorKind {
+    /// True for a fault of the function itself (it trapped, ran out of fuel or time,
+    /// grew past a ceiling, returned an error): what any honest peer running the same
+    /// call would answer, so a caller can check a peer that claims one by running the
+    /// call elsewhere (`crate::attempt`).
+    pub fn is_guest_fault(self) -> bool {
+        matches!(
+            self,
+            Self::OutOfFuel
+                | Self::MemoryLimit
+                | Self::TableLimit
+                | Self::OutputTooLarge
+                | Self::StackOverflow
+                | Self::Trap
+                | Self::FunctionError
+                | Self::Timeout
+        )
+    }
+
     /// True when a call attempt goes on to the next candidate.
     pub fn retry_elsewhere(self) -> bool {
         self.disposition() != Disposition::ReturnToCaller

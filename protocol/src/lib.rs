@@ -18,6 +18,7 @@
 //! - [`error`]: the error kinds, with wire code, HTTP status and disposition.
 //! - [`neighbourhood`]: which peers a node hears adverts from (bounded, by RTT rings).
 //! - [`peerbook`]: what a node knows of its peers (adverts, RTT, decaying penalties).
+//! - [`conduct`]: what a node saw its peers do with its calls, as cost for placement.
 //! - [`warm`]: who near here has a function warm (asked of the neighbours).
 //! - [`capacity`], [`placement`], [`vivaldi`]: adverts, placement, network coordinates.
 
@@ -26,6 +27,7 @@ pub mod admission;
 pub mod alias;
 pub mod attempt;
 pub mod capacity;
+pub mod conduct;
 pub mod error;
 pub mod fetch;
 mod id;

@@ -3,7 +3,7 @@
 //! "Nearest" means the lowest **expected completion time**:
 //!
 //! ```text
-//! total = rtt + queue wait + cold start + execution + penalty
+//! total = rtt + queue wait + cold start + execution + penalty + conduct
 //! ```
 //!
 //! - `rtt`: measured (ping) when known, else predicted from network coordinates;
@@ -19,6 +19,13 @@
 //! - `penalty`: the peer's decayed penalty (`crate::peerbook`) times
 //!   [`Config::penalty_ms`]: a peer that failed calls or sent bad bytes ranks below an
 //!   equal one that did not, until its penalty decays.
+//! - `conduct`: the time the peer wasted per call it was sent, by this node's own
+//!   observation (`crate::conduct`): calls it dropped, delayed past the prediction or
+//!   answered with a fault another peer did not reproduce.
+//!
+//! Claims that cannot be true are not believed: a CPU score above
+//! [`crate::capacity::MAX_CPU_SCORE`] counts as that score, and a cache filter more
+//! than [`crate::capacity::MAX_BLOOM_FILL`] full counts as empty.
 //!
 //! A peer is **capable** when it offers at least the memory the manifest asks for, has
 //! a backend, and is not saturated (every slot and queue place taken). Incapable peers
@@ -109,6 +116,9 @@ pub struct PeerView<'a, P> {
     /// The candidate's decayed penalty (`crate::peerbook::PeerBook::penalty`), 0 for
     /// none.
     pub penalty: f64,
+    /// What its observed conduct costs, ms (`crate::conduct::Conduct::cost_ms`; 0 for
+    /// the placing peer).
+    pub conduct_ms: f64,
 }
 
 /// The cost terms of one candidate, in milliseconds.
@@ -127,6 +137,8 @@ pub struct Cost {
     pub exec_ms: f64,
     /// The peer's penalty, as cost.
     pub penalty_ms: f64,
+    /// The time the peer wasted per call, as this node observed it.
+    pub conduct_ms: f64,
     /// The sum.
     pub total_ms: f64,
 }
@@ -188,7 +200,7 @@ fn rtt<P>(view: &PeerView<'_, P>, local: &Advert) -> (f64, bool) {
 pub fn cost<P>(call: &Call<'_>, view: &PeerView<'_, P>, local: &Advert, config: &Config) -> Cost {
     let a = view.advert;
     let (rtt_ms, rtt_measured) = rtt(view, local);
-    let score = f64::from(a.cpu_score.max(1));
+    let score = f64::from(a.cpu_score.clamp(1, crate::capacity::MAX_CPU_SCORE));
     let exec_ms = call.expected_fuel as f64 / score + config.call_overhead_ms;
     let slots = f64::from(a.max_concurrent.max(1));
     let queue_ms = if a.running >= a.max_concurrent {
@@ -198,7 +210,7 @@ pub fn cost<P>(call: &Call<'_>, view: &PeerView<'_, P>, local: &Advert, config: 
     };
     let warm = view
         .known_warm
-        .unwrap_or_else(|| a.cached.may_contain(&call.function));
+        .unwrap_or_else(|| a.cached.plausible() && a.cached.may_contain(&call.function));
     let cold_ms = if warm {
         0.0
     } else {
@@ -208,9 +220,10 @@ pub fn cost<P>(call: &Call<'_>, view: &PeerView<'_, P>, local: &Advert, config: 
             * (config.reference_cpu_score / score);
         fetch + compile
     };
-    let has_state = view
-        .known_state
-        .unwrap_or_else(|| call.state_docs.iter().all(|d| a.cached.may_contain(d)));
+    let has_state = view.known_state.unwrap_or_else(|| {
+        call.state_docs.is_empty()
+            || (a.cached.plausible() && call.state_docs.iter().all(|d| a.cached.may_contain(d)))
+    });
     let cold_ms = if has_state {
         cold_ms
     } else {
@@ -221,6 +234,11 @@ pub fn cost<P>(call: &Call<'_>, view: &PeerView<'_, P>, local: &Advert, config: 
     } else {
         0.0
     };
+    let conduct_ms = if view.conduct_ms.is_finite() && view.conduct_ms > 0.0 && !view.local {
+        view.conduct_ms
+    } else {
+        0.0
+    };
     Cost {
         rtt_ms,
         rtt_measured,
@@ -228,7 +246,8 @@ pub fn cost<P>(call: &Call<'_>, view: &PeerView<'_, P>, local: &Advert, config: 
         cold_ms,
         exec_ms,
         penalty_ms,
-        total_ms: rtt_ms + queue_ms + cold_ms + exec_ms + penalty_ms,
+        conduct_ms,
+        total_ms: rtt_ms + queue_ms + cold_ms + exec_ms + penalty_ms + conduct_ms,
     }
 }
 

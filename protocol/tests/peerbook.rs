@@ -145,6 +145,7 @@ proptest! {
                 known_warm: None,
                 known_state: None,
                 penalty: b.penalty(now, &p),
+                conduct_ms: 0.0,
             });
             placement::rank(&call(), views, &a, &placement::Config::default())
                 .iter()

@@ -30,6 +30,7 @@ fn view(peer: u32, advert: &Advert, rtt: f64) -> PeerView<'_, u32> {
         known_warm: None,
         known_state: None,
         penalty: 0.0,
+        conduct_ms: 0.0,
     }
 }
 
@@ -171,6 +172,7 @@ fn unmeasured_peers_use_coordinates_and_local_has_no_rtt() {
         known_warm: Some(true),
         known_state: None,
         penalty: 0.0,
+        conduct_ms: 0.0,
         ..view(0, &me, 99.0)
     };
     let ranked = rank(&call(), [unmeasured, local], &me, &Config::default());
@@ -213,6 +215,7 @@ fn holding_the_state_documents_counts_as_warm() {
         known_warm: Some(true),
         known_state: Some(false),
         penalty: 0.0,
+        conduct_ms: 0.0,
         ..view(0, &holder, 0.0)
     };
     let ranked = rank(&c, [local], &advert(), &Config::default());
@@ -263,6 +266,7 @@ proptest! {
             known_warm: None,
             known_state: None,
             penalty: 0.0,
+            conduct_ms: 0.0,
         }).collect();
         let ranked = rank(&c, views.clone(), &me, &Config::default());
         for cand in &ranked {
