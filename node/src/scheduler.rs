@@ -12,6 +12,7 @@ use std::sync::{Arc, PoisonError};
 
 use kith_protocol::attempt::{Attempts, Step, Verdict};
 use kith_protocol::capacity::{Advert, Cached, backend};
+use kith_protocol::conduct;
 use kith_protocol::placement::{self, Call, FuelAverage, PeerView};
 use kith_protocol::wire::{InvokeRequest, InvokeResponse, MAX_HOPS};
 use kith_protocol::{ErrorKind, FunctionId, Manifest, module};
@@ -107,12 +108,20 @@ impl Node {
                 cost: c.cost,
             })
             .collect();
+        // A fault a peer claims for a function that has run well here before is
+        // checked on the next candidate (protocol's attempt rules).
+        let known_good = self
+            .fuel_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&id);
         let mut attempts = Attempts::new(
             &ranked,
             &fallbacks,
             &self.config.attempts,
             manifest.timeout_ms,
-        );
+        )
+        .confirm_faults(known_good);
         let mut last: Option<CallError> = None;
         while let Step::Try {
             peer,
@@ -120,6 +129,7 @@ impl Node {
             deadline_ms,
         } = attempts.next(now_ms())
         {
+            let started = std::time::Instant::now();
             let result = if local {
                 self.call_local(id, input.clone()).await
             } else {
@@ -128,7 +138,20 @@ impl Node {
                     .await
             };
             let answer = result.as_ref().map(|_| ()).map_err(CallError::kind);
-            match (attempts.on_answer(peer, answer), result) {
+            if !local {
+                self.observe(
+                    peer,
+                    attempts.predicted_ms(peer),
+                    started.elapsed(),
+                    &answer,
+                );
+            }
+            let verdict = attempts.on_answer(peer, answer);
+            if let Some((liar, kind)) = attempts.refuted() {
+                tracing::info!(peer = %liar, claimed = %kind, "a peer's fault was not reproduced by the next candidate; penalised");
+                self.refuted(net, liar, kind);
+            }
+            match (verdict, result) {
                 (Verdict::TryNext { penalise }, Err(e)) => {
                     tracing::debug!(%peer, error = %e, "candidate did not take the call; trying the next");
                     if penalise {
@@ -210,6 +233,41 @@ impl Node {
                 peer,
             }),
         }
+    }
+
+    /// Notes what `peer` did with an attempt placement predicted would take
+    /// `predicted_ms`.
+    fn observe(
+        &self,
+        peer: PeerId,
+        predicted_ms: f64,
+        elapsed: std::time::Duration,
+        answer: &Result<(), ErrorKind>,
+    ) {
+        let outcome = match answer {
+            Ok(()) => conduct::Outcome::Answered,
+            Err(ErrorKind::Unreachable) => conduct::Outcome::TimedOut,
+            Err(kind) => conduct::Outcome::Failed(*kind),
+        };
+        self.conduct
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(
+                now_ms(),
+                peer,
+                predicted_ms,
+                elapsed.as_secs_f64() * 1e3,
+                outcome,
+            );
+    }
+
+    /// `peer` answered with a fault (`kind`) the next candidate did not reproduce.
+    fn refuted(&self, net: &Net, peer: PeerId, kind: ErrorKind) {
+        net.penalise(peer);
+        self.conduct
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(now_ms(), peer, 0.0, 0.0, conduct::Outcome::Refuted(kind));
     }
 
     /// Makes sure the module is stored here, fetching it from peers if needed.
@@ -337,8 +395,11 @@ impl Node {
                 known_warm: Some(warm_here),
                 known_state: Some(state_here),
                 penalty: 0.0,
+                conduct_ms: 0.0,
             });
         }
+        let conduct = self.conduct.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = now_ms();
         for (peer, info, advert) in table.usable() {
             views.push(PeerView {
                 peer,
@@ -348,6 +409,7 @@ impl Node {
                 known_warm: None,
                 known_state: None,
                 penalty: table.penalty(&peer),
+                conduct_ms: conduct.cost_ms(now, &peer),
             });
         }
         for w in warm {
@@ -362,8 +424,10 @@ impl Node {
                 known_warm: None,
                 known_state: None,
                 penalty: table.penalty(&w.peer),
+                conduct_ms: conduct.cost_ms(now, &w.peer),
             });
         }
+        drop(conduct);
         let ranked = placement::rank(&call, views.iter().copied(), &local, &Default::default());
         // Fallbacks matter only when the capable candidates cannot fill the attempts.
         let fallbacks = if ranked.len() < self.config.attempts.max_attempts {

@@ -115,6 +115,9 @@ pub struct Node {
     pub(crate) metas: Mutex<HashMap<FunctionId, (Manifest, u64)>>,
     /// Smoothed fuel per call of functions seen, for placement.
     pub(crate) fuel_seen: Mutex<HashMap<FunctionId, kith_protocol::placement::FuelAverage>>,
+    /// What peers did with the calls this node sent them (protocol's `conduct`):
+    /// placement charges each the time it wasted.
+    pub(crate) conduct: Mutex<kith_protocol::conduct::Conduct<PeerId>>,
     pub(crate) fetched: AtomicU64,
     pub(crate) served_fetches: AtomicU64,
     pub(crate) forwarded: AtomicU64,
@@ -205,6 +208,7 @@ impl Node {
             cpu_budget,
             metas: Mutex::new(HashMap::new()),
             fuel_seen: Mutex::new(HashMap::new()),
+            conduct: Mutex::new(kith_protocol::conduct::Conduct::new(Default::default())),
             fetched: AtomicU64::new(0),
             served_fetches: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),

@@ -21,9 +21,11 @@
 //! kith-test-peer liar  TARGET ID ANSWER advertise a huge, idle peer with ID warm every
 //!                                       500 ms (to the node once it subscribes, over
 //!                                       `/kith/hood/1`), and answer every invoke with ANSWER:
-//!                                       `fuel` (output "lie", fuel_used u64::MAX) or
-//!                                       `kind` (an error with a made-up kind code); runs
-//!                                       until killed
+//!                                       `fuel` (output "lie", fuel_used u64::MAX),
+//!                                       `kind` (an error with a made-up kind code),
+//!                                       `drop` (never answers), `delay:MS` (output
+//!                                       "lie" after MS ms) or `trap` (a `trap` error
+//!                                       at once); runs until killed
 //! kith-test-peer warm  TARGET ID OTHER  be the node's neighbour (an advert with every
 //!                                       slot taken and ID not warm) and answer its
 //!                                       `FindWarm` for ID naming OTHER: a kith node's
@@ -190,6 +192,14 @@ async fn main() {
     let liar_key = swarm_key.clone();
     let mut advert_seq = 0u64;
     let mut advert_tick = tokio::time::interval(Duration::from_millis(500));
+    // Invoke answers held back (`liar ... delay:MS`), and requests never answered
+    // (`liar ... drop`: the channels are kept so the streams stay open).
+    let mut delayed: Vec<(
+        tokio::time::Instant,
+        request_response::ResponseChannel<Vec<u8>>,
+    )> = Vec::new();
+    let mut dropped: Vec<request_response::ResponseChannel<Vec<u8>>> = Vec::new();
+    let mut delay_tick = tokio::time::interval(Duration::from_millis(20));
 
     // `warm`: the peer to name, where, and its latest signed advert and load.
     let other: Option<Multiaddr> =
@@ -222,6 +232,15 @@ async fn main() {
                         .behaviour_mut()
                         .hood
                         .send_request(&target_peer, Frame::Full(advert).encode());
+                }
+                continue;
+            }
+            _ = delay_tick.tick() => {
+                let now = tokio::time::Instant::now();
+                let (due, later): (Vec<_>, Vec<_>) = delayed.drain(..).partition(|(t, _)| *t <= now);
+                delayed = later;
+                for (_, channel) in due {
+                    let _ = swarm.behaviour_mut().invoke.send_response(channel, lie_output());
                 }
                 continue;
             }
@@ -382,11 +401,26 @@ async fn main() {
                 message: request_response::Message::Request { channel, .. },
                 ..
             })) if mode == "liar" => {
-                let bytes = if args[4] == "fuel" {
+                let answer = args[4].as_str();
+                let bytes = if answer == "fuel" {
                     InvokeResponse::Ok {
                         fuel_used: u64::MAX,
                         wall_us: 1,
                         output: b"lie".to_vec(),
+                    }
+                    .encode()
+                } else if answer == "drop" {
+                    dropped.push(channel);
+                    continue;
+                } else if let Some(ms) = answer.strip_prefix("delay:") {
+                    let ms: u64 = ms.parse().expect("delay:MS");
+                    let due = tokio::time::Instant::now() + Duration::from_millis(ms);
+                    delayed.push((due, channel));
+                    continue;
+                } else if answer == "trap" {
+                    InvokeResponse::Err {
+                        kind: kith_protocol::ErrorKind::Trap,
+                        message: "wasm trap: unreachable".to_owned(),
                     }
                     .encode()
                 } else {
@@ -479,6 +513,16 @@ async fn main() {
             _ => {}
         }
     }
+}
+
+/// A made-up answer: output "lie", as if a tiny call had run.
+fn lie_output() -> Vec<u8> {
+    InvokeResponse::Ok {
+        fuel_used: 1,
+        wall_us: 1,
+        output: b"lie".to_vec(),
+    }
+    .encode()
 }
 
 /// An invoke error answer whose kind code no kith version knows, as raw bytes (the
