@@ -77,6 +77,14 @@ struct RunArgs {
     /// Print wall time, events/s and memory per simulated peer.
     #[arg(long)]
     perf: bool,
+    /// Share of peers that lie (0 to 1), split evenly between the scenario's
+    /// `[[failures.liar]]` entries (replacing their fractions).
+    #[arg(long)]
+    liars: Option<f64>,
+    /// Entries do not learn from what peers do with their calls (`sim.learning =
+    /// false`).
+    #[arg(long)]
+    no_learning: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -204,7 +212,22 @@ impl Bar {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let base_rss = rss().0;
-    let (scenario, latency) = load(&args.scenario)?;
+    let (mut scenario, latency) = load(&args.scenario)?;
+    if let Some(share) = args.liars {
+        if !(0.0..=1.0).contains(&share) {
+            bail!("--liars {share}: a share of peers, from 0 to 1");
+        }
+        let n = scenario.failures.liars.len();
+        if n == 0 && share > 0.0 {
+            bail!("--liars: the scenario has no [[failures.liar]] entry to scale");
+        }
+        for l in &mut scenario.failures.liars {
+            l.get_mut().fraction = share / n as f64;
+        }
+    }
+    if args.no_learning {
+        scenario.sim.learning = false;
+    }
     let mut strategies = scenario.strategies();
     if !args.strategies.is_empty() {
         let wanted: Vec<Strategy> = args

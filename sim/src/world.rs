@@ -7,7 +7,7 @@ use kith_protocol::vivaldi::{self, Coord};
 
 use crate::geo::{self, Latency, Point};
 use crate::rng::{Rng, Stream};
-use crate::scenario::{ClassSpec, FunctionSpec, Scenario};
+use crate::scenario::{ClassSpec, FunctionSpec, Lie, Scenario};
 
 /// A resolved device class.
 #[derive(Debug, Clone)]
@@ -48,6 +48,8 @@ pub struct Peer {
     pub pos: Point,
     /// The peers it is connected to (population indices).
     pub view: Box<[u32]>,
+    /// How it lies, if it does (`[[failures.liar]]`).
+    pub lie: Option<Lie>,
 }
 
 /// The static part of a simulated world; the engine keeps the changing state.
@@ -124,10 +126,25 @@ impl World {
                     region: region as u16,
                     pos: geo::scatter(r.lat, r.lon, r.radius_km, &mut rng),
                     view: Box::new([]),
+                    lie: None,
                 });
             }
         }
         let population = peers.len();
+        // Liars, from a stream of their own (so adding them moves nothing else).
+        let mut lies = Rng::stream(seed, Stream::World, 7);
+        for l in &scenario.failures.liars {
+            let l = l.get_ref();
+            let class = l.class.as_deref().and_then(|c| scenario.class_index(c));
+            for p in peers.iter_mut() {
+                if p.lie.is_none()
+                    && class.is_none_or(|c| usize::from(p.class) == c)
+                    && lies.unit() < l.fraction
+                {
+                    p.lie = Some(l.lie);
+                }
+            }
+        }
         if let Some(b) = &scenario.baseline {
             let b = b.get_ref();
             if let (Some(class), Some(region)) = (
@@ -142,6 +159,7 @@ impl World {
                         // One datacenter: a single site.
                         pos: geo::scatter(r.lat, r.lon, 1.0, &mut rng),
                         view: Box::new([]),
+                        lie: None,
                     });
                 }
             }
@@ -238,10 +256,37 @@ impl World {
     }
 
     /// Peer `p`'s advert with the given load; the cache filter is filled by the engine.
+    /// A liar's claims the best capacity there is, whatever its load.
     pub fn advert(&self, p: u32, running: u16, queued: u16, cached: Cached) -> Advert {
         let class = &self.classes[self.peers[p as usize].class as usize];
         let mut key = [0u8; 32];
         key[..4].copy_from_slice(&p.to_le_bytes());
+        if self.peers[p as usize].lie.is_some() {
+            // The best capacity there is: the fastest CPU, idle, everything warm.
+            let mut cached = cached;
+            for f in &self.functions {
+                cached.insert(&f.id);
+            }
+            return Advert {
+                cpu_score: 100_000_000,
+                running: 0,
+                queued: 0,
+                cached,
+                ..self.honest_advert(p, key, class, 0, 0, Cached::default())
+            };
+        }
+        self.honest_advert(p, key, class, running, queued, cached)
+    }
+
+    fn honest_advert(
+        &self,
+        p: u32,
+        key: [u8; 32],
+        class: &Class,
+        running: u16,
+        queued: u16,
+        cached: Cached,
+    ) -> Advert {
         Advert {
             peer: key,
             seq: 0,

@@ -88,6 +88,7 @@ impl Engine<'_> {
             tries: None,
             failed_with: ErrorKind::Unreachable,
             slot_start_us: 0,
+            attempt_us: 0,
         });
         if entry == NONE {
             self.end(id, Outcome::NoEntry);
@@ -180,6 +181,9 @@ impl Engine<'_> {
         let phase = u64::from(q).wrapping_mul(7_919) % interval;
         let k = (self.now_us + interval - phase) / interval;
         s.next_advert_us = k * interval + phase;
+        if self.world.peers[q as usize].lie.is_some() {
+            return; // it claims to be idle, always
+        }
         let a = &mut self.adverts[q as usize];
         a.running = s.running.len().min(usize::from(a.max_concurrent)) as u16;
         a.queued = s.queue.len().min(usize::from(a.max_queued)) as u16;
@@ -269,6 +273,7 @@ impl Engine<'_> {
                     known_warm: Some(self.warm(e, function)),
                     known_state: None,
                     penalty: 0.0,
+                    conduct_ms: 0.0,
                 })
                 .chain(view.iter().enumerate().map(|(i, &q)| PeerView {
                     peer: q,
@@ -278,6 +283,7 @@ impl Engine<'_> {
                     known_warm: None,
                     known_state: None,
                     penalty: self.penalty(e, q),
+                    conduct_ms: self.conduct_ms(e, q),
                 }))
                 .collect();
                 let ranked = placement::rank(&call, views.iter().copied(), &local, &self.placement);
@@ -289,6 +295,7 @@ impl Engine<'_> {
                     Vec::new()
                 };
                 Attempts::new(&ranked, &fallbacks, &config, timeout_ms)
+                    .confirm_faults(self.scenario.sim.learning)
             }
             Strategy::Random | Strategy::Nearest => {
                 let mut capable: Vec<u32> = std::iter::once(e)

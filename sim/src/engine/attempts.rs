@@ -39,7 +39,15 @@ impl Engine<'_> {
     pub(super) fn answered_with_error(&mut self, call: u32) {
         let c = &mut self.calls[call as usize];
         let (peer, kind, entry) = (c.executor, c.failed_with, c.entry);
-        let Some(tries) = c.tries.as_mut() else {
+        if c.tries.is_none() {
+            return;
+        }
+        let seen = match kind {
+            ErrorKind::Unreachable => kith_protocol::conduct::Outcome::TimedOut,
+            kind => kith_protocol::conduct::Outcome::Failed(kind),
+        };
+        self.observe(call, seen);
+        let Some(tries) = self.calls[call as usize].tries.as_mut() else {
             return;
         };
         match tries.on_answer(peer, Err(kind)) {
@@ -59,7 +67,7 @@ impl Engine<'_> {
 
     /// `entry` counts a misbehaviour of `peer` in its peer book (made on first use:
     /// most entries never penalise anyone, so most have no book).
-    fn penalise(&mut self, entry: u32, peer: u32) {
+    pub(super) fn penalise(&mut self, entry: u32, peer: u32) {
         let now_ms = self.now_us / 1000;
         if let Some(slot) = self.books.get_mut(entry as usize) {
             slot.get_or_insert_with(|| Box::new(PeerBook::new(peerbook::Config::default())))
@@ -100,6 +108,7 @@ impl Engine<'_> {
         c.attempts += 1;
         c.executor = target;
         c.rtt_ms = rtt as f32;
+        c.attempt_us = self.now_us;
         if target == entry {
             self.totals.local_runs += 1;
             self.admit(call, target, attempt);
@@ -128,6 +137,9 @@ impl Engine<'_> {
             self.totals.peer_failures += 1;
             let detect = us(self.scenario.sim.failure_detect_ms);
             self.fail_attempt(call, attempt, ErrorKind::Unreachable, self.now_us + detect);
+            return;
+        }
+        if self.lie(call, attempt, target) {
             return;
         }
         self.admit(call, target, attempt);

@@ -202,6 +202,14 @@ impl Engine<'_> {
             .iter()
             .filter(|c| c.ready_us <= self.now_us)
             .fold(0u64, |m, c| m | 1 << (c.function % 64));
+        if self.world.peers[p as usize].lie.is_some() {
+            // Idle, with everything warm.
+            return Held {
+                running: 0,
+                queued: 0,
+                warm: u64::MAX,
+            };
+        }
         Held {
             running: s.running.len().min(usize::from(u16::MAX)) as u16,
             queued: s.queue.len().min(usize::from(u16::MAX)) as u16,

@@ -222,6 +222,16 @@ impl Engine<'_> {
     pub(super) fn done(&mut self, call: u32) {
         let entry = self.calls[call as usize].entry;
         if self.online(entry) {
+            self.observe(call, kith_protocol::conduct::Outcome::Answered);
+            let c = &mut self.calls[call as usize];
+            let executor = c.executor;
+            let refuted = c.tries.as_mut().and_then(|t| {
+                let _ = t.on_answer(executor, Ok(()));
+                t.refuted()
+            });
+            if let Some((liar, kind)) = refuted {
+                self.refuted(entry, liar, kind);
+            }
             self.end(call, Outcome::Ok);
         } else {
             self.end(call, Outcome::Lost);

@@ -20,6 +20,7 @@
 
 mod arrivals;
 mod attempts;
+mod conduct;
 mod control;
 mod execution;
 mod peers;
@@ -221,6 +222,9 @@ pub struct Engine<'w> {
     /// Each entry's peer book, made when it first penalises a peer (protocol's
     /// decaying penalties, which placement adds to a peer's cost).
     books: Vec<Option<Box<PeerBook<u32>>>>,
+    /// Each entry's record of its peers' conduct, made when it first sends a call
+    /// away (`sim.learning`).
+    conduct: Vec<Option<Box<kith_protocol::conduct::Conduct<u32>>>>,
     /// The control plane as messages (`sim.control = "neighbourhood"`).
     control: Option<Box<control::Control>>,
 }
@@ -359,6 +363,7 @@ impl<'w> Engine<'w> {
             placement: placement::Config::default(),
             use_coordinates: false,
             books: (0..world.population).map(|_| None).collect(),
+            conduct: (0..world.population).map(|_| None).collect(),
             control: neighbourhood.then(|| Box::new(control::Control::new(world.population, seed))),
         }
     }

@@ -75,6 +75,8 @@ pub struct Call {
     /// Why the attempt in flight failed, when a retry is scheduled.
     pub(super) failed_with: ErrorKind,
     pub(super) slot_start_us: u64,
+    /// When the attempt in flight was sent, µs.
+    pub(super) attempt_us: u64,
 }
 
 impl Call {
@@ -103,6 +105,8 @@ pub struct Totals {
     pub cost_usd: f64,
     /// Refusals because a peer was full.
     pub refused_busy: u64,
+    /// Attempts that reached a lying peer (`[[failures.liar]]`).
+    pub lied_to: u64,
     /// Attempts that hit a vanished or unreachable peer.
     pub peer_failures: u64,
     /// Calls run by the entry itself.

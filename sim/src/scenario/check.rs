@@ -388,6 +388,15 @@ impl Scenario {
             c.num(&sp, "outage.at_s", v.at_s, 0.0, 1e9);
             c.num(&sp, "outage.duration_s", v.duration_s, 0.0, 1e9);
         }
+        for l in &f.liars {
+            let (sp, v) = (l.span(), l.get_ref());
+            if let Some(class) = &v.class
+                && self.class_index(class).is_none()
+            {
+                c.at(sp.clone(), format!("liar: no class called \"{class}\""));
+            }
+            c.num(&sp, "liar.fraction", v.fraction, 0.0, 1.0);
+        }
         for p in &f.partitions {
             let (sp, v) = (p.span(), p.get_ref());
             c.num(&sp, "partition.at_s", v.at_s, 0.0, 1e9);

@@ -98,6 +98,10 @@ pub struct SimSpec {
     pub control_loss: f64,
     /// Random peers a starting node is given (bootstrap peers; neighbourhood model).
     pub bootstrap_peers: u32,
+    /// Entries learn from what peers do with their calls, as a node does (protocol's
+    /// `conduct`: the time a peer wasted is charged to it, and a fault a peer claims
+    /// is checked on the next candidate). `false` to measure without.
+    pub learning: bool,
 }
 
 /// How peers learn of each other in the simulator.
@@ -135,6 +139,7 @@ impl Default for SimSpec {
             warmup_s: 0.0,
             control_loss: 0.0,
             bootstrap_peers: 4,
+            learning: true,
         }
     }
 }
@@ -383,6 +388,37 @@ pub struct FailureSpec {
     /// Partitions.
     #[serde(rename = "partition")]
     pub partitions: Vec<Spanned<PartitionSpec>>,
+    /// Peers that lie.
+    #[serde(rename = "liar")]
+    pub liars: Vec<Spanned<LiarSpec>>,
+}
+
+/// `[[failures.liar]]`: a share of a class's peers (every class's, without `class`)
+/// advertise the best capacity there is — a CPU score of 100 M fuel/ms, idle, every
+/// function warm — and then mistreat the calls they win.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiarSpec {
+    /// A class name; every class when absent.
+    #[serde(default)]
+    pub class: Option<String>,
+    /// Share of that class's peers, 0 to 1.
+    pub fraction: f64,
+    /// What they do with a call.
+    pub lie: Lie,
+}
+
+/// What a lying peer does with a call it won.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lie {
+    /// Never answers: the entry waits `sim.failure_detect_ms`, then tries the next.
+    Drop,
+    /// Answers with output just before the entry would give up (90% of
+    /// `sim.failure_detect_ms`).
+    Delay,
+    /// Answers at once with a trap, which the function never does.
+    Trap,
 }
 
 /// `[[failures.outage]]`: every device in a region goes offline.
