@@ -160,6 +160,8 @@ pub struct NetSettings {
     pub max_requests_per_peer: usize,
     /// Established peer connections at most.
     pub max_connections: u32,
+    /// Distinct peers of one IPv4 /24 or IPv6 /48 connected at once.
+    pub max_peers_per_subnet: usize,
     /// Relay circuits for peers behind NATs (for well-connected nodes that opt in).
     pub relay_server: bool,
     /// Relays to keep a reservation on (`…/p2p/<relay id>`), whatever AutoNAT says.
@@ -184,6 +186,7 @@ impl Default for NetSettings {
             invoke_rate_per_peer: 10_000.0,
             max_requests_per_peer: 64,
             max_connections: 256,
+            max_peers_per_subnet: kith_protocol::subnet::MAX_PEERS_PER_SUBNET,
             relay_server: false,
             relays: Vec::new(),
         }

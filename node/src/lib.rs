@@ -123,6 +123,7 @@ fn start_network(node: &Arc<Node>, settings: config::NetSettings) -> anyhow::Res
         invoke_rate_per_peer: settings.invoke_rate_per_peer,
         max_requests_per_peer: settings.max_requests_per_peer,
         max_connections: settings.max_connections,
+        max_peers_per_subnet: settings.max_peers_per_subnet,
         advert_rate_per_peer: 5.0,
         advert_interval: Duration::from_millis(settings.advert_interval_ms.max(100)),
         relay_server: settings.relay_server,

@@ -14,6 +14,7 @@ use kith_protocol::attempt::{Attempts, Step, Verdict};
 use kith_protocol::capacity::{Advert, Cached, backend};
 use kith_protocol::conduct;
 use kith_protocol::placement::{self, Call, FuelAverage, PeerView};
+use kith_protocol::subnet;
 use kith_protocol::wire::{InvokeRequest, InvokeResponse, MAX_HOPS};
 use kith_protocol::{ErrorKind, FunctionId, Manifest, module};
 use libp2p::PeerId;
@@ -429,6 +430,14 @@ impl Node {
         }
         drop(conduct);
         let ranked = placement::rank(&call, views.iter().copied(), &local, &Default::default());
+        // One subnet brings at most a few candidates (Sybil bound).
+        let ranked = subnet::cap_candidates(ranked, subnet::MAX_CANDIDATES_PER_SUBNET, |p| {
+            table
+                .book
+                .get(p)
+                .and_then(|e| e.extra.as_ref())
+                .and_then(crate::net::subnet_of)
+        });
         // Fallbacks matter only when the capable candidates cannot fill the attempts.
         let fallbacks = if ranked.len() < self.config.attempts.max_attempts {
             placement::fallbacks(&call, views, &local)

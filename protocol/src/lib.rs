@@ -20,6 +20,7 @@
 //! - [`peerbook`]: what a node knows of its peers (adverts, RTT, decaying penalties).
 //! - [`conduct`]: what a node saw its peers do with its calls, as cost for placement.
 //! - [`warm`]: who near here has a function warm (asked of the neighbours).
+//! - [`subnet`]: peers and candidates per IPv4 /24 or IPv6 /48 (Sybil bounds).
 //! - [`capacity`], [`placement`], [`vivaldi`]: adverts, placement, network coordinates.
 
 pub mod abi;
@@ -39,6 +40,7 @@ pub mod peerbook;
 pub mod placement;
 pub mod ratelimit;
 pub mod state;
+pub mod subnet;
 pub mod vivaldi;
 pub mod warm;
 pub mod wire;

@@ -170,3 +170,33 @@ fn impossible_claims_are_not_believed() {
     );
     assert!((charged.total_ms - lie.total_ms - 500.0).abs() < 1e-9);
 }
+
+#[test]
+fn one_subnet_brings_at_most_four_candidates() {
+    use kith_protocol::subnet::{self, Subnet};
+    let a = common::advert();
+    // Peers 1..=6 share a /24, 7 is elsewhere, 0 is this node.
+    let views: Vec<PeerView<'_, u32>> = (0..8u32)
+        .map(|p| PeerView {
+            peer: p,
+            advert: &a,
+            measured_rtt_ms: Some(f64::from(p)),
+            local: p == 0,
+            known_warm: Some(true),
+            known_state: None,
+            penalty: 0.0,
+            conduct_ms: 0.0,
+        })
+        .collect();
+    let ranked = placement::rank(&call(), views, &a, &placement::Config::default());
+    let net = |p: &u32| match p {
+        1..=6 => Some(Subnet::V4([203, 0, 113])),
+        7 => Some(Subnet::V4([198, 51, 100])),
+        _ => None,
+    };
+    let kept: Vec<u32> = subnet::cap_candidates(ranked, subnet::MAX_CANDIDATES_PER_SUBNET, net)
+        .iter()
+        .map(|c| c.peer)
+        .collect();
+    assert_eq!(kept, [0, 1, 2, 3, 4, 7]);
+}

@@ -89,6 +89,7 @@ fn main() {
                 known_warm: Some(false),
                 known_state: None,
                 penalty: 0.0,
+                conduct_ms: 0.0,
             })
             .chain(adverts.iter().zip(&rtts).enumerate().map(|(i, (a, r))| {
                 PeerView {
@@ -99,6 +100,7 @@ fn main() {
                     known_warm: None,
                     known_state: None,
                     penalty: 0.0,
+                    conduct_ms: 0.0,
                 }
             }))
         };

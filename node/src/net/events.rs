@@ -53,6 +53,10 @@ impl Task {
                 ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
+                if self.subnet_full(peer_id, &addr) {
+                    self.swarm.close_connection(connection_id);
+                    return;
+                }
                 if endpoint.is_relayed() {
                     self.nat
                         .relayed

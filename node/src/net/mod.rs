@@ -33,6 +33,7 @@ mod hood;
 mod inbound;
 mod invoke;
 mod nat;
+mod subnet;
 mod swarm;
 mod sync;
 mod table;
@@ -81,6 +82,7 @@ pub use swarm::{MAX_CONNECTIONS_PER_PEER, MAX_PENDING_INCOMING, RESERVED_OUTGOIN
 use task::Task;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use subnet::subnet_of;
 pub use table::{NetBytes, PeerInfo, PeerTable, Proto, Reachability, Tracked};
 pub use warm::WarmCandidate;
 
@@ -134,6 +136,9 @@ pub struct NetConfig {
     pub max_requests_per_peer: usize,
     /// Established connections at most (`docs/node.md`, `--max-connections`).
     pub max_connections: u32,
+    /// Distinct peers of one IPv4 /24 or IPv6 /48 connected at once
+    /// (`kith_protocol::subnet`, `--max-peers-per-subnet`).
+    pub max_peers_per_subnet: usize,
     /// Neighbourhood messages (adverts, subscriptions, peer exchange) accepted from
     /// one peer per second (burst: 8).
     pub advert_rate_per_peer: f64,

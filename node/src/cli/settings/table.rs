@@ -428,6 +428,21 @@ pub(crate) const SETTINGS: &[Setting] = &[
         profile: none,
     },
     Setting {
+        key: "max_peers_per_subnet",
+        help: "Distinct peers of one IPv4 /24 or IPv6 /48 connected at once (loopback not counted); a further peer's connection is closed as it opens",
+        value_name: "N",
+        apply: Apply::Int(|d, v| {
+            if !(1..=100_000).contains(&v) {
+                return Err(format!("must be 1 to 100000 (got {v})"));
+            }
+            d.net.max_peers_per_subnet =
+                usize::try_from(v).map_err(|_| format!("{v} is too large"))?;
+            Ok(())
+        }),
+        show: |c| net(c).max_peers_per_subnet.to_string(),
+        profile: none,
+    },
+    Setting {
         key: "max_connections",
         help: "Peer connections held at once, at most (8 of them kept for this node's own dials); beyond it new connections are refused",
         value_name: "N",
