@@ -148,8 +148,8 @@ impl Node {
                 );
             }
             let verdict = attempts.on_answer(peer, answer);
-            if let Some((liar, kind)) = attempts.refuted() {
-                tracing::info!(peer = %liar, claimed = %kind, "a peer's fault was not reproduced by the next candidate; penalised");
+            for &(liar, kind) in attempts.refuted() {
+                tracing::info!(peer = %liar, claimed = %kind, "a peer's fault was not reproduced by a later candidate; penalised");
                 self.refuted(net, liar, kind);
             }
             match (verdict, result) {

@@ -26,12 +26,13 @@
 //! - A fault of the function (a trap, say: [`ErrorKind::is_guest_fault`]) answered by
 //!   a remote peer is checked when the driver asks for it ([`Attempts::confirm_faults`]:
 //!   the node does for a function whose calls have succeeded before): the call goes
-//!   on to the next candidate once — the placing node itself, if it is a candidate
-//!   (two liars can agree; it does not lie to itself). If that one answers with
-//!   output, the first peer lied ([`Attempts::refuted`]: the driver penalises it)
-//!   and the caller gets the output; if it answers with a fault too, or no candidate
-//!   is left, the caller gets the fault. An honest fault so costs one more run; a
-//!   liar's costs the caller nothing.
+//!   on to the next candidate — the placing node itself first, if it is a candidate,
+//!   whose answer settles it (it does not lie to itself). Another remote peer's fault
+//!   does not settle it (two liars can agree): the call goes on while candidates and
+//!   attempts are left. The first output wins, and every peer that claimed a fault
+//!   before it lied ([`Attempts::refuted`]: the driver penalises them); with none,
+//!   the caller gets the fault. An honest fault of a known-good function so costs up
+//!   to `max_attempts` runs; a liar's costs the caller nothing.
 
 use crate::error::{Disposition, ErrorKind};
 use crate::placement::Candidate;
@@ -107,8 +108,8 @@ pub struct Attempts<P> {
     last: Option<ErrorKind>,
     ended: bool,
     confirm: bool,
-    disputed: Option<(P, ErrorKind)>,
-    refuted: Option<(P, ErrorKind)>,
+    disputed: Vec<(P, ErrorKind)>,
+    refuted: Vec<(P, ErrorKind)>,
 }
 
 impl<P: Copy + Eq> Attempts<P> {
@@ -166,8 +167,8 @@ impl<P: Copy + Eq> Attempts<P> {
             last: None,
             ended: false,
             confirm: false,
-            disputed: None,
-            refuted: None,
+            disputed: Vec::new(),
+            refuted: Vec::new(),
         }
     }
 
@@ -178,10 +179,10 @@ impl<P: Copy + Eq> Attempts<P> {
         self
     }
 
-    /// The peer whose fault the next candidate did not reproduce, and the fault it
-    /// claimed: it lied (set once the call is done).
-    pub fn refuted(&self) -> Option<(P, ErrorKind)> {
-        self.refuted
+    /// The peers that claimed a fault a later candidate did not reproduce, each with
+    /// the fault it claimed: they lied (set once the call is done).
+    pub fn refuted(&self) -> &[(P, ErrorKind)] {
+        &self.refuted
     }
 
     /// The next step. While an attempt is in flight, asking again abandons it as
@@ -195,8 +196,8 @@ impl<P: Copy + Eq> Attempts<P> {
         }
         let Some(&(peer, local, _)) = self.order.get(self.next) else {
             // A fault nobody could check stands.
-            if let Some((_, kind)) = self.disputed {
-                self.last = Some(kind);
+            if let Some((_, kind)) = self.disputed.first() {
+                self.last = Some(*kind);
             }
             return Step::GiveUp { last: self.last };
         };
@@ -257,27 +258,31 @@ impl<P: Copy + Eq> Attempts<P> {
         match result {
             Ok(()) => {
                 self.ended = true;
-                self.refuted = self.disputed.take();
+                self.refuted = std::mem::take(&mut self.disputed);
                 Verdict::Done
             }
             Err(kind) => {
                 self.last = Some(kind);
                 if kind.is_guest_fault() {
-                    if self.disputed.is_some() {
-                        // Reproduced: the fault is the function's.
-                        self.disputed = None;
+                    if local && !self.disputed.is_empty() {
+                        // This node reproduced it: the fault is the function's.
+                        self.disputed.clear();
                         self.ended = true;
                         return Verdict::Fail(kind);
                     }
                     if self.confirm && !local && self.next < self.order.len() {
-                        // The placing node's own answer settles it, if it can run the
-                        // call: two liars can agree, this node does not lie to itself.
+                        // This node's own answer settles it, if it can run the call.
                         if let Some(i) = self.order[self.next..].iter().position(|o| o.1) {
                             let me = self.order.remove(self.next + i);
                             self.order.insert(self.next, me);
                         }
-                        self.disputed = Some((peer, kind));
+                        self.disputed.push((peer, kind));
                         return Verdict::TryNext { penalise: false };
+                    }
+                    if !self.disputed.is_empty() {
+                        // The last candidate claims a fault too: it stands.
+                        self.ended = true;
+                        return Verdict::Fail(kind);
                     }
                 }
                 match kind.disposition() {

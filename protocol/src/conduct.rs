@@ -75,6 +75,11 @@ pub enum Outcome {
     /// The peer answered with a fault of the function (a trap, say) that another peer
     /// did not reproduce: it lied.
     Refuted(ErrorKind),
+    /// The peer answered with a fault of a function that has run well before (so the
+    /// answer is suspect, and checked elsewhere): charged like a failure whether or
+    /// not it is refuted later, since several liars can agree and leave it standing.
+    /// Honest peers asked the same bad input pay alike, which leaves their order be.
+    Suspect(ErrorKind),
 }
 
 impl Outcome {
@@ -82,7 +87,7 @@ impl Outcome {
     fn wasteful(self) -> bool {
         match self {
             Self::Answered => false,
-            Self::TimedOut | Self::Refuted(_) => true,
+            Self::TimedOut | Self::Refuted(_) | Self::Suspect(_) => true,
             Self::Failed(kind) => kind.disposition() == crate::Disposition::PenalisePeer,
         }
     }
@@ -185,10 +190,12 @@ impl<P: Ord + Copy> Conduct<P> {
                 r.observed_ms += elapsed_ms;
             }
             Outcome::TimedOut => r.timed_out = r.timed_out.saturating_add(1),
-            Outcome::Failed(kind) => match r.failed.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, n)) => *n = n.saturating_add(1),
-                None => r.failed.push((kind, 1)),
-            },
+            Outcome::Failed(kind) | Outcome::Suspect(kind) => {
+                match r.failed.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, n)) => *n = n.saturating_add(1),
+                    None => r.failed.push((kind, 1)),
+                }
+            }
             Outcome::Refuted(_) => r.refuted = r.refuted.saturating_add(1),
         }
     }

@@ -53,6 +53,10 @@ fn a_peer_is_charged_the_time_it_wasted_and_recovers_as_it_behaves() {
     assert!(d.cost_ms(0, &5) < 1.0);
     d.observe(0, 6, 0.0, 0.0, Outcome::Refuted(ErrorKind::Trap));
     assert!(d.cost_ms(0, &6) >= 100.0);
+    // A fault claimed for a known-good function is suspect, and charged, even
+    // unrefuted (liars can agree).
+    d.observe(0, 7, 10.0, 1.0, Outcome::Suspect(ErrorKind::Trap));
+    assert!(d.cost_ms(0, &7) >= 100.0);
     let r = d.get(&6).unwrap();
     assert_eq!((r.sent, r.refuted), (1, 1));
 }
@@ -100,7 +104,7 @@ fn a_claimed_fault_is_checked_on_this_node_first() {
     );
     assert_eq!(try_next(&mut a), 0, "this node settles it");
     assert_eq!(a.on_answer(0, Ok(())), Verdict::Done);
-    assert_eq!(a.refuted(), Some((1, ErrorKind::Trap)));
+    assert_eq!(a.refuted(), [(1, ErrorKind::Trap)]);
 
     // Reproduced: the function's own fault, nobody refuted.
     let mut a = Attempts::from_order(order, &attempt::Config::default(), 1000).confirm_faults(true);
@@ -111,13 +115,38 @@ fn a_claimed_fault_is_checked_on_this_node_first() {
         a.on_answer(0, Err(ErrorKind::Trap)),
         Verdict::Fail(ErrorKind::Trap)
     );
-    assert_eq!(a.refuted(), None);
+    assert!(a.refuted().is_empty());
 
     // Not asked to check: the fault stands at once.
     let mut a = Attempts::from_order(order, &attempt::Config::default(), 1000);
     try_next(&mut a);
     assert_eq!(
         a.on_answer(1, Err(ErrorKind::Trap)),
+        Verdict::Fail(ErrorKind::Trap)
+    );
+
+    // Two remote liars agreeing do not settle it; a third peer's output does.
+    let remote = [(1, false), (2, false), (3, false)];
+    let mut a =
+        Attempts::from_order(remote, &attempt::Config::default(), 1000).confirm_faults(true);
+    for p in [1, 2] {
+        assert_eq!(try_next(&mut a), p);
+        assert_eq!(
+            a.on_answer(p, Err(ErrorKind::Trap)),
+            Verdict::TryNext { penalise: false }
+        );
+    }
+    assert_eq!(try_next(&mut a), 3);
+    assert_eq!(a.on_answer(3, Ok(())), Verdict::Done);
+    assert_eq!(a.refuted(), [(1, ErrorKind::Trap), (2, ErrorKind::Trap)]);
+    // Every candidate claims it: the fault stands.
+    let mut a = Attempts::from_order([(1, false), (2, false)], &attempt::Config::default(), 1000)
+        .confirm_faults(true);
+    try_next(&mut a);
+    a.on_answer(1, Err(ErrorKind::Trap));
+    try_next(&mut a);
+    assert_eq!(
+        a.on_answer(2, Err(ErrorKind::Trap)),
         Verdict::Fail(ErrorKind::Trap)
     );
 

@@ -42,8 +42,10 @@ impl Engine<'_> {
         if c.tries.is_none() {
             return;
         }
+        // No simulated function faults by itself: every function is known good.
         let seen = match kind {
             ErrorKind::Unreachable => kith_protocol::conduct::Outcome::TimedOut,
+            kind if kind.is_guest_fault() => kith_protocol::conduct::Outcome::Suspect(kind),
             kind => kith_protocol::conduct::Outcome::Failed(kind),
         };
         self.observe(call, seen);

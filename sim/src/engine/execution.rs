@@ -225,11 +225,11 @@ impl Engine<'_> {
             self.observe(call, kith_protocol::conduct::Outcome::Answered);
             let c = &mut self.calls[call as usize];
             let executor = c.executor;
-            let refuted = c.tries.as_mut().and_then(|t| {
+            let refuted = c.tries.as_mut().map_or_else(Vec::new, |t| {
                 let _ = t.on_answer(executor, Ok(()));
-                t.refuted()
+                t.refuted().to_vec()
             });
-            if let Some((liar, kind)) = refuted {
+            for (liar, kind) in refuted {
                 self.refuted(entry, liar, kind);
             }
             self.end(call, Outcome::Ok);
