@@ -145,6 +145,7 @@ impl Node {
                     attempts.predicted_ms(peer),
                     started.elapsed(),
                     &answer,
+                    known_good,
                 );
             }
             let verdict = attempts.on_answer(peer, answer);
@@ -237,17 +238,19 @@ impl Node {
     }
 
     /// Notes what `peer` did with an attempt placement predicted would take
-    /// `predicted_ms`.
+    /// `predicted_ms` (for a function that ran well before when `known_good`).
     fn observe(
         &self,
         peer: PeerId,
         predicted_ms: f64,
         elapsed: std::time::Duration,
         answer: &Result<(), ErrorKind>,
+        known_good: bool,
     ) {
         let outcome = match answer {
             Ok(()) => conduct::Outcome::Answered,
             Err(ErrorKind::Unreachable) => conduct::Outcome::TimedOut,
+            Err(kind) if known_good && kind.is_guest_fault() => conduct::Outcome::Suspect(*kind),
             Err(kind) => conduct::Outcome::Failed(*kind),
         };
         self.conduct

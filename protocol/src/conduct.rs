@@ -177,7 +177,9 @@ impl<P: Ord + Copy> Conduct<P> {
         r.attempts += 1.0;
         let waste = if outcome.wasteful() {
             elapsed_ms.max(c.min_failure_ms)
-        } else if outcome == Outcome::Answered {
+        } else if outcome == Outcome::Answered && predicted_ms > 0.0 {
+            // (Without a prediction, as for a fallback tried because its advert said
+            // full, there is nothing to be late against.)
             (elapsed_ms - predicted_ms * (1.0 + c.tolerance) - c.slack_ms).max(0.0)
         } else {
             0.0

@@ -135,22 +135,14 @@ kinds! {
 }
 
 impl ErrorKind {
-    /// True for a fault of the function itself (it trapped, ran out of fuel or time,
-    /// grew past a ceiling, returned an error): what any honest peer running the same
-    /// call would answer, so a caller can check a peer that claims one by running the
-    /// call elsewhere (`crate::attempt`).
+    /// True for a fault of the function itself that any honest peer running the same
+    /// call answers alike, so a caller can check a peer that claims one by running the
+    /// call elsewhere (`crate::attempt`): a trap. Not the faults that depend on the
+    /// machine or the moment (`timeout` is wall time, `stack_overflow` and
+    /// `out_of_fuel` can differ by backend, `function_error` can depend on how fresh a
+    /// peer's state is): a slower honest peer must not be "refuted" by a faster one.
     pub fn is_guest_fault(self) -> bool {
-        matches!(
-            self,
-            Self::OutOfFuel
-                | Self::MemoryLimit
-                | Self::TableLimit
-                | Self::OutputTooLarge
-                | Self::StackOverflow
-                | Self::Trap
-                | Self::FunctionError
-                | Self::Timeout
-        )
+        self == Self::Trap
     }
 
     /// True when a call attempt goes on to the next candidate.
