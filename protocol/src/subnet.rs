@@ -12,8 +12,6 @@
 //!   subnet for a call ([`cap_candidates`]): the best of them by cost, so a host with a
 //!   hundred identities competes as four.
 
-use std::net::IpAddr;
-
 use crate::placement::Candidate;
 
 /// Peers of one subnet a node keeps connections with, by default.
@@ -44,25 +42,30 @@ impl std::fmt::Display for Subnet {
     }
 }
 
+/// An address, as its bytes (the driver reads them from wherever it has them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ip {
+    /// IPv4.
+    V4([u8; 4]),
+    /// IPv6.
+    V6([u8; 16]),
+}
+
 /// The subnet of `ip`; `None` for loopback and unspecified addresses.
-pub fn of(ip: IpAddr) -> Option<Subnet> {
+pub fn of(ip: Ip) -> Option<Subnet> {
     let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
+        // IPv4-mapped IPv6 (::ffff:a.b.c.d) is IPv4.
+        Ip::V6(b) if b[..10] == [0; 10] && b[10..12] == [0xff, 0xff] => {
+            Ip::V4([b[12], b[13], b[14], b[15]])
+        }
+        other => other,
     };
-    if ip.is_loopback() || ip.is_unspecified() {
-        return None;
+    match ip {
+        Ip::V4(o) if o[0] == 127 || o == [0; 4] => None,
+        Ip::V4(o) => Some(Subnet::V4([o[0], o[1], o[2]])),
+        Ip::V6(o) if o[..15] == [0; 15] && (o[15] == 1 || o[15] == 0) => None,
+        Ip::V6(o) => Some(Subnet::V6([o[0], o[1], o[2], o[3], o[4], o[5]])),
     }
-    Some(match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            Subnet::V4([o[0], o[1], o[2]])
-        }
-        IpAddr::V6(v6) => {
-            let o = v6.octets();
-            Subnet::V6([o[0], o[1], o[2], o[3], o[4], o[5]])
-        }
-    })
 }
 
 /// `ranked` (placement's order) keeping at most `per_subnet` candidates of any one
@@ -99,19 +102,30 @@ pub fn cap_candidates<P>(
 mod tests {
     use super::*;
 
+    fn v6(head: [u8; 6], tail: [u8; 10]) -> Ip {
+        let mut b = [0; 16];
+        b[..6].copy_from_slice(&head);
+        b[6..].copy_from_slice(&tail);
+        Ip::V6(b)
+    }
+
     #[test]
     fn subnets_are_v4_24_and_v6_48_and_loopback_has_none() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        assert_eq!(of(ip("203.0.113.7")), Some(Subnet::V4([203, 0, 113])));
-        assert_eq!(of(ip("203.0.113.7")), of(ip("203.0.113.250")));
-        assert_ne!(of(ip("203.0.113.7")), of(ip("203.0.114.7")));
-        assert_eq!(of(ip("::ffff:203.0.113.9")), of(ip("203.0.113.1")));
-        assert_eq!(of(ip("2001:db8:aa:1::1")), of(ip("2001:db8:aa:ffff::2")));
-        assert_eq!(of(ip("127.0.0.1")), None);
-        assert_eq!(of(ip("::1")), None);
+        let a = of(Ip::V4([203, 0, 113, 7]));
+        assert_eq!(a, Some(Subnet::V4([203, 0, 113])));
+        assert_eq!(a, of(Ip::V4([203, 0, 113, 250])));
+        assert_ne!(a, of(Ip::V4([203, 0, 114, 7])));
+        // ::ffff:203.0.113.9 is IPv4.
+        let mapped = v6([0; 6], [0, 0, 0, 0, 0xff, 0xff, 203, 0, 113, 9]);
+        assert_eq!(of(mapped), a);
+        // 2001:db8:aa:1::1 and 2001:db8:aa:ffff::2 share a /48.
+        let head = [0x20, 0x01, 0x0d, 0xb8, 0x00, 0xaa];
         assert_eq!(
-            of(ip("203.0.113.7")).map(|s| s.to_string()).as_deref(),
-            Some("203.0.113.0/24")
+            of(v6(head, [0, 1, 0, 0, 0, 0, 0, 0, 0, 1])),
+            of(v6(head, [0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 2]))
         );
+        assert_eq!(of(Ip::V4([127, 0, 0, 1])), None);
+        assert_eq!(of(v6([0; 6], [0, 0, 0, 0, 0, 0, 0, 0, 0, 1])), None);
+        assert_eq!(a.map(|s| s.to_string()).as_deref(), Some("203.0.113.0/24"));
     }
 }

@@ -4,7 +4,7 @@
 
 use super::*;
 
-use kith_protocol::subnet::{self, Subnet};
+use kith_protocol::subnet::{self, Ip, Subnet};
 use libp2p::multiaddr::Protocol;
 
 /// The subnet a peer connected from: its address's first IP, unless the connection is
@@ -14,8 +14,8 @@ pub fn subnet_of(addr: &Multiaddr) -> Option<Subnet> {
         return None;
     }
     addr.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => subnet::of(ip.into()),
-        Protocol::Ip6(ip) => subnet::of(ip.into()),
+        Protocol::Ip4(ip) => subnet::of(Ip::V4(ip.octets())),
+        Protocol::Ip6(ip) => subnet::of(Ip::V6(ip.octets())),
         _ => None,
     })
 }
