@@ -18,8 +18,21 @@ pub fn test_peer(
     std::io::BufReader<std::process::ChildStdout>,
     String,
 ) {
+    test_peer_from(std::process::Command::new(bin), args)
+}
+
+/// [`test_peer`] from a prepared command (e.g. one that runs it in a network
+/// namespace: `netns::HomeNat::command`).
+pub fn test_peer_from(
+    mut command: std::process::Command,
+    args: &[&str],
+) -> (
+    crate::KillOnDrop,
+    std::io::BufReader<std::process::ChildStdout>,
+    String,
+) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(bin)
+    let mut child = command
         .args(args)
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -6,11 +6,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::BufRead as _;
 use std::time::{Duration, Instant};
 
+use kith_tests::cluster::test_peer_from;
 use kith_tests::netns::{HomeNat, Lan};
-use kith_tests::{KillOnDrop, NodeProcess, get, guest, post};
+use kith_tests::{NodeProcess, get, guest, post};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
 const PEER: &str = env!("CARGO_BIN_EXE_kith-test-peer");
@@ -56,20 +56,11 @@ fn one_host_gets_at_most_max_peers_per_subnet_connections() {
     let target = format!("/ip4/{}/tcp/7081/p2p/{}", lan.ip(0), node.node_id);
     let mut sybils = Vec::new();
     for _ in 0..5 {
-        let mut child = HomeNat::command(&lan.hosts[1], PEER)
-            // Connects, says ready, sends nothing and stays.
-            .args(["flood", &target, &hello, "0", "x", "stay"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert!(
-            line.starts_with("ready "),
-            "test peer did not start: {line:?}"
-        );
-        sybils.push((KillOnDrop(child), out));
+        // Connects, says ready, sends nothing and stays.
+        sybils.push(test_peer_from(
+            HomeNat::command(&lan.hosts[1], PEER),
+            &["flood", &target, &hello, "0", "x", "stay"],
+        ));
         std::thread::sleep(Duration::from_millis(200));
     }
     // Let every dial land and every close be seen.
