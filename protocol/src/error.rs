@@ -78,6 +78,9 @@ kinds! {
     BadHost = "bad_host", 421, PenalisePeer;
     /// No key for the namespace; a document outside the hosted namespaces.
     Forbidden = "forbidden", 403, PenalisePeer;
+    /// A namespace's owner has not granted the function (or the node's keys) the
+    /// state access asked for.
+    PermissionDenied = "permission_denied", 403, RetryElsewhere;
     /// The node runs only functions its trusted publishers point at.
     Untrusted = "untrusted", 403, RetryElsewhere;
     /// The node does not host the function's state namespace.

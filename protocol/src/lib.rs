@@ -31,6 +31,7 @@ pub mod capacity;
 pub mod conduct;
 pub mod error;
 pub mod fetch;
+pub mod grant;
 mod id;
 pub mod limits;
 pub mod manifest;

@@ -90,9 +90,11 @@ impl SyncResponse {
                     let mut len = [0u8; 2];
                     len.copy_from_slice(r.take(2)?);
                     let len = usize::from(u16::from_le_bytes(len));
-                    if len > MAX_RECORD {
+                    // Grant records travel here too (`crate::grant`).
+                    let max = MAX_RECORD.max(crate::grant::MAX_RECORD);
+                    if len > max {
                         return Err(AliasError::Malformed(format!(
-                            "a record of {len} bytes; at most {MAX_RECORD}"
+                            "a record of {len} bytes; at most {max}"
                         )));
                     }
                     records.push(r.take(len)?.to_vec());

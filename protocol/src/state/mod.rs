@@ -17,6 +17,7 @@ use std::str::FromStr;
 mod bloom;
 mod holders;
 mod wire;
+pub mod writes;
 
 pub use bloom::{MAX_BLOOM_BITS_PER_ENTRY, MAX_BLOOM_PROBES, check_bloom};
 pub use holders::{Config as HoldersConfig, Holders};
@@ -36,7 +37,7 @@ pub const MAX_PATH_DEPTH: usize = 32;
 pub const MAX_KEY: usize = 256;
 /// Encoding version of the sync messages (2: a refusal carries an error
 /// kind). A peer speaking another version is refused with a message naming both.
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 /// Why a name, path or message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
