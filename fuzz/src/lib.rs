@@ -111,7 +111,7 @@ pub fn state_file(data: &[u8]) {
 }
 
 /// A document name for framing fuzzed payloads.
-const DOC: &str = "6b6974682d6578616d706c652d6e616d6573706163652d766973697473000001/doc";
+const DOC: &str = "d209b66ad471ec4c84bd324baa72799fabd5376ed0841281fa8ff3781bcd715c/doc";
 
 /// The `kith.manifest` section's JSON.
 pub fn manifest(data: &[u8]) {

@@ -23,13 +23,13 @@ impl crate::node::Node {
             }
         };
         match message {
-            AliasInbound::Record { peer, bytes } => match self.aliases.apply_bytes(&bytes) {
-                Ok((applied, signed)) => {
-                    tracing::debug!(%peer, alias = %signed.record.alias, seq = signed.record.seq, ?applied, "alias record from gossip");
+            AliasInbound::Record { peer, bytes } => match self.aliases.apply_record(&bytes) {
+                Ok(applied) => {
+                    tracing::debug!(%peer, ?applied, "alias or grant record from gossip");
                 }
                 Err(e) => {
-                    tracing::warn!(%peer, error = %e, "alias record refused");
-                    if matches!(e, AliasOpError::Invalid(_)) {
+                    tracing::warn!(%peer, error = %e, "alias record refused (or a grant record)");
+                    if matches!(e, AliasOpError::Invalid(_) | AliasOpError::BadGrant(_)) {
                         penalise(&peer);
                     }
                 }
@@ -51,10 +51,10 @@ impl crate::node::Node {
                 let mut new = 0;
                 let mut bad = 0;
                 for bytes in &records {
-                    match self.aliases.apply_bytes(bytes) {
-                        Ok((Applied::Duplicate, _)) => {}
+                    match self.aliases.apply_record(bytes) {
+                        Ok(Applied::Duplicate) => {}
                         Ok(_) => new += 1,
-                        Err(AliasOpError::Invalid(_)) => bad += 1,
+                        Err(AliasOpError::Invalid(_) | AliasOpError::BadGrant(_)) => bad += 1,
                         Err(e) => tracing::warn!(error = %e, "alias record not stored"),
                     }
                 }

@@ -22,6 +22,7 @@ use kith_protocol::FunctionId;
 use kith_protocol::alias::{
     Alias, AliasError, AliasRef, Applied, Namespace, Record, Registry, Signed, Target,
 };
+use kith_protocol::grant::{GrantBook, GrantError, SignedGrants};
 use libp2p_identity::ed25519;
 
 use crate::fsutil;
@@ -38,6 +39,9 @@ pub enum AliasOpError {
     /// A bad name, reference, target list or record.
     #[error(transparent)]
     Invalid(#[from] AliasError),
+    /// A bad grant record.
+    #[error(transparent)]
+    BadGrant(#[from] GrantError),
     /// No record for the alias.
     #[error("no alias {0} is known to this node")]
     NotFound(String),
@@ -51,6 +55,16 @@ pub enum AliasOpError {
         "this node holds no key for namespace {0}: only the namespace's key can change its aliases"
     )]
     NotOwner(Namespace),
+    /// No key on this node may write the namespace.
+    #[error(
+        "permission_denied: no key on this node may write namespace {namespace}: its owner must grant one (`kith grant {namespace} --writer {node_key}` on the owner's node grants this node's key)"
+    )]
+    NotGranted {
+        /// The namespace.
+        namespace: Namespace,
+        /// This node's state key (hex).
+        node_key: String,
+    },
     /// A key of that name exists.
     #[error("a key named \"{0}\" already exists")]
     KeyExists(String),
@@ -67,10 +81,14 @@ impl AliasOpError {
     pub fn kind(&self) -> kith_protocol::ErrorKind {
         use kith_protocol::ErrorKind as K;
         match self {
-            Self::Invalid(AliasError::BadSignature) => K::BadRecord,
+            Self::Invalid(AliasError::BadSignature) | Self::BadGrant(GrantError::BadSignature) => {
+                K::BadRecord
+            }
+            Self::BadGrant(_) => K::BadRequest,
             Self::Invalid(_) | Self::UnknownNamespace(_) => K::BadRequest,
             Self::NotFound(_) => K::NotFound,
             Self::NotOwner(_) => K::Forbidden,
+            Self::NotGranted { .. } => K::PermissionDenied,
             Self::KeyExists(_) | Self::NoPrevious(_) => K::Conflict,
             Self::Io(_) => K::Internal,
         }
@@ -148,6 +166,7 @@ pub struct Resolved {
 pub struct Aliases {
     data_dir: PathBuf,
     registry: RwLock<Registry>,
+    pub(crate) grants: RwLock<GrantBook>,
     log: Mutex<File>,
     keys: RwLock<Vec<(String, ed25519::Keypair)>>,
     trust: Vec<Namespace>,
@@ -200,9 +219,11 @@ fn load_keys(dir: &Path) -> std::io::Result<Vec<(String, ed25519::Keypair)>> {
     Ok(keys)
 }
 
-/// Reads the record log, verifying every record; cuts off a corrupted tail.
-fn load_log(path: &Path) -> std::io::Result<(Registry, File)> {
+/// Reads the record log (alias and grant records), verifying every record; cuts off a
+/// corrupted tail.
+fn load_log(path: &Path) -> std::io::Result<(Registry, GrantBook, File)> {
     let mut registry = Registry::default();
+    let mut grants = GrantBook::default();
     let mut bytes = Vec::new();
     let mut file = OpenOptions::new()
         .read(true)
@@ -215,11 +236,20 @@ fn load_log(path: &Path) -> std::io::Result<(Registry, File)> {
         let good = bytes.get(at..at + 2).and_then(|len| {
             let n = usize::from(u16::from_le_bytes([len[0], len[1]]));
             let body = bytes.get(at + 2..at + 2 + n)?;
-            Signed::decode(body).ok().map(|s| (s, 2 + n))
+            let record = if body.first() == Some(&kith_protocol::grant::TAG) {
+                SignedGrants::decode(body).ok().map(Logged::Grants)?
+            } else {
+                Signed::decode(body).ok().map(Logged::Alias)?
+            };
+            Some((record, 2 + n))
         });
         match good {
-            Some((signed, n)) => {
+            Some((Logged::Alias(signed), n)) => {
                 registry.apply(signed);
+                at += n;
+            }
+            Some((Logged::Grants(signed), n)) => {
+                grants.apply(signed);
                 at += n;
             }
             None => {
@@ -230,7 +260,12 @@ fn load_log(path: &Path) -> std::io::Result<(Registry, File)> {
             }
         }
     }
-    Ok((registry, file))
+    Ok((registry, grants, file))
+}
+
+enum Logged {
+    Alias(Signed),
+    Grants(SignedGrants),
 }
 
 impl Aliases {
@@ -244,9 +279,10 @@ impl Aliases {
         trusted_only: bool,
     ) -> Result<Self, AliasOpError> {
         let keys = load_keys(&data_dir.join(KEYS_DIR))?;
-        let (registry, log) = load_log(&data_dir.join(LOG_FILE))?;
+        let (registry, grants, log) = load_log(&data_dir.join(LOG_FILE))?;
         tracing::info!(
             records = registry.len(),
+            grants = grants.len(),
             keys = keys.len(),
             "alias registry loaded"
         );
@@ -257,6 +293,7 @@ impl Aliases {
         let mut this = Self {
             data_dir: data_dir.to_owned(),
             registry: RwLock::new(registry),
+            grants: RwLock::new(grants),
             log: Mutex::new(log),
             keys: RwLock::new(keys),
             trust: Vec::new(),
@@ -271,7 +308,7 @@ impl Aliases {
         Ok(this)
     }
 
-    fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+    pub(crate) fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
         self.registry.read().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -368,14 +405,7 @@ impl Aliases {
             return Ok(Applied::Duplicate);
         }
         // Durable before it is acknowledged or passed on.
-        let mut frame = Vec::with_capacity(2 + signed.bytes.len());
-        frame.extend_from_slice(&(signed.bytes.len() as u16).to_le_bytes());
-        frame.extend_from_slice(&signed.bytes);
-        {
-            let mut log = lock(&self.log);
-            log.write_all(&frame)?;
-            log.sync_data()?;
-        }
+        self.log_record(&signed.bytes)?;
         let applied = registry.apply(signed);
         if applied == Applied::Current {
             tracing::info!("alias record applied");
@@ -383,7 +413,27 @@ impl Aliases {
         Ok(applied)
     }
 
-    fn signer(&self, ns: &Namespace) -> Result<ed25519::Keypair, AliasOpError> {
+    /// Appends a record to the log and fsyncs.
+    pub(crate) fn log_record(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut frame = Vec::with_capacity(2 + bytes.len());
+        frame.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        frame.extend_from_slice(bytes);
+        let mut log = lock(&self.log);
+        log.write_all(&frame)?;
+        log.sync_data()
+    }
+
+    /// The publisher keys held here, as signing keys.
+    pub(crate) fn secret_keys(&self) -> Vec<ed25519_dalek::SigningKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|(_, k)| signing_key(k))
+            .collect()
+    }
+
+    pub(crate) fn signer(&self, ns: &Namespace) -> Result<ed25519::Keypair, AliasOpError> {
         self.keys
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -515,9 +565,12 @@ impl Aliases {
         self.registry().len()
     }
 
-    /// The digest of the registry, for sync.
+    /// The digest of the registry and the grant book together, for sync.
     pub fn digest(&self) -> [u8; 32] {
-        self.registry().digest()
+        let mut h = blake3::Hasher::new();
+        h.update(&self.registry().digest());
+        h.update(&self.grant_book().digest());
+        *h.finalize().as_bytes()
     }
 
     /// Up to `max` records, newest first per alias first, for a sync response.
@@ -532,7 +585,34 @@ impl Aliases {
                 out.push(s.bytes.clone());
             }
         }
+        // Grant records: every namespace's current one first, then history.
+        let grants = self.grant_book();
+        let current: Vec<&SignedGrants> = grants
+            .records()
+            .filter(|s| grants.current(&s.grants.namespace).map(|c| c.digest) == Some(s.digest))
+            .collect();
+        let mut tail: Vec<Vec<u8>> = current.iter().map(|s| s.bytes.clone()).collect();
+        for s in grants.records() {
+            if !current.iter().any(|c| c.digest == s.digest) {
+                tail.push(s.bytes.clone());
+            }
+        }
+        // Grants are few and decide writes: they go in before the alias history.
+        let currents = registry.currents().count().min(max);
+        let history = out.split_off(currents);
+        out.extend(tail);
+        out.extend(history);
         out.truncate(max);
+        // And within the response's byte cap.
+        let mut bytes = 5;
+        let fit = out
+            .iter()
+            .take_while(|r| {
+                bytes += 2 + r.len();
+                bytes <= kith_protocol::alias::MAX_SYNC_RESPONSE
+            })
+            .count();
+        out.truncate(fit);
         out
     }
 
@@ -554,4 +634,11 @@ impl Aliases {
     pub fn trusted_only(&self) -> bool {
         self.trusted_only
     }
+}
+
+/// A libp2p ed25519 keypair as an ed25519-dalek signing key.
+pub(crate) fn signing_key(key: &ed25519::Keypair) -> Option<ed25519_dalek::SigningKey> {
+    let secret = key.secret();
+    let bytes: [u8; 32] = secret.as_ref().try_into().ok()?;
+    Some(ed25519_dalek::SigningKey::from_bytes(&bytes))
 }

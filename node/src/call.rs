@@ -67,6 +67,17 @@ pub enum CallError {
         /// The namespace.
         namespace: kith_protocol::alias::Namespace,
     },
+    /// The function's manifest names documents of a namespace whose owner has not
+    /// granted it.
+    #[error(
+        "permission_denied: function {function} uses documents of namespace {namespace}, whose owner has not granted it (the owner runs `kith grant {namespace} --function {function}`, or grants an alias of the namespace that points at it)"
+    )]
+    NotGranted {
+        /// The function.
+        function: FunctionId,
+        /// The namespace.
+        namespace: kith_protocol::alias::Namespace,
+    },
     /// The module is not stored here and this node is fetching too much right now.
     #[error(transparent)]
     FetchBusy(crate::net::FetchError),
@@ -92,6 +103,7 @@ impl CallError {
             Self::Busy { .. } | Self::CpuShare { .. } | Self::OffHours { .. } => ErrorKind::Busy,
             Self::Untrusted { .. } => ErrorKind::Untrusted,
             Self::StateNotHosted { .. } => ErrorKind::StateNotHosted,
+            Self::NotGranted { .. } => ErrorKind::PermissionDenied,
             Self::ShuttingDown => ErrorKind::ShuttingDown,
             Self::FetchBusy(_) => ErrorKind::Busy,
             Self::Remote { kind, .. } => *kind,

@@ -16,6 +16,7 @@ mod clock;
 pub mod config;
 mod executor;
 mod fsutil;
+pub mod grants;
 pub mod identity;
 mod inbound;
 pub mod metrics;

@@ -74,6 +74,16 @@ impl Node {
         self.state.heads(doc)
     }
 
+    /// Penalises `peer` for what it sent about `doc` (a change it was not given the
+    /// right to write, a forged signature, an orphan flood) and counts it.
+    pub(crate) fn penalise_state_peer(&self, peer: PeerId, doc: &DocName) {
+        self.state_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%peer, %doc, "penalised a peer for the state changes it sent");
+        if let Some(net) = self.net.get() {
+            net.penalise(peer);
+        }
+    }
+
     /// Remembers that `peer` holds `doc`.
     pub(crate) fn note_holder(&self, doc: &DocName, peer: PeerId) {
         if peer != self.peer_id {
@@ -179,9 +189,12 @@ impl Node {
                 tokio::task::spawn_blocking(move || {
                     let doc = request.doc;
                     let before = node.state.raw_heads(&doc);
-                    let answer =
+                    let (answer, misbehaved) =
                         node.state
                             .answer_sync(&doc, &format!("in:{peer}"), &request.message);
+                    if misbehaved {
+                        node.penalise_state_peer(peer, &doc);
+                    }
                     if let SyncResponse::Message(m) = &answer {
                         node.sync_sent.fetch_add(m.len() as u64, Ordering::Relaxed);
                     }
@@ -266,17 +279,24 @@ impl Node {
                             let before = state.raw_heads(&d);
                             state
                                 .receive_sync(&d, &s, &reply)
-                                .map(|()| state.raw_heads(&d) != before)
+                                .map(|r| (state.raw_heads(&d) != before, r.flooded > 0))
                         })
                         .await;
                         match applied {
-                            Ok(Ok(changed)) => {
+                            Ok(Ok((changed, flooded))) => {
                                 if changed {
                                     self.pass_on(&doc, Some(peer));
+                                }
+                                if flooded {
+                                    self.penalise_state_peer(peer, &doc);
+                                    break;
                                 }
                             }
                             Ok(Err(e)) => {
                                 tracing::info!(%peer, %doc, error = %e, "refused a peer's sync message");
+                                if matches!(e, StateOpError::Unauthorised(_)) {
+                                    self.penalise_state_peer(peer, &doc);
+                                }
                                 break;
                             }
                             Err(_) => break,

@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(Manifest::parse(m.to_json().as_bytes()), Ok(m));
     }
 
-    const NS: &str = "6b6974682d6578616d706c652d6e616d6573706163652d766973697473000001";
+    const NS: &str = "d209b66ad471ec4c84bd324baa72799fabd5376ed0841281fa8ff3781bcd715c";
 
     #[test]
     fn state_permissions() {

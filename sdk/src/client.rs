@@ -387,6 +387,23 @@ impl Client {
         Ok(bytes.to_vec())
     }
 
+    /// Changes namespace `namespace`'s grants (`{"grant": {...}, "revoke": {...}}`,
+    /// see `docs/http-api.md`); the namespace's key must be on the node.
+    ///
+    /// # Errors
+    /// Transport trouble or an error answer (no key for the namespace, a bad subject).
+    pub fn grants_change(
+        &self,
+        namespace: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.send_json(
+            reqwest::Method::POST,
+            &format!("/v1/grants/{namespace}"),
+            body,
+        )
+    }
+
     /// `GET` a JSON document from the API, e.g. `/v1/status`.
     ///
     /// # Errors

@@ -133,7 +133,7 @@ fn state_module(op: &str, doc: &str) -> Vec<u8> {
 fn bench_state(runtime: &Runtime, store: &BlobStore, caps: &Caps, iterations: usize) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let state = Arc::new(StateStore::open(dir.path(), StateLimits::default()).unwrap());
-    let ns = "6b6974682d6578616d706c652d6e616d6573706163652d766973697473000001";
+    let ns = "d209b66ad471ec4c84bd324baa72799fabd5376ed0841281fa8ff3781bcd715c";
     let doc = format!("{ns}/visits");
     let modules: Vec<(&str, Vec<u8>, &[u8])> = vec![
         ("no state access", state_module("none", &doc), b""),
@@ -163,6 +163,7 @@ fn bench_state(runtime: &Runtime, store: &BlobStore, caps: &Caps, iterations: us
     let access = || StateAccess {
         store: Arc::clone(&state),
         written: Arc::new(Mutex::new(BTreeSet::new())),
+        writer: kith_node::state::Writer::from_secret([7; 32], None),
     };
     // Each module's operation succeeds (a status below 0 would be a refusal, and would
     // time an error path instead). visit_counter first, so the counter exists.

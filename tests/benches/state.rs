@@ -82,7 +82,10 @@ fn run_once(round: usize) -> (f64, u64, u64, u64) {
         &format!("{}/v1/keys", nodes[0].url),
         br#"{"name":"bench"}"#.to_vec(),
     );
-    let doc = format!("{}/bench{round}", key.json()["namespace"].as_str().unwrap());
+    let ns = key.json()["namespace"].as_str().unwrap().to_owned();
+    let doc = format!("{ns}/bench{round}");
+    let others: Vec<&NodeProcess> = nodes[1..].iter().collect();
+    kith_tests::cluster::grant_writers(&nodes[0], &ns, &others);
     let base = |n: &NodeProcess| format!("{}/v1/state/{doc}", n.url);
     assert_eq!(
         request(

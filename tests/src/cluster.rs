@@ -104,3 +104,93 @@ pub fn publish(node: &NodeProcess, bytes: Vec<u8>) -> String {
     assert!(r.status == 201 || r.status == 200, "{:?}", r.json());
     r.json()["id"].as_str().unwrap().to_owned()
 }
+
+/// The examples' namespace (`sdk/functions/example-namespace.key`, a public key pair:
+/// never keep real data there).
+pub const EXAMPLE_NAMESPACE: &str =
+    "d209b66ad471ec4c84bd324baa72799fabd5376ed0841281fa8ff3781bcd715c";
+
+/// Puts the examples' namespace key into `data_dir` (as the key `example`) before the
+/// node starts, so that node owns the namespace the example functions use.
+pub fn hold_example_key(data_dir: &Path) {
+    let keys = data_dir.join("keys");
+    std::fs::create_dir_all(&keys).expect("keys dir");
+    let secret = include_str!("../../sdk/functions/example-namespace.key");
+    std::fs::write(keys.join("example.key"), secret).expect("write the example key");
+}
+
+/// Changes `namespace`'s grants on `owner` (which holds its key): `grant` and
+/// `revoke` are `{"writers": [...], "functions": [...], "aliases": [...]}` objects.
+/// Returns the new record's sequence number.
+pub fn change_grants(
+    owner: &NodeProcess,
+    namespace: &str,
+    grant: serde_json::Value,
+    revoke: serde_json::Value,
+) -> u64 {
+    let r = post(
+        &format!("{}/v1/grants/{namespace}", owner.url),
+        serde_json::json!({ "grant": grant, "revoke": revoke })
+            .to_string()
+            .into_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["seq"].as_u64().expect("seq")
+}
+
+/// Grants `functions` on `owner` and waits until every node in `others` has the grant.
+pub fn grant_functions(
+    owner: &NodeProcess,
+    namespace: &str,
+    functions: &[&str],
+    others: &[&NodeProcess],
+) {
+    let seq = change_grants(
+        owner,
+        namespace,
+        serde_json::json!({ "functions": functions }),
+        serde_json::json!({}),
+    );
+    wait_for_grants(others, namespace, seq);
+}
+
+/// Grants each of `writers` (nodes) write to `namespace` with its state key, on
+/// `owner`, and waits until every writer has the grant.
+pub fn grant_writers(owner: &NodeProcess, namespace: &str, writers: &[&NodeProcess]) {
+    let keys: Vec<String> = writers
+        .iter()
+        .map(|n| {
+            n.status()["state"]["state_key"]
+                .as_str()
+                .expect("state_key")
+                .to_owned()
+        })
+        .collect();
+    let seq = change_grants(
+        owner,
+        namespace,
+        serde_json::json!({ "writers": keys }),
+        serde_json::json!({}),
+    );
+    wait_for_grants(writers, namespace, seq);
+}
+
+/// Waits (60 s at most) until every node in `nodes` knows `namespace`'s grants at
+/// sequence number `seq` or later.
+pub fn wait_for_grants(nodes: &[&NodeProcess], namespace: &str, seq: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for n in nodes {
+        loop {
+            let v = crate::get(&format!("{}/v1/grants/{namespace}", n.url)).json();
+            if v["seq"].as_u64().unwrap_or(0) >= seq {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not learn grant record {seq} of {namespace} within 60 s: {v}",
+                n.url
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

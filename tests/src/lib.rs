@@ -7,6 +7,7 @@ pub mod hostile;
 pub mod load;
 pub mod netns;
 pub mod relay;
+pub mod state_attack;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -473,6 +473,21 @@ fn state_through_the_cli() {
         out.stdout
     };
     ok(&node, &["key", "new", "me"]);
+    // Grants: who else may write me's documents.
+    let writer = "ab".repeat(32);
+    let granted = text(&ok(&node, &["grant", "me", "--writer", &writer]));
+    assert!(
+        granted.contains("seq 1") && granted.contains(&writer),
+        "{granted}"
+    );
+    let shown = text(&ok(&node, &["grants", "me"]));
+    assert!(shown.contains(&writer), "{shown}");
+    ok(&node, &["revoke", "me", "--writer", &writer]);
+    let shown = text(&ok(&node, &["grants", "me"]));
+    assert!(
+        shown.contains("seq 2") && !shown.contains(&writer),
+        "{shown}"
+    );
     ok(&node, &["state", "put", "me/cart", "/items", r#"["tea"]"#]);
     ok(
         &node,
@@ -497,6 +512,10 @@ fn state_through_the_cli() {
 
     let export = dir.path().join("cart.automerge");
     std::fs::write(&export, ok(&node, &["state", "export", "me/cart"])).unwrap();
+    // Another node imports it once it holds the key that wrote it.
+    let keys = dir.path().join("o").join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::copy(dir.path().join("n/keys/me.key"), keys.join("me.key")).unwrap();
     let other = NodeProcess::start(BIN, &dir.path().join("o"), &["--offline"]);
     let ns = text(&ok(&node, &["key", "list"]));
     let ns = ns.split_whitespace().next().unwrap();

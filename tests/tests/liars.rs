@@ -15,8 +15,9 @@ use kith_tests::{NodeProcess, get, guest, post};
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
 const PEER: &str = env!("CARGO_BIN_EXE_kith-test-peer");
 
-/// Calls measured per phase.
-const CALLS: usize = 40;
+/// Calls measured per phase: with 100, the p99 is the second slowest call, so one
+/// scheduling hiccup on a loaded 2-core machine does not decide it.
+const CALLS: usize = 100;
 /// cpu_heavy's input: ~70 ms of work on this machine, so that the liar's claimed
 /// CPU wins placement and loopback jitter is small beside the call.
 const INPUT: &[u8] = b"300000";
@@ -80,10 +81,19 @@ fn a_peer_that_lies_about_its_capacity_stops_being_chosen_after_one_call() {
     eprintln!("baseline p99 {base_p99:.1} ms");
 
     // cpu_heavy's timeout is 20 s: the delaying liar answers 1 s before it.
+    let mut runs = Vec::new();
     for answer in ["drop", "delay:19000", "trap"] {
         let (_liar, _out, liar_id) = test_peer(PEER, &["liar", &gateway.p2p_addr(), &id, answer]);
         wait_for_advert(gateway, &liar_id);
-        let run = calls(gateway, &id, &expected);
+        runs.push((answer, liar_id, calls(gateway, &id, &expected)));
+    }
+    // The baseline again, with no liar, at the end of the run: the machine's noise
+    // over the whole run is what the liar phases are compared with.
+    let again = calls(gateway, &id, &expected);
+    assert!(again.iter().all(|c| c.1 == honest.node_id));
+    let base_p99 = base_p99.max(p99(again.iter().map(|c| c.0).collect()));
+    eprintln!("baseline p99 over the run {base_p99:.1} ms");
+    for (answer, liar_id, run) in runs {
         // A call the liar won: it ran there (the made-up output), or it took far
         // longer than any baseline call (the liar sat on it until the deadline).
         let won: Vec<usize> = (0..run.len())

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use kith_tests::cluster::grant_writers;
 use kith_tests::{NodeProcess, get, post, send as request};
 use serde_json::{Value, json};
 
@@ -71,7 +72,10 @@ fn three_nodes(dir: &std::path::Path) -> Vec<NodeProcess> {
 fn concurrent_writes_on_three_nodes_converge_and_counters_add_up() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = three_nodes(dir.path());
-    let doc = format!("{}/shop", namespace(&nodes[0]));
+    let ns = namespace(&nodes[0]);
+    let doc = format!("{ns}/shop");
+    // The other two write with their own keys, which the namespace's owner grants.
+    grant_writers(&nodes[0], &ns, &[&nodes[1], &nodes[2]]);
     // The counter, the list and the map exist before concurrent use: concurrent
     // creations of one key conflict (in Automerge as in any map CRDT) and only one
     // of the created objects survives, with the writes made into it.
@@ -239,11 +243,29 @@ fn acknowledged_writes_survive_sigkill() {
     assert_eq!(entries.len(), 200);
     assert!(entries.iter().enumerate().all(|(i, e)| e["i"] == i));
 
-    // The export loads on another node.
+    // The export is a standard Automerge binary.
+    let loaded = automerge::AutoCommit::load(&export).unwrap().get_heads();
+    let loaded: Vec<String> = loaded.iter().map(ToString::to_string).collect();
+    assert_eq!(json!(loaded), before);
+    // Another node cannot import it: it holds no key that wrote those changes, and a
+    // node signs only its own (others' arrive by sync, with their signatures).
     let other = NodeProcess::start(BIN, &dir.path().join("other"), &["--offline"]);
-    let r = request("POST", &format!("{}/import", doc_url(&other, &doc)), export);
+    let r = request(
+        "POST",
+        &format!("{}/import", doc_url(&other, &doc)),
+        export.clone(),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.message().contains("permission_denied"), "{}", r.text());
+    other.kill();
+    // With the publisher key moved there, it imports.
+    let keys = dir.path().join("moved").join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::copy(data.join("keys/app.key"), keys.join("app.key")).unwrap();
+    let moved = NodeProcess::start(BIN, &dir.path().join("moved"), &["--offline"]);
+    let r = request("POST", &format!("{}/import", doc_url(&moved, &doc)), export);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(heads(&other, &doc), before);
+    assert_eq!(heads(&moved, &doc), before);
 }
 
 /// Bad input gets a clear error naming the problem, and the document is untouched.
@@ -359,7 +381,9 @@ fn writes_on_both_sides_of_a_partition_converge_after_it_heals() {
             peers.iter().filter(|p| p["connected"] == true).count() >= 2
         });
     }
-    let doc = format!("{}/notes", namespace(&a));
+    let ns = namespace(&a);
+    let doc = format!("{ns}/notes");
+    grant_writers(&a, &ns, &[&b, &c]);
     let r = request(
         "POST",
         &format!("{}/increment?path=/n&by=0", doc_url(&a, &doc)),

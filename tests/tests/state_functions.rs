@@ -7,14 +7,16 @@
 
 use std::time::{Duration, Instant};
 
-use kith_tests::cluster::publish;
+use kith_tests::cluster::{
+    EXAMPLE_NAMESPACE, change_grants, grant_functions, grant_writers, hold_example_key, publish,
+};
 use kith_tests::{NodeProcess, Raw, get, guest, post};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
 
 /// The document the example functions use (`sdk/functions/visit-counter`).
-const VISITS: &str = "6b6974682d6578616d706c652d6e616d6573706163652d766973697473000001/visits";
+const VISITS: &str = "d209b66ad471ec4c84bd324baa72799fabd5376ed0841281fa8ff3781bcd715c/visits";
 
 fn call(node: &NodeProcess, id: &str, input: &str) -> Raw {
     post(
@@ -29,7 +31,8 @@ fn call_ok(node: &NodeProcess, id: &str, input: &str) -> (Value, String) {
     (r.json(), r.header("kith-executed-by"))
 }
 
-/// Two connected nodes that have each other's adverts; B joins through A.
+/// Two connected nodes that have each other's adverts; B joins through A. A holds the
+/// examples' namespace key (it owns the example functions' documents).
 fn two_nodes(
     dir: &std::path::Path,
     a_flags: &[&str],
@@ -37,6 +40,7 @@ fn two_nodes(
 ) -> (NodeProcess, NodeProcess) {
     let fast = ["--advert-interval-ms", "500"];
     let a_args: Vec<&str> = fast.iter().chain(a_flags).copied().collect();
+    hold_example_key(&dir.join("a"));
     let a = NodeProcess::start(BIN, &dir.join("a"), &a_args);
     let addr = a.p2p_addr();
     let b_args: Vec<&str> = fast
@@ -80,6 +84,20 @@ fn a_function_on_one_node_writes_and_a_function_on_another_reads_after_sync() {
     let counter = publish(&a, guest("visit_counter"));
     let report = publish(&b, guest("visit_report"));
     let (a_id, b_id) = (a.status()["node_id"].clone(), b.status()["node_id"].clone());
+    // Until the namespace's owner grants them, the functions may not touch its
+    // documents: the call is refused naming the missing grant, and nothing is written.
+    let r = call(&a, &counter, "alice");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.kind(), "permission_denied");
+    assert!(
+        r.message().contains("has not granted") && r.message().contains("kith grant"),
+        "{}",
+        r.message()
+    );
+    assert_eq!(a.status()["state"]["documents"], 0, "nothing was created");
+    grant_functions(&a, EXAMPLE_NAMESPACE, &[&counter, &report], &[&b]);
+    // B's operator writes too (HTTP below), with B's own key.
+    grant_writers(&a, EXAMPLE_NAMESPACE, &[&b]);
 
     for i in 1..=3 {
         let (out, by) = call_ok(&a, &counter, "alice");
@@ -207,9 +225,16 @@ fn raw_module(
     wat::parse_str(&wat).unwrap()
 }
 
-/// Runs a raw module's call and splits the output into status and result text.
-fn raw_call(node: &NodeProcess, module: Vec<u8>) -> (i64, String) {
+/// Runs a raw module's call (granted by `ns`'s owner, `node`) and splits the output
+/// into status and result text.
+fn raw_call(node: &NodeProcess, ns: &str, module: Vec<u8>) -> (i64, String) {
     let id = publish(node, module);
+    change_grants(
+        node,
+        ns,
+        serde_json::json!({ "functions": [id] }),
+        serde_json::json!({}),
+    );
     let r = call(node, &id, "");
     assert_eq!(r.status, 200, "{}", r.text());
     let status = i64::from_le_bytes(r.body[..8].try_into().unwrap());
@@ -220,13 +245,19 @@ fn raw_call(node: &NodeProcess, module: Vec<u8>) -> (i64, String) {
 fn the_manifest_decides_which_documents_a_function_may_touch() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(BIN, &dir.path().join("n"), &[]);
-    let ns = "ab".repeat(32);
+    let r = post(
+        &format!("{}/v1/keys", node.url),
+        br#"{"name":"shop"}"#.to_vec(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let ns = r.json()["namespace"].as_str().unwrap().to_owned();
     let doc = format!("{ns}/cart");
     let other = format!("{ns}/other");
 
     // Listed for writing: a put works, and the value is there over HTTP.
     let (status, text) = raw_call(
         &node,
+        &ns,
         raw_module(2, &[], &[&doc], "put", &doc, "items/apple", "3"),
     );
     assert_eq!((status, text.as_str()), (0, ""));
@@ -235,7 +266,7 @@ fn the_manifest_decides_which_documents_a_function_may_touch() {
         3
     );
     // A get returns the JSON; the whole document with the empty path.
-    let (status, text) = raw_call(&node, raw_module(2, &[&doc], &[], "get", &doc, "", ""));
+    let (status, text) = raw_call(&node, &ns, raw_module(2, &[&doc], &[], "get", &doc, "", ""));
     assert_eq!(status, text.len() as i64);
     assert_eq!(
         serde_json::from_str::<Value>(&text).unwrap(),
@@ -244,6 +275,7 @@ fn the_manifest_decides_which_documents_a_function_may_touch() {
     // Increment returns the new value.
     let (status, text) = raw_call(
         &node,
+        &ns,
         raw_module(2, &[], &[&format!("{ns}/c*")], "increment", &doc, "n", ""),
     );
     assert_eq!((status, text.as_str()), (1, "5"));
@@ -252,6 +284,7 @@ fn the_manifest_decides_which_documents_a_function_may_touch() {
     let before = get(&format!("{}/v1/state/{doc}", node.url)).json();
     let (status, text) = raw_call(
         &node,
+        &ns,
         raw_module(2, &[&doc], &[], "put", &doc, "items/pear", "1"),
     );
     assert_eq!(status, -1, "{text}");
@@ -261,35 +294,44 @@ fn the_manifest_decides_which_documents_a_function_may_touch() {
     );
     let (status, text) = raw_call(
         &node,
+        &ns,
         raw_module(2, &[&doc], &[], "delete", &doc, "items", ""),
     );
     assert_eq!(status, -1, "{text}");
     assert_eq!(get(&format!("{}/v1/state/{doc}", node.url)).json(), before);
     // Not listed at all: reads are refused too.
-    let (status, text) = raw_call(&node, raw_module(2, &[&doc], &[], "get", &other, "", ""));
+    let (status, text) = raw_call(
+        &node,
+        &ns,
+        raw_module(2, &[&doc], &[], "get", &other, "", ""),
+    );
     assert_eq!(status, -1, "{text}");
     assert!(text.contains(&other), "names the document: {text}");
 
     // Bad input comes back as a status and a message, never a crash.
     let (status, text) = raw_call(
         &node,
+        &ns,
         raw_module(2, &[], &[&doc], "put", &doc, "x", "{not json"),
     );
     assert_eq!(status, -3, "{text}");
     assert!(text.contains("not JSON"), "{text}");
     let (status, text) = raw_call(
         &node,
+        &ns,
         raw_module(2, &[], &[&doc], "increment", &doc, "items", ""),
     );
     assert_eq!(status, -4, "{text}");
     assert!(text.contains("not a counter"), "{text}");
     let (status, text) = raw_call(
         &node,
+        &ns,
         raw_module(2, &[], &[&doc], "get", &doc, "missing/key", ""),
     );
     assert_eq!(status, -2, "{text}");
     let (status, text) = raw_call(
         &node,
+        &ns,
         raw_module(2, &[], &[&doc], "get", "shop/cart", "", ""),
     );
     assert_eq!(status, -3, "{text}");
@@ -335,7 +377,7 @@ fn the_manifest_decides_which_documents_a_function_may_touch() {
             (i32.const 0)))"#,
         dl = doc.len()
     );
-    let (status, text) = raw_call(&node, wat::parse_str(&wat).unwrap());
+    let (status, text) = raw_call(&node, &ns, wat::parse_str(&wat).unwrap());
     assert_eq!(status, -5, "{text}");
     assert!(text.contains("max_state_ops"), "{text}");
 
@@ -351,10 +393,33 @@ fn the_manifest_decides_which_documents_a_function_may_touch() {
             (i32.const 0)))"#
     );
     let id = publish(&node, wat::parse_str(&wat).unwrap());
+    change_grants(
+        &node,
+        &ns,
+        serde_json::json!({ "functions": [id] }),
+        serde_json::json!({}),
+    );
     let r = call(&node, &id, "");
     assert_eq!(r.status, 422, "{}", r.text());
     assert_eq!(r.kind(), "trap");
     assert!(r.message().contains("kith.state_get"), "{}", r.message());
+
+    // A function claiming a namespace whose owner never granted it (here one whose
+    // key is nowhere) is refused before it runs, naming the grant.
+    let foreign = format!("{}/cart", "cd".repeat(32));
+    let id = publish(
+        &node,
+        raw_module(2, &[], &[&foreign], "put", &foreign, "x", "1"),
+    );
+    let r = call(&node, &id, "");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.kind(), "permission_denied");
+    assert!(r.message().contains(&"cd".repeat(32)), "{}", r.message());
+    let held = get(&format!("{}/v1/state", node.url)).json();
+    assert!(
+        !held.to_string().contains(&"cd".repeat(32)),
+        "nothing of the foreign namespace was created: {held}"
+    );
 }
 
 /// An operator who hosts only some namespaces does not run functions whose documents
@@ -382,6 +447,7 @@ fn a_node_that_does_not_host_a_functions_documents_passes_the_call_on() {
 
     let (a, b) = two_nodes(dir.path(), &["--state-namespace", &other], &[]);
     let id = publish(&a, guest("visit_counter"));
+    grant_functions(&a, EXAMPLE_NAMESPACE, &[&id], &[&b]);
     let (out, by) = call_ok(&a, &id, "dave");
     assert_eq!(out["total"], 1, "{out}");
     assert_eq!(by, b.status()["node_id"].as_str().unwrap(), "B ran it");

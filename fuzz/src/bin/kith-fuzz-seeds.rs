@@ -194,7 +194,7 @@ fn main() {
     for (i, text) in [
         "{}",
         r#"{"abi":1,"fuel":1000000,"timeout_ms":1000,"memory_bytes":2097152}"#,
-        r#"{"abi":2,"state_read":["6b6974682d6578616d706c652d6e616d6573706163652d766973697473000001/catalog"],"state_write":["6b6974682d6578616d706c652d6e616d6573706163652d766973697473000001/cart-*"]}"#,
+        r#"{"abi":2,"state_read":["d209b66ad471ec4c84bd324baa72799fabd5376ed0841281fa8ff3781bcd715c/catalog"],"state_write":["d209b66ad471ec4c84bd324baa72799fabd5376ed0841281fa8ff3781bcd715c/cart-*"]}"#,
         r#"{"table_elements":1000,"max_input_bytes":0,"max_output_bytes":1073741824}"#,
         r#"{"colour":"blue"}"#,
     ]

@@ -18,6 +18,7 @@
 
 mod aliases;
 mod calls;
+mod grants;
 pub mod guard;
 mod prometheus;
 mod state;
@@ -137,6 +138,7 @@ pub fn router(node: Shared, guard: guard::Guard) -> Router {
         .route("/v1/peers", get(peers))
         .merge(calls::routes())
         .merge(aliases::routes())
+        .merge(grants::routes())
         .merge(state::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

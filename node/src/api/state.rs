@@ -25,7 +25,7 @@ use kith_protocol::ErrorKind;
 
 use super::{ApiError, read_body};
 use crate::node::Node;
-use crate::state::StateOpError;
+use crate::state::{StateOpError, Writer};
 
 type Shared = Arc<Node>;
 
@@ -74,14 +74,19 @@ async fn json_value(node: &Node, body: Body) -> Result<serde_json::Value, ApiErr
     serde_json::from_slice(&bytes).map_err(|e| bad(format!("the body is not a JSON value: {e}")))
 }
 
-/// Runs a blocking state write (it fsyncs) and announces the change.
+/// Runs a blocking state write (it fsyncs) and announces the change. The write is
+/// signed by a key on this node that the namespace's owner authorised
+/// (`permission_denied` when there is none).
 async fn write<T: Send + 'static>(
     node: &Shared,
     doc: DocName,
-    op: impl FnOnce(&crate::state::StateStore, &DocName) -> Result<T, StateOpError> + Send + 'static,
+    op: impl FnOnce(&crate::state::StateStore, &DocName, &Writer) -> Result<T, StateOpError>
+    + Send
+    + 'static,
 ) -> Result<T, ApiError> {
+    let writer = node.operator_writer(&doc.namespace)?;
     let node = Arc::clone(node);
-    tokio::task::spawn_blocking(move || node.state_write(&doc, |s| op(s, &doc)))
+    tokio::task::spawn_blocking(move || node.state_write(&doc, |s| op(s, &doc, &writer)))
         .await
         .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?
         .map_err(ApiError::from)
@@ -110,7 +115,7 @@ async fn put(
     let doc = doc_name(&node, &namespace, &name)?;
     let path = key_path(&query)?;
     let value = json_value(&node, body).await?;
-    let heads = write(&node, doc, move |s, d| s.put(d, &path, &value)).await?;
+    let heads = write(&node, doc, move |s, d, w| s.put(d, w, &path, &value)).await?;
     Ok(axum::Json(json!({ "heads": heads })).into_response())
 }
 
@@ -121,7 +126,7 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     let doc = doc_name(&node, &namespace, &name)?;
     let path = key_path(&query)?;
-    let heads = write(&node, doc, move |s, d| s.delete(d, &path)).await?;
+    let heads = write(&node, doc, move |s, d, w| s.delete(d, w, &path)).await?;
     Ok(axum::Json(json!({ "heads": heads })).into_response())
 }
 
@@ -133,7 +138,7 @@ async fn increment(
     let doc = doc_name(&node, &namespace, &name)?;
     let path = key_path(&query)?;
     let by = query.by.unwrap_or(1);
-    let (heads, value) = write(&node, doc, move |s, d| s.increment(d, &path, by)).await?;
+    let (heads, value) = write(&node, doc, move |s, d, w| s.increment(d, w, &path, by)).await?;
     Ok(axum::Json(json!({ "heads": heads, "value": value })).into_response())
 }
 
@@ -146,7 +151,7 @@ async fn append(
     let doc = doc_name(&node, &namespace, &name)?;
     let path = key_path(&query)?;
     let value = json_value(&node, body).await?;
-    let heads = write(&node, doc, move |s, d| s.append(d, &path, &value)).await?;
+    let heads = write(&node, doc, move |s, d, w| s.append(d, w, &path, &value)).await?;
     Ok(axum::Json(json!({ "heads": heads })).into_response())
 }
 
@@ -176,7 +181,7 @@ async fn import(
     let doc = doc_name(&node, &namespace, &name)?;
     let limit = node.state().limits().max_doc_bytes;
     let bytes = read_body(body, limit, "Automerge document", "max_doc_bytes").await?;
-    let heads = write(&node, doc, move |s, d| s.import(d, &bytes)).await?;
+    let heads = write(&node, doc, move |s, d, w| s.import(d, w, &bytes)).await?;
     Ok(axum::Json(json!({ "heads": heads })).into_response())
 }
 

@@ -2,6 +2,7 @@
 //! settings of `kith up` declared once (`settings`), and the printers (`print`).
 
 mod alias;
+mod grant;
 mod print;
 pub mod settings;
 mod state;
@@ -117,6 +118,16 @@ pub enum Command {
     /// Application state: Automerge documents NAMESPACE/NAME that peers sync.
     #[command(subcommand)]
     State(StateCommand),
+    /// Let keys, functions or aliases write a namespace's documents (signed by the
+    /// namespace's key on this node; replicated to peers).
+    Grant(grant::GrantArgs),
+    /// Take write back from keys, functions or aliases of a namespace.
+    Revoke(grant::GrantArgs),
+    /// Show a namespace's current grants.
+    Grants {
+        /// The namespace (its id, or the name of its key on this node).
+        namespace: String,
+    },
 }
 
 /// `kith config …`
@@ -289,6 +300,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Alias(command) => alias_command(&cli.api, command),
         Command::State(command) => state_command(&cli.api, command),
+        Command::Grant(args) => grant::grant_command(&cli.api, &args, false),
+        Command::Revoke(args) => grant::grant_command(&cli.api, &args, true),
+        Command::Grants { namespace } => grant::grants_command(&cli.api, &namespace),
         Command::Service(ServiceCommand::Unit {
             config,
             user,

@@ -299,7 +299,13 @@ impl Task {
             self.bytes.received(Proto::AliasRecords, message.data.len());
             // Decoding verifies the record's signature; the node merges it (and
             // penalises a forger) as before.
-            let acceptance = valid(alias::Signed::decode(&message.data).is_ok());
+            let acceptance = valid(
+                if message.data.first() == Some(&kith_protocol::grant::TAG) {
+                    kith_protocol::grant::SignedGrants::decode(&message.data).is_ok()
+                } else {
+                    alias::Signed::decode(&message.data).is_ok()
+                },
+            );
             let _ = self.inbound.try_send(Inbound::Alias(AliasInbound::Record {
                 peer: from,
                 bytes: message.data,

@@ -125,7 +125,10 @@ pub struct Node {
     pub(crate) store: Arc<Store>,
     pub(crate) runtime: Arc<Runtime>,
     /// Publisher keys, the alias registry and the trust policy.
-    pub(crate) aliases: crate::aliases::Aliases,
+    pub(crate) aliases: Arc<crate::aliases::Aliases>,
+    /// The key this node signs the state changes its functions make with (its
+    /// identity key; `state_key` on the status page).
+    pub(crate) state_key: ed25519_dalek::SigningKey,
     /// Call metrics (status page, `/metrics`).
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Application state documents held here.
@@ -139,6 +142,8 @@ pub struct Node {
     pub(crate) state_fetch_ms: AtomicU64,
     /// Document syncs running, per peer and document (a second request while one
     /// runs sets the flag, and the running one goes round once more).
+    /// Sync messages refused for unauthorised changes or orphan floods.
+    pub(crate) state_refused: AtomicU64,
     pub(crate) state_syncing: Mutex<HashMap<(PeerId, kith_protocol::state::DocName), bool>>,
     /// Bytes of Automerge sync messages sent to and received from peers.
     pub(crate) sync_sent: AtomicU64,
@@ -188,6 +193,20 @@ impl Node {
         )
         .map_err(OpenError::Runtime)?;
         let state = crate::state::StateStore::open(&config.data_dir, config.state.clone())?;
+        let aliases = Arc::new(aliases);
+        state.set_authorities(Arc::new(crate::grants::GrantAuthorities(Arc::clone(
+            &aliases,
+        ))));
+        let state_key = key
+            .clone()
+            .try_into_ed25519()
+            .ok()
+            .and_then(|k| crate::aliases::signing_key(&k))
+            .ok_or_else(|| {
+                OpenError::Runtime(std::io::Error::other(
+                    "the node's identity is not an ed25519 key; it cannot sign state changes",
+                ))
+            })?;
         let cpu_score = runtime.measure_cpu_score();
         tracing::info!(cpu_score, "measured CPU speed (fuel per ms)");
         let cpu_budget = (config.cpu_share < 1.0).then(|| {
@@ -219,6 +238,7 @@ impl Node {
             store: Arc::new(store),
             runtime: Arc::new(runtime),
             aliases,
+            state_key,
             metrics: Arc::new(crate::metrics::Metrics::default()),
             state: Arc::new(state),
             state_holders: Mutex::new(kith_protocol::state::Holders::new(Default::default())),
@@ -227,6 +247,7 @@ impl Node {
             state_syncing: Mutex::new(HashMap::new()),
             sync_sent: AtomicU64::new(0),
             sync_received: AtomicU64::new(0),
+            state_refused: AtomicU64::new(0),
             config,
             started: Instant::now(),
             served: AtomicU64::new(0),
@@ -439,6 +460,20 @@ impl Node {
                 namespace,
             });
         }
+        // The manifest's state permissions take effect only where the namespace's
+        // owner granted the function.
+        if let Some(namespace) = manifest
+            .state_read
+            .iter()
+            .chain(&manifest.state_write)
+            .map(|p| p.namespace)
+            .find(|ns| !self.aliases.function_granted(ns, &id))
+        {
+            return Err(CallError::NotGranted {
+                function: id,
+                namespace,
+            });
+        }
         let limits =
             EffectiveLimits::new(&loaded.manifest, &self.config.caps).map_err(InvokeError::from)?;
         if input.len() as u64 > limits.max_input_bytes {
@@ -460,6 +495,10 @@ impl Node {
             crate::runtime::StateAccess {
                 store: Arc::clone(&self.state),
                 written: Arc::clone(&written),
+                writer: crate::state::Writer {
+                    key: self.state_key.clone(),
+                    function: Some(id),
+                },
             }
         });
         let runtime = Arc::clone(&self.runtime);

@@ -82,6 +82,16 @@ pub struct StateStatus {
     pub fetches: u64,
     /// Milliseconds calls waited for those fetches, in total.
     pub fetch_ms: u64,
+    /// The key this node signs its functions' state changes with: a namespace's owner
+    /// grants it (`kith grant NS --writer KEY`) to let this node's operator write.
+    pub state_key: String,
+    /// Sync messages refused because a change was unsigned, forged, or by a writer
+    /// never granted, or because the peer flooded orphan changes (each penalised).
+    pub refused_syncs: u64,
+    /// Changes held until their dependencies arrive (capped; docs/security.md).
+    pub orphans: usize,
+    /// Grant records known.
+    pub grant_records: usize,
 }
 
 /// What a node offers: its caps.
@@ -151,6 +161,10 @@ impl Node {
                 sync_received_bytes: self.sync_received.load(Ordering::Relaxed),
                 fetches: self.state_fetches.load(Ordering::Relaxed),
                 fetch_ms: self.state_fetch_ms.load(Ordering::Relaxed),
+                state_key: self.state_key(),
+                refused_syncs: self.state_refused.load(Ordering::Relaxed),
+                orphans: self.state.orphan_count(),
+                grant_records: self.aliases.grant_book().len(),
             },
         }
     }

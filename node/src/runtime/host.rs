@@ -21,6 +21,8 @@ pub struct StateAccess {
     pub store: Arc<StateStore>,
     /// Documents the call changed (the node announces their new heads).
     pub written: Arc<Mutex<BTreeSet<DocName>>>,
+    /// Who the call's changes are by: the node's key, naming the function.
+    pub writer: crate::state::Writer,
 }
 
 /// Per-call state the host functions share.
@@ -162,6 +164,9 @@ fn refusal(e: &StateOpError) -> Refusal {
         StateOpError::NoDocument(_) | StateOpError::NoValue { .. } => StateStatus::NotFound,
         StateOpError::TooLarge { .. } => StateStatus::TooLarge,
         StateOpError::Conflict(_) => StateStatus::Conflict,
+        StateOpError::PermissionDenied(_) | StateOpError::Unauthorised(_) => {
+            StateStatus::PermissionDenied
+        }
         StateOpError::NotHosted(_) | StateOpError::Io(_) => StateStatus::Unavailable,
     };
     (status, e.to_string())
@@ -332,22 +337,22 @@ fn state_op_inner(
             .map_err(|e| refusal(&e)),
         Op::Put => json().and_then(|v| {
             store
-                .put(&doc, &path, &v)
+                .put(&doc, &access.writer, &path, &v)
                 .map_err(|e| refusal(&e))
                 .map(|_| Vec::new())
         }),
         Op::Append => json().and_then(|v| {
             store
-                .append(&doc, &path, &v)
+                .append(&doc, &access.writer, &path, &v)
                 .map_err(|e| refusal(&e))
                 .map(|_| Vec::new())
         }),
         Op::Delete => store
-            .delete(&doc, &path)
+            .delete(&doc, &access.writer, &path)
             .map(|_| Vec::new())
             .map_err(|e| refusal(&e)),
         Op::Increment(by) => store
-            .increment(&doc, &path, by)
+            .increment(&doc, &access.writer, &path, by)
             .map(|(_, value)| value.to_string().into_bytes())
             .map_err(|e| refusal(&e)),
     };

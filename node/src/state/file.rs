@@ -1,5 +1,7 @@
-//! The document file: checksummed frames (name, full saves, changes), written
-//! append-only and read back with a torn tail cut.
+//! The document file: checksummed frames (name, full saves, changes, the changes'
+//! signatures), written append-only and read back with a torn tail cut. A write
+//! appends the signatures of its changes before the changes (one `write`, one fsync),
+//! so a change on disk always has its signature beside it.
 
 use super::*;
 
@@ -7,6 +9,7 @@ use super::*;
 pub(super) const NAME: u8 = 0;
 pub(super) const FULL: u8 = 1;
 pub(super) const CHANGES: u8 = 2;
+pub(super) const SIGNATURES: u8 = 3;
 /// Frame header: kind, length, checksum.
 pub(super) const HEADER: usize = 1 + 4 + 8;
 
@@ -43,7 +46,7 @@ pub(super) fn frames(bytes: &[u8]) -> (Vec<(u8, &[u8])>, usize) {
             break;
         };
         let payload = &bytes[at + HEADER..end];
-        if bytes[at + 5..at + HEADER] != checksum(payload) || kind > CHANGES {
+        if bytes[at + 5..at + HEADER] != checksum(payload) || kind > SIGNATURES {
             break;
         }
         out.push((kind, payload));
@@ -60,6 +63,8 @@ pub struct Decoded {
     pub doc: AutoCommit,
     /// Bytes of its last full save.
     pub full_bytes: u64,
+    /// The writers' signatures, by change hash.
+    pub signatures: HashMap<[u8; 32], [u8; 64]>,
     /// Length of the file's good prefix; anything after it is a torn or corrupt tail.
     pub good: usize,
 }
@@ -78,12 +83,26 @@ pub fn decode_file(bytes: &[u8]) -> Result<Decoded, String> {
         .map_err(|e| e.to_string())?
         .parse()
         .map_err(|e: kith_protocol::state::StateError| e.to_string())?;
-    let payloads: Vec<&[u8]> = rest.iter().map(|(_, p)| *p).collect();
-    check_changes("the saved document", &payloads).map_err(|e| e.to_string())?;
+    let payloads: Vec<&[u8]> = rest
+        .iter()
+        .filter(|(k, _)| *k != SIGNATURES)
+        .map(|(_, p)| *p)
+        .collect();
+    check_changes("the saved document", None, &payloads).map_err(|e| e.to_string())?;
     let mut doc = AutoCommit::new();
     let mut full_bytes = 0;
+    let mut signatures = HashMap::new();
     for (kind, payload) in rest {
         match *kind {
+            SIGNATURES => {
+                for c in payload.chunks_exact(96) {
+                    let mut hash = [0u8; 32];
+                    let mut sig = [0u8; 64];
+                    hash.copy_from_slice(&c[..32]);
+                    sig.copy_from_slice(&c[32..]);
+                    signatures.insert(hash, sig);
+                }
+            }
             FULL => {
                 doc = guarded("full save", || AutoCommit::load(payload))?;
                 full_bytes = payload.len() as u64;
@@ -98,12 +117,13 @@ pub fn decode_file(bytes: &[u8]) -> Result<Decoded, String> {
         name,
         doc,
         full_bytes,
+        signatures,
         good,
     })
 }
 
 /// Frames `payload` as the file format does (for tests and fuzzing seeds): kind 0 is
-/// the name, 1 a full save, 2 changes.
+/// the name, 1 a full save, 2 changes, 3 signatures.
 pub fn encode_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     frame(kind, payload)
 }
@@ -117,4 +137,16 @@ pub(super) fn file_name(doc: &DocName) -> String {
 
 pub(super) fn heads_hex(heads: &[automerge::ChangeHash]) -> Vec<String> {
     heads.iter().map(ToString::to_string).collect()
+}
+
+/// The payload of a signatures frame.
+pub(super) fn signatures_payload<'a>(
+    sigs: impl IntoIterator<Item = (&'a [u8; 32], &'a [u8; 64])>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (hash, sig) in sigs {
+        out.extend_from_slice(hash);
+        out.extend_from_slice(sig);
+    }
+    out
 }

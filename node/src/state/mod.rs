@@ -35,6 +35,7 @@ mod file;
 mod json;
 mod ops;
 mod sessions;
+mod signed;
 #[cfg(test)]
 mod tests;
 mod untrusted;
@@ -43,6 +44,7 @@ use file::*;
 pub use file::{Decoded, decode_file, encode_frame};
 use json::*;
 pub use sessions::MAX_SYNC_SESSIONS;
+pub use signed::{Authorities, Received, Writer};
 
 pub use untrusted::{CHECK_CPU_SECS, CHECK_MEMORY, decode_sync_message, receive_sync_message};
 use untrusted::{check_changes, guarded};
@@ -110,6 +112,13 @@ pub enum StateOpError {
     /// The operation does not fit the document (e.g. incrementing a string).
     #[error("{0}")]
     Conflict(String),
+    /// A sync message carrying a change that is unsigned, forged, or by a writer the
+    /// namespace's owner never granted: nothing of it was applied.
+    #[error("refused a sync message: {0}")]
+    Unauthorised(#[from] kith_protocol::state::writes::Refusal),
+    /// The writer may not write this document.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Disk trouble.
     #[error("state storage: {0}")]
     Io(#[from] io::Error),
@@ -122,7 +131,8 @@ impl StateOpError {
         match self {
             Self::BadRequest(_) | Self::BadDocument(_) => K::BadRequest,
             Self::NoDocument(_) | Self::NoValue { .. } => K::NotFound,
-            Self::NotHosted(_) => K::Forbidden,
+            Self::NotHosted(_) | Self::Unauthorised(_) => K::Forbidden,
+            Self::PermissionDenied(_) => K::PermissionDenied,
             Self::TooLarge { .. } => K::TooLarge,
             Self::Conflict(_) => K::Conflict,
             Self::Io(_) => K::Internal,
@@ -157,6 +167,10 @@ struct Entry {
     /// Sync state per peer.
     peers: HashMap<String, sync::State>,
     pinned: bool,
+    /// The writers' signatures of the document's changes, by change hash.
+    signatures: HashMap<[u8; 32], [u8; 64]>,
+    /// Signatures not yet written to the file.
+    unsaved: Vec<([u8; 32], [u8; 64])>,
 }
 
 /// All documents held here.
@@ -166,6 +180,29 @@ pub struct StateStore {
     docs: Mutex<BTreeMap<DocName, Arc<Mutex<Entry>>>>,
     /// Bytes of all document files together.
     total: AtomicU64,
+    /// Who may write what (the node's grant book); unset: only namespace keys.
+    authorities: std::sync::OnceLock<Arc<dyn Authorities>>,
+    /// Told apart from other places the same key writes from: the tail of this
+    /// store's actor ids (new at every start).
+    actor_suffix: [u8; 16],
+    /// Changes received before their dependencies, by document and sender.
+    orphans: Mutex<kith_protocol::state::writes::Orphans<String>>,
+}
+
+/// 16 bytes no other start of any node will pick.
+fn actor_suffix(dir: &Path) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(
+        &std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+            .to_le_bytes(),
+    );
+    h.update(&std::process::id().to_le_bytes());
+    h.update(dir.as_os_str().as_encoded_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    out
 }
 
 impl StateStore {
@@ -198,10 +235,13 @@ impl StateStore {
         let total = docs.values().map(|e| lock(e).bytes).sum();
         tracing::info!(documents = docs.len(), bytes = total, "state opened");
         Ok(Self {
+            actor_suffix: actor_suffix(&dir),
             dir,
             limits,
             docs: Mutex::new(docs),
             total: AtomicU64::new(total),
+            authorities: std::sync::OnceLock::new(),
+            orphans: Mutex::new(kith_protocol::state::writes::Orphans::default()),
         })
     }
 
@@ -214,6 +254,7 @@ impl StateStore {
             name,
             mut doc,
             full_bytes,
+            signatures,
             good,
         } = decode_file(&bytes)?;
         if good < bytes.len() {
@@ -240,6 +281,8 @@ impl StateStore {
             persisted,
             peers: HashMap::new(),
             pinned: false,
+            signatures,
+            unsaved: Vec::new(),
         })
     }
 
@@ -310,6 +353,8 @@ impl StateStore {
             persisted: Vec::new(),
             peers: HashMap::new(),
             pinned: false,
+            signatures: HashMap::new(),
+            unsaved: Vec::new(),
         }));
         self.total.fetch_add(header.len() as u64, Ordering::Relaxed);
         docs.insert(doc.clone(), Arc::clone(&entry));
@@ -326,7 +371,12 @@ impl StateStore {
             return Ok(());
         }
         let changes = entry.doc.save_after(&entry.persisted);
-        let added = (HEADER + changes.len()) as u64;
+        let sig_bytes = if entry.unsaved.is_empty() {
+            0
+        } else {
+            HEADER + entry.unsaved.len() * 96
+        };
+        let added = (HEADER + changes.len() + sig_bytes) as u64;
         let others = self
             .total
             .load(Ordering::Relaxed)
@@ -357,10 +407,17 @@ impl StateStore {
                 limit,
             });
         }
-        entry.file.write_all(&frame(CHANGES, &changes))?;
+        let mut out = Vec::with_capacity(2 * HEADER + changes.len() + entry.unsaved.len() * 96);
+        if !entry.unsaved.is_empty() {
+            let sigs = signatures_payload(entry.unsaved.iter().map(|(h, s)| (h, s)));
+            out.extend_from_slice(&frame(SIGNATURES, &sigs));
+        }
+        out.extend_from_slice(&frame(CHANGES, &changes));
+        entry.file.write_all(&out)?;
         entry.file.sync_data()?;
         self.set_bytes(entry, entry.bytes + added);
         entry.persisted = heads;
+        entry.unsaved.clear();
         if entry.bytes > 64 * 1024 && entry.bytes > 2 * entry.full_bytes + 64 * 1024 {
             self.compact(entry)?;
         }
@@ -372,6 +429,8 @@ impl StateStore {
         let fresh = Self::load(&entry.path).map_err(|e| StateOpError::Io(io::Error::other(e)))?;
         entry.doc = fresh.doc;
         entry.persisted = fresh.persisted;
+        entry.signatures = fresh.signatures;
+        entry.unsaved.clear();
         entry.peers.clear();
         Ok(())
     }
@@ -381,6 +440,10 @@ impl StateStore {
         let full = entry.doc.save();
         let mut bytes = frame(NAME, entry.name.to_string().as_bytes());
         bytes.extend_from_slice(&frame(FULL, &full));
+        bytes.extend_from_slice(&frame(
+            SIGNATURES,
+            &signatures_payload(entry.signatures.iter()),
+        ));
         crate::fsutil::write_atomic(&entry.path, &bytes, 0o600)?;
         entry.file = OpenOptions::new().append(true).open(&entry.path)?;
         self.set_bytes(entry, bytes.len() as u64);

@@ -5,23 +5,20 @@
 use super::*;
 
 impl StateStore {
-    /// Runs `edit` on `doc` (created if missing) as one change and persists it; a
-    /// failed edit is rolled back. Returns the new heads.
+    /// Runs `edit` on `doc` (created if missing) as one change by `writer`, signed,
+    /// and persists it; a failed edit is rolled back. Returns the new heads.
     ///
     /// # Errors
     /// The edit's own error, a cap, or disk trouble.
     pub fn edit(
         &self,
         doc: &DocName,
+        writer: &Writer,
         edit: impl FnOnce(&mut AutoCommit) -> Result<(), StateOpError>,
     ) -> Result<Vec<String>, StateOpError> {
         let entry = self.entry_or_create(doc, true)?;
         let mut entry = lock(&entry);
-        if let Err(e) = edit(&mut entry.doc) {
-            entry.doc.rollback();
-            return Err(e);
-        }
-        entry.doc.commit();
+        self.edit_as(&mut entry, writer, edit)?;
         self.persist(&mut entry)?;
         Ok(heads_hex(&entry.persisted))
     }
@@ -62,6 +59,7 @@ impl StateStore {
     pub fn put(
         &self,
         doc: &DocName,
+        writer: &Writer,
         path: &[String],
         value: &serde_json::Value,
     ) -> Result<Vec<String>, StateOpError> {
@@ -71,7 +69,7 @@ impl StateStore {
                 "cannot replace a document's root; put at a key (e.g. /cart)".into(),
             ));
         };
-        self.edit(doc, |d| {
+        self.edit(doc, writer, |d| {
             let obj = walk(d, parent, true)?;
             put_json(d, &obj, last, value)
         })
@@ -81,7 +79,12 @@ impl StateStore {
     ///
     /// # Errors
     /// When nothing is there.
-    pub fn delete(&self, doc: &DocName, path: &[String]) -> Result<Vec<String>, StateOpError> {
+    pub fn delete(
+        &self,
+        doc: &DocName,
+        writer: &Writer,
+        path: &[String],
+    ) -> Result<Vec<String>, StateOpError> {
         let Some((last, parent)) = path.split_last() else {
             return Err(StateOpError::BadRequest(
                 "cannot delete a document's root".into(),
@@ -92,7 +95,7 @@ impl StateStore {
             doc: doc.clone(),
             path: path.join("/"),
         };
-        self.edit(doc, |d| {
+        self.edit(doc, writer, |d| {
             let obj = walk(d, parent, false)?;
             let prop = prop_for(d, &obj, last, false)?;
             if d.get(&obj, prop.clone()).ok().flatten().is_none() {
@@ -111,6 +114,7 @@ impl StateStore {
     pub fn increment(
         &self,
         doc: &DocName,
+        writer: &Writer,
         path: &[String],
         by: i64,
     ) -> Result<(Vec<String>, i64), StateOpError> {
@@ -120,7 +124,7 @@ impl StateStore {
             ));
         };
         let mut value = 0;
-        let heads = self.edit(doc, |d| {
+        let heads = self.edit(doc, writer, |d| {
             let obj = walk(d, parent, true)?;
             let prop = prop_for(d, &obj, last, false)?;
             match d.get(&obj, prop.clone()).map_err(conflict)? {
@@ -155,6 +159,7 @@ impl StateStore {
     pub fn append(
         &self,
         doc: &DocName,
+        writer: &Writer,
         path: &[String],
         value: &serde_json::Value,
     ) -> Result<Vec<String>, StateOpError> {
@@ -162,7 +167,7 @@ impl StateStore {
         let Some((last, parent)) = path.split_last() else {
             return Err(StateOpError::BadRequest("append needs a key path".into()));
         };
-        self.edit(doc, |d| {
+        self.edit(doc, writer, |d| {
             let obj = walk(d, parent, true)?;
             let prop = prop_for(d, &obj, last, false)?;
             let list = match d.get(&obj, prop.clone()).map_err(conflict)? {
@@ -217,11 +222,20 @@ impl StateStore {
         Ok(entry.doc.save())
     }
 
-    /// Merges a standard Automerge binary into `doc` (created if missing).
+    /// Merges a standard Automerge binary into `doc` (created if missing). Every
+    /// change it brings must be `writer`'s own (its key is the actor), which signs
+    /// them: a node cannot vouch for changes other keys wrote (those arrive by sync,
+    /// with their writers' signatures).
     ///
     /// # Errors
-    /// When the bytes are not an Automerge document (nothing is changed), or over a cap.
-    pub fn import(&self, doc: &DocName, bytes: &[u8]) -> Result<Vec<String>, StateOpError> {
+    /// When the bytes are not an Automerge document or hold another writer's changes
+    /// (nothing is changed), or over a cap.
+    pub fn import(
+        &self,
+        doc: &DocName,
+        writer: &Writer,
+        bytes: &[u8],
+    ) -> Result<Vec<String>, StateOpError> {
         if bytes.len() as u64 > self.limits.max_doc_bytes {
             return Err(StateOpError::TooLarge {
                 what: "the import",
@@ -230,15 +244,29 @@ impl StateStore {
                 limit: self.limits.max_doc_bytes,
             });
         }
-        check_changes("not an Automerge document", &[bytes])?;
+        check_changes("not an Automerge document", None, &[bytes])?;
         let mut other = guarded("not an Automerge document", || AutoCommit::load(bytes))
             .map_err(StateOpError::BadDocument)?;
         let entry = self.entry_or_create(doc, true)?;
         let mut entry = lock(&entry);
+        let own = writer.key.verifying_key().to_bytes();
+        let foreign = other.get_changes(&[]).into_iter().find(|c| {
+            kith_protocol::state::writes::writer_key(c.actor_id().to_bytes()) != Some(own)
+                && !entry.signatures.contains_key(&c.hash().0)
+        });
+        if let Some(c) = foreign {
+            return Err(StateOpError::PermissionDenied(format!(
+                "permission_denied: the import holds change {} by {}, not by this node's writer key {} for the namespace; import only documents this key wrote (other writers' changes arrive by sync, with their signatures)",
+                c.hash(),
+                c.actor_id(),
+                hex::encode(own)
+            )));
+        }
         if let Err(e) = guarded("cannot merge", || entry.doc.merge(&mut other)) {
             self.revert(&mut entry)?;
             return Err(StateOpError::BadDocument(e));
         }
+        self.sign_own(&mut entry, &writer.key);
         self.persist(&mut entry)?;
         Ok(heads_hex(&entry.persisted))
     }

@@ -30,83 +30,39 @@ impl StateStore {
         }
     }
 
-    /// Our next sync message for `peer` about `doc`, if any.
-    pub fn sync_message(&self, doc: &DocName, peer: &str) -> Option<Vec<u8>> {
-        let entry = self.entry(doc)?;
-        let mut entry = lock(&entry);
-        let Entry { doc, peers, .. } = &mut *entry;
-        let state = session(peers, peer);
-        // Generating reads the peer's bloom filters; should Automerge panic on what a
-        // peer sent, the peer's sync state is forgotten and the next sync starts over.
-        match guarded("sync message", || {
-            Ok::<_, std::convert::Infallible>(doc.sync().generate_sync_message(state))
-        }) {
-            Ok(message) => message.map(sync::Message::encode),
-            Err(_) => {
-                tracing::warn!(%peer, "Automerge panicked generating a sync message; forgetting the peer's sync state");
-                peers.remove(peer);
-                None
-            }
-        }
-    }
-
-    /// Applies a sync message from `peer` about `doc` and persists what it brought.
-    /// A malformed message, or one that would take the document over its cap, changes
-    /// nothing.
-    ///
-    /// # Errors
-    /// When the document is not held, the message is bad, or a cap is hit.
-    pub fn receive_sync(
-        &self,
-        doc: &DocName,
-        peer: &str,
-        bytes: &[u8],
-    ) -> Result<(), StateOpError> {
-        if bytes.len() as u64 > self.limits.max_doc_bytes {
-            return Err(StateOpError::TooLarge {
-                what: "a sync message",
-                size: bytes.len() as u64,
-                limit_name: "max_doc_bytes",
-                limit: self.limits.max_doc_bytes,
-            });
-        }
-        let message = decode_sync_message(bytes)?;
-        let entry = self
-            .entry(doc)
-            .ok_or_else(|| StateOpError::NoDocument(doc.clone()))?;
-        let mut entry = lock(&entry);
-        let result = {
-            let Entry { doc, peers, .. } = &mut *entry;
-            let state = session(peers, peer);
-            // Should Automerge fail (or panic) half way, the document is reloaded
-            // from its file and the peer's sync state forgotten.
-            guarded("the sync message could not be applied", || {
-                doc.sync().receive_sync_message(state, message)
-            })
-        };
-        if let Err(why) = result {
-            entry.peers.remove(peer);
-            self.revert(&mut entry)?;
-            return Err(StateOpError::BadDocument(why));
-        }
-        self.persist(&mut entry)
-    }
-
-    /// Answers a peer's sync request: apply its message, reply with ours.
-    pub fn answer_sync(&self, doc: &DocName, peer: &str, bytes: &[u8]) -> SyncResponse {
+    /// Answers a peer's sync request: apply its message, reply with ours. The flag is
+    /// true when the peer misbehaved (a change it cannot have been given, an orphan
+    /// flood) and should be penalised.
+    pub fn answer_sync(&self, doc: &DocName, peer: &str, bytes: &[u8]) -> (SyncResponse, bool) {
         if !self.holds(doc) {
-            return SyncResponse::NotHosted;
+            return (SyncResponse::NotHosted, false);
         }
-        if let Err(e) = self.receive_sync(doc, peer, bytes) {
-            tracing::info!(%doc, %peer, error = %e, "refused a sync message");
-            return SyncResponse::Refused {
-                kind: e.kind(),
-                message: e.to_string(),
-            };
+        match self.receive_sync(doc, peer, bytes) {
+            Err(e) => {
+                tracing::info!(%doc, %peer, error = %e, "refused a sync message");
+                let penalise = matches!(e, StateOpError::Unauthorised(_));
+                let refused = SyncResponse::Refused {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                };
+                return (refused, penalise);
+            }
+            Ok(received) if received.flooded > 0 => {
+                let refused = SyncResponse::Refused {
+                    kind: kith_protocol::ErrorKind::TooLarge,
+                    message: format!(
+                        "dropped {} orphan changes: at most {} held per peer (MAX_ORPHANS_PER_PEER)",
+                        received.flooded,
+                        kith_protocol::state::writes::MAX_ORPHANS_PER_PEER
+                    ),
+                };
+                return (refused, true);
+            }
+            Ok(_) => {}
         }
         match self.sync_message(doc, peer) {
-            Some(m) => SyncResponse::Message(m),
-            None => SyncResponse::Done,
+            Some(m) => (SyncResponse::Message(m), false),
+            None => (SyncResponse::Done, false),
         }
     }
 }

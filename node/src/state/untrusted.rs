@@ -37,7 +37,11 @@ const CHECK_DEADLINE: Duration = Duration::from_secs(5);
 /// # Errors
 /// [`StateOpError::BadDocument`] when the child ran out of memory or time, crashed, or
 /// Automerge refused the bytes; also when the node cannot fork.
-pub(super) fn check_changes(what: &str, chunks: &[&[u8]]) -> Result<(), StateOpError> {
+pub(super) fn check_changes(
+    what: &str,
+    base: Option<&AutoCommit>,
+    chunks: &[&[u8]],
+) -> Result<(), StateOpError> {
     if chunks.iter().all(|c| c.is_empty()) {
         return Ok(());
     }
@@ -76,7 +80,9 @@ pub(super) fn check_changes(what: &str, chunks: &[&[u8]]) -> Result<(), StateOpE
         limit(libc::RLIMIT_AS, address_space.saturating_add(CHECK_MEMORY));
         limit(libc::RLIMIT_CPU, CHECK_CPU_SECS);
         let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut doc = AutoCommit::new();
+            // Into a copy of the document they are for (the child's copy of the
+            // node's memory), so changes that depend on it are applied, not queued.
+            let mut doc = base.cloned().unwrap_or_default();
             chunks.iter().all(|c| doc.load_incremental(c).is_ok())
         }));
         let code = if matches!(loaded, Ok(true)) { 0 } else { 1 };
@@ -149,14 +155,21 @@ pub(super) fn guarded<T, E: std::fmt::Display>(
 /// # Errors
 /// [`StateOpError::BadDocument`] naming what is malformed.
 pub fn decode_sync_message(bytes: &[u8]) -> Result<sync::Message, StateOpError> {
+    let message = decode_sync_message_unchecked(bytes)?;
+    let chunks: Vec<&[u8]> = message.changes.iter().collect();
+    check_changes("the sync message's changes were refused", None, &chunks)?;
+    Ok(message)
+}
+
+/// [`decode_sync_message`] without loading the changes (the caller checks them
+/// against the document they are for).
+pub(super) fn decode_sync_message_unchecked(bytes: &[u8]) -> Result<sync::Message, StateOpError> {
     let bad = |e: String| StateOpError::BadDocument(format!("malformed sync message: {e}"));
     let message = guarded("sync message", || sync::Message::decode(bytes)).map_err(bad)?;
     for have in &message.have {
         kith_protocol::state::check_bloom(&have.bloom.to_bytes())
             .map_err(|e| bad(e.to_string()))?;
     }
-    let chunks: Vec<&[u8]> = message.changes.iter().collect();
-    check_changes("the sync message's changes were refused", &chunks)?;
     Ok(message)
 }
 

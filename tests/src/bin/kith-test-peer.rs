@@ -34,6 +34,10 @@
 //!                                       ID warm), or `forged` (a made-up peer whose
 //!                                       advert this peer signed); prints `asked` for
 //!                                       each question; runs until killed
+//! kith-test-peer state TARGET DOC ATTACK
+//!                                       sync DOC from the node, then send it changes it
+//!                                       must refuse (see `kith_tests::state_attack`);
+//!                                       runs until killed
 //! ```
 //!
 //! TARGET is the node's multiaddr ending in `/p2p/<peer id>`. It prints `ready <peer id>`
@@ -78,6 +82,10 @@ async fn main() {
             _ => None,
         })
         .expect("target ends in /p2p/<peer id>");
+    if mode == "state" {
+        kith_tests::state_attack::run(target, target_peer, id, &args[4]).await;
+        return;
+    }
     let forged: Vec<u8> = if mode == "forge" {
         hex::decode(id).expect("record hex")
     } else {

@@ -3,10 +3,13 @@
 //! Run it on any node: the counts add up across nodes (Automerge counters), and
 //! `visit-report` reads them back wherever it runs.
 //!
-//! `VISITS` is `NAMESPACE/NAME`; the namespace here is a fixed example id. For your own
-//! app, use your publisher key's id (`kith key list`).
+//! `VISITS` is `NAMESPACE/NAME`; the namespace here is the examples' namespace, whose
+//! secret key is public (`sdk/functions/example-namespace.key`: anyone can grant in it,
+//! so never keep real data there). Its owner must grant the function before it may
+//! touch the document (`kith grant NAMESPACE --function ID`). For your own app, use
+//! your publisher key's id (`kith key list`).
 
-const VISITS: &str = "6b6974682d6578616d706c652d6e616d6573706163652d766973697473000001/visits";
+const VISITS: &str = "d209b66ad471ec4c84bd324baa72799fabd5376ed0841281fa8ff3781bcd715c/visits";
 
 kith_sdk::function!(visit);
 kith_sdk::manifest!(
