@@ -82,6 +82,7 @@ fn run_once(round: usize) -> (f64, u64, u64, u64) {
         &format!("{}/v1/keys", nodes[0].url),
         br#"{"name":"bench"}"#.to_vec(),
     );
+    assert_eq!(key.status, 201, "{}", key.text());
     let ns = key.json()["namespace"].as_str().unwrap().to_owned();
     let doc = format!("{ns}/bench{round}");
     let others: Vec<&NodeProcess> = nodes[1..].iter().collect();

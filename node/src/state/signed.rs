@@ -189,21 +189,39 @@ impl StateStore {
         let mut message = message;
         let mut sigs = Vec::new();
         let mut kept = Vec::new();
-        for chunk in message.changes.iter() {
-            let Ok(change) = Change::from_bytes(chunk.to_vec()) else {
+        for blob in message.changes.iter() {
+            // Automerge's version 2 messages put several changes, or a whole saved
+            // document, in one blob: every change in it needs its signature.
+            let Ok(parts) = split_chunks(blob) else {
                 continue;
             };
-            let hash = change.hash().0;
-            match signatures.get(&hash) {
-                Some(sig) => {
-                    sigs.push((hash, *sig));
-                    kept.push(chunk.to_vec());
+            let mut blob_kept = Vec::new();
+            for part in parts {
+                if part.get(8) == Some(&DOCUMENT_CHUNK) {
+                    sigs.extend(signatures.iter().map(|(h, s)| (*h, *s)));
+                    blob_kept.extend_from_slice(part);
+                    continue;
                 }
-                None => {
-                    tracing::warn!(%doc, change = %hex::encode(hash), "a change without a signature is not sent (written before changes were signed)")
+                let Ok(change) = Change::from_bytes(part.to_vec()) else {
+                    continue;
+                };
+                let hash = change.hash().0;
+                match signatures.get(&hash) {
+                    Some(sig) => {
+                        sigs.push((hash, *sig));
+                        blob_kept.extend_from_slice(part);
+                    }
+                    None => {
+                        tracing::warn!(%doc, change = %hex::encode(hash), "a change without a signature is not sent (written before changes were signed)");
+                    }
                 }
             }
+            if !blob_kept.is_empty() {
+                kept.push(blob_kept);
+            }
         }
+        sigs.sort_unstable_by_key(|(h, _)| *h);
+        sigs.dedup_by_key(|(h, _)| *h);
         message.changes = ChunkList::from(kept);
         Some(
             SignedSync {
@@ -255,15 +273,17 @@ impl StateStore {
         let held = lock(&self.orphans).take(doc);
         let mut changes: Vec<(Change, Option<[u8; 64]>, Option<String>)> = Vec::new();
         let sigs: HashMap<[u8; 32], [u8; 64]> = signed.signatures.into_iter().collect();
-        for chunk in chunks {
-            let change = guarded("a change in the sync message", || Change::from_bytes(chunk))
-                .map_err(StateOpError::BadDocument)?;
-            let hash = change.hash();
-            if entry.doc.get_change_meta_by_hash(&hash).is_some() {
-                continue;
+        for blob in &chunks {
+            for change in changes_in(blob)? {
+                let hash = change.hash();
+                if entry.doc.get_change_meta_by_hash(&hash).is_some()
+                    || changes.iter().any(|(c, _, _)| c.hash() == hash)
+                {
+                    continue;
+                }
+                let sig = sigs.get(&hash.0).copied();
+                changes.push((change, sig, Some(sender.clone())));
             }
-            let sig = sigs.get(&hash.0).copied();
-            changes.push((change, sig, Some(sender.clone())));
         }
         let from_store = changes.len();
         for o in &held {
@@ -370,10 +390,8 @@ impl StateStore {
             }
         }
         // Applied here, not by Automerge's sync: what it sees is the message without
-        // changes (and without flags, so both sides keep to the one-change-per-chunk
-        // format whose changes can be checked one by one).
+        // its changes.
         message.changes = ChunkList::from(Vec::<Vec<u8>>::new());
-        message.flags = None;
         let result = {
             let Entry { doc: am, peers, .. } = &mut *entry;
             let state = session(peers, peer);
@@ -393,4 +411,60 @@ impl StateStore {
         }
         Ok(received)
     }
+}
+
+/// The first four bytes of every Automerge chunk.
+const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+/// Chunk type of a saved document (1: a change, 2: a compressed change).
+const DOCUMENT_CHUNK: u8 = 0;
+
+/// Splits a blob of concatenated Automerge chunks (magic, checksum, type, LEB128
+/// length, data) into its chunks.
+fn split_chunks(blob: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < blob.len() {
+        let rest = &blob[at..];
+        if rest.len() < 10 || rest[..4] != MAGIC {
+            return Err("not an Automerge chunk".into());
+        }
+        let (mut len, mut shift, mut i) = (0u64, 0u32, 9);
+        loop {
+            let byte = *rest.get(i).ok_or("truncated chunk length")?;
+            len |= u64::from(byte & 0x7f) << shift;
+            i += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 56 {
+                return Err("chunk length too long".into());
+            }
+        }
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| i.checked_add(l))
+            .filter(|e| *e <= rest.len())
+            .ok_or("chunk longer than the message")?;
+        out.push(&rest[..end]);
+        at += end;
+    }
+    Ok(out)
+}
+
+/// Every change in a blob of a sync message: a change chunk is one; a saved document
+/// holds its whole history. Called only on bytes the forked check has loaded.
+fn changes_in(blob: &[u8]) -> Result<Vec<Change>, StateOpError> {
+    let bad = |e: String| StateOpError::BadDocument(format!("a change in the sync message: {e}"));
+    let mut out = Vec::new();
+    for part in split_chunks(blob).map_err(bad)? {
+        if part.get(8) == Some(&DOCUMENT_CHUNK) {
+            let mut doc = guarded("a saved document", || AutoCommit::load(part)).map_err(bad)?;
+            out.extend(doc.get_changes(&[]));
+        } else {
+            let change = guarded("a change", || Change::from_bytes(part.to_vec())).map_err(bad)?;
+            out.push(change);
+        }
+    }
+    Ok(out)
 }

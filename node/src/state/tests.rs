@@ -184,3 +184,70 @@ fn two_stores_converge_by_sync_and_export_import() {
     assert_eq!(a.get(&doc(), &path("/n")).unwrap(), json!(55));
     assert_eq!(a.get(&doc(), &[]).unwrap(), b.get(&doc(), &[]).unwrap());
 }
+
+/// Five stores cut off from each other each make 200 changes, then sync pairwise in
+/// turn until they agree: rounds, bytes and time (run with `--ignored --nocapture`).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn five_stores_converge_measure() {
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let stores: Vec<StateStore> = dirs
+        .iter()
+        .map(|d| StateStore::open(d.path(), StateLimits::default()).unwrap())
+        .collect();
+    stores[0]
+        .increment(&doc(), &owner(), &path("/n"), 0)
+        .unwrap();
+    let first = stores[0].export(&doc()).unwrap();
+    for s in &stores[1..] {
+        s.import(&doc(), &owner(), &first).unwrap();
+    }
+    for s in &stores {
+        for k in 0..200 {
+            s.increment(&doc(), &owner(), &path("/n"), 1).unwrap();
+            if k % 10 == 0 {
+                s.append(&doc(), &owner(), &path("/log"), &json!({"k": k}))
+                    .unwrap();
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    let (mut bytes, mut messages) = (0usize, 0usize);
+    for round in 0..50 {
+        for i in 0..5 {
+            for j in 0..5 {
+                if i == j {
+                    continue;
+                }
+                let (a, b) = (&stores[i], &stores[j]);
+                for _ in 0..64 {
+                    let Some(m) = a.sync_message(&doc(), &format!("out:{j}")) else {
+                        break;
+                    };
+                    bytes += m.len();
+                    messages += 1;
+                    match b.answer_sync(&doc(), &format!("in:{i}"), &m).0 {
+                        SyncResponse::Message(r) => {
+                            bytes += r.len();
+                            messages += 1;
+                            a.receive_sync(&doc(), &format!("out:{j}"), &r).unwrap();
+                        }
+                        SyncResponse::Done => {}
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+        }
+        let h: Vec<_> = stores.iter().map(|s| s.heads(&doc()).unwrap()).collect();
+        if h.iter().all(|x| *x == h[0]) {
+            eprintln!(
+                "converged after {} rounds: {messages} messages, {bytes} bytes, {:?}, orphans {}",
+                round + 1,
+                started.elapsed(),
+                stores.iter().map(StateStore::orphan_count).sum::<usize>()
+            );
+            return;
+        }
+    }
+    panic!("no convergence");
+}
