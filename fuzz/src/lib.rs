@@ -40,12 +40,14 @@ pub fn quiet_caught_panics() {
     });
 }
 
-/// The four request/response messages of `/kith/fetch/1` and `/kith/invoke/1`.
+/// The four request/response messages of `/kith/fetch/1` and `/kith/invoke/2`, and
+/// a receipt on its own (as `kith-receipt` headers carry them).
 pub fn wire_messages(data: &[u8]) {
     let _ = wire::FetchRequest::decode(data);
     let _ = wire::FetchResponse::decode(data);
     let _ = wire::InvokeRequest::decode(data);
     let _ = wire::InvokeResponse::decode(data);
+    let _ = kith_protocol::receipt::Signed::decode(data);
 }
 
 /// The key the advert target signs with: so the checks behind the signature are

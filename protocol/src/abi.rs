@@ -74,6 +74,18 @@ pub const STATE_FUNCTIONS: &[&str] = &[
     HOST_RESULT,
 ];
 
+/// Host functions whose results depend on the moment or on state, not on the input
+/// alone: a function importing any of them is not deterministic, and cannot be
+/// verified by redundant execution (`crate::verify`).
+pub const NONDETERMINISTIC: &[&str] = &[
+    HOST_NOW_MS,
+    HOST_STATE_GET,
+    HOST_STATE_PUT,
+    HOST_STATE_DELETE,
+    HOST_STATE_INCREMENT,
+    HOST_STATE_APPEND,
+];
+
 /// Most state operations one call may make.
 pub const MAX_STATE_OPS: u32 = 1000;
 

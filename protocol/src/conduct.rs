@@ -80,6 +80,9 @@ pub enum Outcome {
     /// not it is refuted later, since several liars can agree and leave it standing.
     /// Honest peers asked the same bad input pay alike, which leaves their order be.
     Suspect(ErrorKind),
+    /// The peer's answer to a verified call (`crate::verify`) lost the vote: a strict
+    /// majority of peers on other networks answered otherwise. Counted as refuted.
+    Outvoted,
 }
 
 impl Outcome {
@@ -87,7 +90,7 @@ impl Outcome {
     fn wasteful(self) -> bool {
         match self {
             Self::Answered => false,
-            Self::TimedOut | Self::Refuted(_) | Self::Suspect(_) => true,
+            Self::TimedOut | Self::Refuted(_) | Self::Suspect(_) | Self::Outvoted => true,
             Self::Failed(kind) => kind.disposition() == crate::Disposition::PenalisePeer,
         }
     }
@@ -198,7 +201,7 @@ impl<P: Ord + Copy> Conduct<P> {
                     None => r.failed.push((kind, 1)),
                 }
             }
-            Outcome::Refuted(_) => r.refuted = r.refuted.saturating_add(1),
+            Outcome::Refuted(_) | Outcome::Outvoted => r.refuted = r.refuted.saturating_add(1),
         }
     }
 

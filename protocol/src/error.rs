@@ -129,6 +129,14 @@ kinds! {
     RemoteError = "remote_error", 502, PenalisePeer;
     /// The peer could not be reached or did not answer in time.
     Unreachable = "unreachable", 502, PenalisePeer;
+    /// A peer's answer came with a receipt that does not check out (forged, for
+    /// another call, another output, impossible fuel).
+    BadReceipt = "bad_receipt", 502, PenalisePeer;
+    /// A verified call (`verify = N`) found no answer a strict majority agrees on.
+    NoQuorum = "no_quorum", 502, ReturnToCaller;
+    /// `verify` was asked for a function whose result depends on the moment or on
+    /// state (it imports the clock or state functions).
+    NotDeterministic = "not_deterministic", 422, ReturnToCaller;
     /// The node is shutting down and takes no new calls.
     ShuttingDown = "shutting_down", 503, RetryElsewhere;
     /// The call ran past its `timeout_ms`.

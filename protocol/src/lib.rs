@@ -21,6 +21,9 @@
 //! - [`conduct`]: what a node saw its peers do with its calls, as cost for placement.
 //! - [`warm`]: who near here has a function warm (asked of the neighbours).
 //! - [`subnet`]: peers and candidates per IPv4 /24 or IPv6 /48 (Sybil bounds).
+//! - [`receipt`]: what the peer that ran a call signs about it; how the entry checks it.
+//! - [`verify`]: redundant execution on peers of distinct networks, and the vote.
+//! - [`ledger`]: receipts issued and received, summed per peer (bounded).
 //! - [`capacity`], [`placement`], [`vivaldi`]: adverts, placement, network coordinates.
 
 pub mod abi;
@@ -33,6 +36,7 @@ pub mod error;
 pub mod fetch;
 pub mod grant;
 mod id;
+pub mod ledger;
 pub mod limits;
 pub mod manifest;
 pub mod module;
@@ -40,8 +44,10 @@ pub mod neighbourhood;
 pub mod peerbook;
 pub mod placement;
 pub mod ratelimit;
+pub mod receipt;
 pub mod state;
 pub mod subnet;
+pub mod verify;
 pub mod vivaldi;
 pub mod warm;
 pub mod wire;

@@ -18,6 +18,11 @@
 //! | `capabilities`     | array of string | `[]`          | none defined yet      |
 //! | `state_read`       | array of string | `[]`          | ABI 2; at most 16     |
 //! | `state_write`      | array of string | `[]`          | ABI 2; at most 16     |
+//! | `verify`           | integer         | 1             | 1 ..= 7               |
+//!
+//! `verify` > 1 asks for every call to run on that many peers of distinct networks
+//! and for the majority's answer (`crate::verify`); only deterministic functions may
+//! ask for it (`crate::module` refuses one that imports the clock or state).
 
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +72,10 @@ pub struct Manifest {
     /// Documents the function may read and write (ABI 2).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub state_write: Vec<DocPattern>,
+    /// Peers every call runs on, whose majority answer is returned (1: no
+    /// verification).
+    #[serde(skip_serializing_if = "is_one")]
+    pub verify: u8,
 }
 
 impl Manifest {
@@ -138,6 +147,12 @@ impl Manifest {
         check("max_input_bytes", self.max_input_bytes, 0, MAX_IO)?;
         check("max_output_bytes", self.max_output_bytes, 0, MAX_IO)?;
         check("table_elements", self.table_elements, 1, MAX_TABLE_ELEMENTS)?;
+        check(
+            "verify",
+            u64::from(self.verify),
+            1,
+            u64::from(crate::verify::MAX_VERIFY),
+        )?;
         if let Some(cap) = self.capabilities.first() {
             return Err(ManifestError::UnknownCapability(cap.clone()));
         }
@@ -193,8 +208,13 @@ impl Default for Manifest {
             capabilities: Vec::new(),
             state_read: Vec::new(),
             state_write: Vec::new(),
+            verify: 1,
         }
     }
+}
+
+fn is_one(v: &u8) -> bool {
+    *v == 1
 }
 
 fn is_default_table_elements(v: &u64) -> bool {

@@ -6,17 +6,19 @@
 //! is the byte-level specification.
 //!
 //! - `/kith/fetch/1`: [`FetchRequest`] → [`FetchResponse`] (module bytes by id).
-//! - `/kith/invoke/1`: [`InvokeRequest`] → [`InvokeResponse`] (run a call).
+//! - `/kith/invoke/2`: [`InvokeRequest`] → [`InvokeResponse`] (run a call; an answer
+//!   with output carries the executor's signed [`crate::receipt`]).
 
 use crate::FunctionId;
 use crate::error::ErrorKind;
+use crate::receipt::{self, CallId};
 
 /// Format version of every body.
 pub const VERSION: u8 = 1;
 /// Protocol id of fetch.
 pub const FETCH_PROTOCOL: &str = "/kith/fetch/1";
-/// Protocol id of invoke.
-pub const INVOKE_PROTOCOL: &str = "/kith/invoke/1";
+/// Protocol id of invoke (2: requests carry a call id, answers a receipt).
+pub const INVOKE_PROTOCOL: &str = "/kith/invoke/2";
 /// Most hops a call may be forwarded: an invoked peer runs the call itself.
 pub const MAX_HOPS: u8 = 1;
 /// Most bytes of an error kind.
@@ -39,6 +41,9 @@ pub enum WireError {
     /// Unknown status or field value.
     #[error("malformed message: {0}")]
     Malformed(&'static str),
+    /// An answer's receipt does not decode or its signature does not verify.
+    #[error("the answer's receipt is refused: {0}")]
+    Receipt(receipt::ReceiptError),
     /// Over a size limit.
     #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
@@ -217,17 +222,23 @@ pub struct InvokeRequest {
     /// Times this call has been forwarded so far (the receiver refuses more than
     /// [`MAX_HOPS`] and never forwards further).
     pub hops: u8,
+    /// The id the entry node gave the call (the receipt must name it).
+    pub call: CallId,
     /// The input bytes.
     pub input: Vec<u8>,
 }
 
 impl InvokeRequest {
-    /// Encodes: version, id (32), hops (1), input bytes.
+    /// Length before the input.
+    pub const HEADER_LEN: usize = 1 + 32 + 1 + 16;
+
+    /// Encodes: version, id (32), hops (1), call id (16), input bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(self.input.len() + 34);
+        let mut b = Vec::with_capacity(self.input.len() + Self::HEADER_LEN);
         b.push(VERSION);
         b.extend_from_slice(self.id.as_bytes());
         b.push(self.hops);
+        b.extend_from_slice(&self.call.0);
         b.extend_from_slice(&self.input);
         b
     }
@@ -237,15 +248,18 @@ impl InvokeRequest {
     /// # Errors
     /// On a short body, unknown version, or too many hops.
     pub fn decode(body: &[u8]) -> Result<Self, WireError> {
-        let rest = header(body, 34)?;
+        let rest = header(body, Self::HEADER_LEN)?;
         let hops = rest[32];
         if hops > MAX_HOPS {
             return Err(WireError::Malformed("too many hops"));
         }
+        let mut call = [0u8; 16];
+        call.copy_from_slice(&rest[33..49]);
         Ok(Self {
             id: id_at(rest),
             hops,
-            input: rest[33..].to_vec(),
+            call: CallId(call),
+            input: rest[49..].to_vec(),
         })
     }
 }
@@ -255,10 +269,9 @@ impl InvokeRequest {
 pub enum InvokeResponse {
     /// The call ran and returned output.
     Ok {
-        /// Fuel used.
-        fuel_used: u64,
-        /// Wall time of the guest call, in microseconds.
-        wall_us: u64,
+        /// The executor's signed receipt (fuel used, wall time, hashes of input and
+        /// output); the receiver checks it (`receipt::Signed::check`).
+        receipt: Box<receipt::Signed>,
         /// The output.
         output: Vec<u8>,
     },
@@ -274,19 +287,15 @@ pub enum InvokeResponse {
 }
 
 impl InvokeResponse {
-    /// Encodes: version, status 0 then fuel (u64), wall µs (u64), output; or status 1
-    /// then kind length (u8), kind (UTF-8), message (UTF-8, the rest).
+    /// Encodes: version, status 0 then the receipt ([`receipt::ENCODED_LEN`] bytes),
+    /// output; or status 1 then kind length (u8), kind (UTF-8), message (UTF-8, the
+    /// rest).
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            Self::Ok {
-                fuel_used,
-                wall_us,
-                output,
-            } => {
-                let mut b = Vec::with_capacity(output.len() + 18);
+            Self::Ok { receipt, output } => {
+                let mut b = Vec::with_capacity(output.len() + 2 + receipt::ENCODED_LEN);
                 b.extend_from_slice(&[VERSION, 0]);
-                b.extend_from_slice(&fuel_used.to_le_bytes());
-                b.extend_from_slice(&wall_us.to_le_bytes());
+                b.extend_from_slice(&receipt.encode());
                 b.extend_from_slice(output);
                 b
             }
@@ -301,25 +310,22 @@ impl InvokeResponse {
         }
     }
 
-    /// Decodes.
+    /// Decodes. A receipt's signature is verified here; whether it belongs to the
+    /// call is for the receiver to check.
     ///
     /// # Errors
-    /// On a short body, unknown version or status, invalid UTF-8.
+    /// On a short body, unknown version or status, invalid UTF-8, a receipt that does
+    /// not decode or verify.
     pub fn decode(body: &[u8]) -> Result<Self, WireError> {
         let rest = header(body, 2)?;
         match rest[0] {
             0 => {
-                if rest.len() < 17 {
-                    return Err(WireError::Truncated(body.len()));
-                }
-                let mut u = [0u8; 8];
-                u.copy_from_slice(&rest[1..9]);
-                let fuel_used = u64::from_le_bytes(u);
-                u.copy_from_slice(&rest[9..17]);
+                let end = 1 + receipt::ENCODED_LEN;
+                let bytes = rest.get(1..end).ok_or(WireError::Truncated(body.len()))?;
+                let receipt = receipt::Signed::decode(bytes).map_err(WireError::Receipt)?;
                 Ok(Self::Ok {
-                    fuel_used,
-                    wall_us: u64::from_le_bytes(u),
-                    output: rest[17..].to_vec(),
+                    receipt: Box::new(receipt),
+                    output: rest[end..].to_vec(),
                 })
             }
             1 => {
@@ -364,6 +370,21 @@ fn truncate(s: &str, max: usize) -> &str {
 mod tests {
     use super::*;
 
+    fn test_receipt(output: &[u8]) -> receipt::Signed {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        receipt::Receipt {
+            function: FunctionId::of(b"x"),
+            input: receipt::digest(b"in"),
+            output: receipt::digest(output),
+            fuel_used: 5,
+            wall_us: 9,
+            executor: key.verifying_key().to_bytes(),
+            entry: [1; 32],
+            call: CallId([3; 16]),
+        }
+        .sign(&key)
+    }
+
     #[test]
     fn round_trips() {
         let id = FunctionId::of(b"x");
@@ -386,13 +407,13 @@ mod tests {
         let i = InvokeRequest {
             id,
             hops: 1,
+            call: CallId([3; 16]),
             input: b"in".to_vec(),
         };
         assert_eq!(InvokeRequest::decode(&i.encode()), Ok(i));
         for r in [
             InvokeResponse::Ok {
-                fuel_used: 5,
-                wall_us: 9,
+                receipt: Box::new(test_receipt(b"out")),
                 output: b"out".to_vec(),
             },
             InvokeResponse::Err {
@@ -478,6 +499,7 @@ mod tests {
         let mut hops = InvokeRequest {
             id: FunctionId::of(b"x"),
             hops: 0,
+            call: CallId([0; 16]),
             input: vec![],
         }
         .encode();
@@ -487,6 +509,16 @@ mod tests {
             Err(WireError::Malformed("too many hops"))
         );
         assert!(InvokeResponse::decode(&[VERSION, 0, 1]).is_err());
+        let mut forged = InvokeResponse::Ok {
+            receipt: Box::new(test_receipt(b"out")),
+            output: b"out".to_vec(),
+        }
+        .encode();
+        forged[40] ^= 1;
+        assert_eq!(
+            InvokeResponse::decode(&forged),
+            Err(WireError::Receipt(receipt::ReceiptError::BadSignature))
+        );
         assert!(InvokeResponse::decode(&[VERSION, 1, 9, b'a']).is_err());
         assert!(InvokeResponse::decode(&[VERSION, 1, 1, b'a', 0xff]).is_err());
     }

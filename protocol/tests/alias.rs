@@ -27,6 +27,7 @@ fn record(k: &SigningKey, channel: &str, seq: u64, targets: &[(&str, u32)]) -> S
         alias: Alias::new(ns(k), "app", channel).unwrap(),
         seq,
         issued_ms: 1_000 + seq,
+        verify: 1,
         targets: targets
             .iter()
             .map(|(n, w)| Target {
@@ -50,6 +51,7 @@ fn records_round_trip_and_forgeries_are_refused() {
         alias: Alias::new(ns(&k), "app", "prod").unwrap(),
         seq: 4,
         issued_ms: 0,
+        verify: 1,
         targets: vec![Target {
             function: f("evil"),
             weight: 1,
@@ -81,6 +83,7 @@ fn invalid_targets_and_names_are_refused() {
             alias: Alias::new(ns(&k), "app", "prod").unwrap(),
             seq: 1,
             issued_ms: 0,
+            verify: 1,
             targets,
         }
         .sign(|m| k.sign(m).to_bytes())
@@ -232,4 +235,21 @@ proptest! {
             prop_assert_eq!(b.current(&r.record.alias).map(|s| s.digest), Some(r.digest));
         }
     }
+}
+
+#[test]
+fn a_record_may_ask_for_verification() {
+    let k = key(1);
+    let plain = record(&k, "prod", 1, &[("v1", 1)]);
+    assert_eq!(plain.bytes[0], 1, "verify = 1 keeps the version 1 layout");
+    let mut r = plain.record.clone();
+    r.seq = 2;
+    r.verify = 3;
+    let signed = r.clone().sign(|m| k.sign(m).to_bytes()).unwrap();
+    assert_eq!(signed.bytes[0], 2);
+    assert_eq!(signed.bytes.len(), plain.bytes.len() + 1);
+    assert_eq!(Signed::decode(&signed.bytes).unwrap().record.verify, 3);
+    let mut over = r;
+    over.verify = 8;
+    assert!(over.sign(|m| k.sign(m).to_bytes()).is_err());
 }

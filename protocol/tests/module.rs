@@ -194,3 +194,34 @@ mod hostile_bytes {
         }
     }
 }
+
+#[test]
+fn determinism_is_known_and_verify_needs_it() {
+    let clock = format!(r#"(import "kith" "now_ms" (func (result i64))) {GOOD_EXPORTS}"#);
+    let info = inspect(&module(&clock), LIMIT).unwrap();
+    assert_eq!(info.nondeterministic.as_deref(), Some("kith.now_ms"));
+    assert_eq!(
+        inspect(&module(GOOD_EXPORTS), LIMIT)
+            .unwrap()
+            .nondeterministic,
+        None
+    );
+    let pure = format!(r#"(@custom "kith.manifest" "{{\"verify\": 3}}") {GOOD_EXPORTS}"#);
+    assert_eq!(inspect(&module(&pure), LIMIT).unwrap().manifest.verify, 3);
+    let impure = format!(
+        r#"(@custom "kith.manifest" "{{\"verify\": 3}}")
+           (import "kith" "now_ms" (func (result i64))) {GOOD_EXPORTS}"#
+    );
+    let e = inspect(&module(&impure), LIMIT).unwrap_err();
+    assert!(
+        matches!(e, ModuleError::NotDeterministic { verify: 3, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("kith.now_ms"), "{e}");
+    let over = format!(r#"(@custom "kith.manifest" "{{\"verify\": 8}}") {GOOD_EXPORTS}"#);
+    let e = inspect(&module(&over), LIMIT).unwrap_err();
+    assert!(
+        e.to_string().contains("`verify` = 8 is out of bounds"),
+        "{e}"
+    );
+}

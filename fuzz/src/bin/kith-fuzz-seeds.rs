@@ -16,6 +16,23 @@ fn write(root: &Path, target: &str, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("seed");
 }
 
+/// A real receipt for `id` (input "hello", output "out"), signed.
+fn seed_receipt(id: FunctionId) -> kith_protocol::receipt::Signed {
+    use kith_protocol::receipt;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+    receipt::Receipt {
+        function: id,
+        input: receipt::digest(b"hello"),
+        output: receipt::digest(b"out"),
+        fuel_used: 42,
+        wall_us: 7,
+        executor: key.verifying_key().to_bytes(),
+        entry: [2; 32],
+        call: receipt::CallId([9; 16]),
+    }
+    .sign(&key)
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let id = FunctionId::of(b"seed");
@@ -45,14 +62,15 @@ fn main() {
             id,
             input: b"hello".to_vec(),
             hops: 1,
+            call: kith_protocol::receipt::CallId([9; 16]),
         }
         .encode(),
         wire::InvokeResponse::Ok {
-            fuel_used: 42,
-            wall_us: 7,
+            receipt: Box::new(seed_receipt(id)),
             output: b"out".to_vec(),
         }
         .encode(),
+        seed_receipt(id).encode().to_vec(),
         wire::InvokeResponse::Err {
             kind: kith_protocol::ErrorKind::Busy,
             message: "busy: 2 calls running".into(),
@@ -117,6 +135,7 @@ fn main() {
             alias: a.clone(),
             seq: i as u64 + 1,
             issued_ms: 1_800_000_000_000,
+            verify: 1,
             targets,
         };
         let signed = record

@@ -35,6 +35,9 @@ use crate::FunctionId;
 
 /// Format version of a record.
 pub const VERSION: u8 = 1;
+/// Format version of a record that asks for verification (`verify` > 1): version 1's
+/// layout and one byte more, the verify count, after the targets.
+pub const VERSION_VERIFY: u8 = 2;
 /// Domain separation prefix of the signed bytes.
 pub const SIGNING_CONTEXT: &[u8] = b"kith-alias-v1";
 /// Gossipsub topic on which new records are announced.
@@ -47,7 +50,7 @@ pub const MAX_NAME: usize = 64;
 pub const MAX_TARGETS: usize = 16;
 /// Largest encoded record, in bytes.
 pub const MAX_RECORD: usize =
-    1 + 32 + 8 + 8 + 1 + MAX_NAME + 1 + MAX_NAME + 1 + MAX_TARGETS * 36 + 64;
+    1 + 32 + 8 + 8 + 1 + MAX_NAME + 1 + MAX_NAME + 1 + MAX_TARGETS * 36 + 1 + 64;
 /// Most records in one sync response.
 pub const MAX_SYNC_RECORDS: usize = 4096;
 /// Largest sync response, in bytes.
@@ -198,6 +201,9 @@ pub struct Record {
     pub issued_ms: u64,
     /// Where it points.
     pub targets: Vec<Target>,
+    /// Peers each call through the alias runs on, whose majority answer is returned
+    /// (`crate::verify`; 1: no verification).
+    pub verify: u8,
 }
 
 /// A record with its publisher's signature, as received or created.

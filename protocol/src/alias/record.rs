@@ -10,8 +10,19 @@ impl Record {
     pub fn body(&self) -> Result<Vec<u8>, AliasError> {
         check_targets(&self.targets)?;
         let a = &self.alias;
+        if !(1..=crate::verify::MAX_VERIFY).contains(&self.verify) {
+            return Err(AliasError::Malformed(format!(
+                "verify = {} is out of bounds (1 ..= {})",
+                self.verify,
+                crate::verify::MAX_VERIFY
+            )));
+        }
         let mut b = Vec::with_capacity(MAX_RECORD);
-        b.push(VERSION);
+        b.push(if self.verify > 1 {
+            VERSION_VERIFY
+        } else {
+            VERSION
+        });
         b.extend_from_slice(&a.namespace.0);
         b.extend_from_slice(&self.seq.to_le_bytes());
         b.extend_from_slice(&self.issued_ms.to_le_bytes());
@@ -23,6 +34,9 @@ impl Record {
         for t in &self.targets {
             b.extend_from_slice(t.function.as_bytes());
             b.extend_from_slice(&t.weight.to_le_bytes());
+        }
+        if self.verify > 1 {
+            b.push(self.verify);
         }
         Ok(b)
     }
@@ -91,9 +105,9 @@ impl Signed {
         let (body, sig) = bytes.split_at(bytes.len() - 64);
         let mut r = Reader(body);
         let version = r.u8()?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_VERIFY {
             return Err(AliasError::Malformed(format!(
-                "record version {version} (this node speaks {VERSION})"
+                "record version {version} (this node speaks {VERSION} and {VERSION_VERIFY})"
             )));
         }
         let mut ns = [0u8; 32];
@@ -115,6 +129,18 @@ impl Signed {
                 weight: u32::from_le_bytes(w),
             });
         }
+        let verify = if version == VERSION_VERIFY {
+            let v = r.u8()?;
+            if !(2..=crate::verify::MAX_VERIFY).contains(&v) {
+                return Err(AliasError::Malformed(format!(
+                    "verify = {v} is out of bounds (2 ..= {})",
+                    crate::verify::MAX_VERIFY
+                )));
+            }
+            v
+        } else {
+            1
+        };
         if !r.0.is_empty() {
             return Err(AliasError::Malformed("trailing bytes".into()));
         }
@@ -132,6 +158,7 @@ impl Signed {
                 seq,
                 issued_ms,
                 targets,
+                verify,
             },
             bytes: bytes.to_vec(),
             digest: *blake3::hash(bytes).as_bytes(),

@@ -33,6 +33,10 @@ pub struct ModuleInfo {
     pub size: u64,
     /// The initial size of the exported memory, in pages.
     pub memory_min_pages: u64,
+    /// The first import whose result depends on the moment or on state (e.g.
+    /// `kith.now_ms`), if any: such a function cannot be verified by redundant
+    /// execution.
+    pub nondeterministic: Option<String>,
 }
 
 /// Why a module was refused.
@@ -150,6 +154,16 @@ pub enum ModuleError {
         /// The version the manifest declares.
         declared: u32,
     },
+    /// The manifest asks for `verify` but the function is not deterministic.
+    #[error(
+        "the manifest asks for \"verify\": {verify}, but the module imports `{import}`, whose result depends on the moment or on state: honest peers would disagree (only deterministic functions can be verified)"
+    )]
+    NotDeterministic {
+        /// The manifest's `verify`.
+        verify: u8,
+        /// The import.
+        import: String,
+    },
     /// The manifest is malformed or asks for something unsupported.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
@@ -213,6 +227,8 @@ struct Scan {
     manifests: Vec<Vec<u8>>,
     /// The first imported state function, if any.
     state_import: Option<String>,
+    /// The first import that is not deterministic, if any.
+    nondeterministic: Option<String>,
 }
 
 impl Scan {
@@ -289,6 +305,9 @@ impl Scan {
         self.check_signature(&format!("kith.{name}"), index, expected)?;
         if self.state_import.is_none() && abi::STATE_FUNCTIONS.contains(&name) {
             self.state_import = Some(name.to_owned());
+        }
+        if self.nondeterministic.is_none() && abi::NONDETERMINISTIC.contains(&name) {
+            self.nondeterministic = Some(format!("{module}.{name}"));
         }
         self.funcs.push(index);
         Ok(())
@@ -376,6 +395,14 @@ impl Scan {
                 declared: manifest.abi,
             });
         }
+        if manifest.verify > 1
+            && let Some(import) = &self.nondeterministic
+        {
+            return Err(ModuleError::NotDeterministic {
+                verify: manifest.verify,
+                import: import.clone(),
+            });
+        }
         let min_bytes = memory_min_pages.saturating_mul(WASM_PAGE);
         if min_bytes > manifest.memory_bytes {
             return Err(ModuleError::MemoryBelowMinimum {
@@ -388,6 +415,7 @@ impl Scan {
             has_manifest,
             size,
             memory_min_pages,
+            nondeterministic: self.nondeterministic,
         })
     }
 }
