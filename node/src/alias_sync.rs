@@ -86,8 +86,9 @@ impl crate::node::Node {
         &self,
         alias: &Alias,
         targets: Vec<Target>,
+        verify: Option<u8>,
     ) -> Result<Signed, AliasOpError> {
-        let signed = self.aliases.set(alias, targets)?;
+        let signed = self.aliases.set(alias, targets, verify)?;
         self.announce(&signed).await;
         Ok(signed)
     }

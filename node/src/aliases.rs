@@ -119,6 +119,8 @@ pub struct RecordView {
     pub digest: String,
     /// The signed record itself, hex (`POST /v1/aliases/records` imports it anywhere).
     pub signed: String,
+    /// Peers each call through the alias runs on (1: no verification).
+    pub verify: u8,
 }
 
 /// A target, for the API.
@@ -147,6 +149,7 @@ impl From<&Signed> for RecordView {
                 .collect(),
             digest: hex::encode(s.digest),
             signed: hex::encode(&s.bytes),
+            verify: s.record.verify,
         }
     }
 }
@@ -160,6 +163,8 @@ pub struct Resolved {
     pub alias: Alias,
     /// The record's sequence number.
     pub seq: u64,
+    /// Peers each call runs on (the record's `verify`; 1: no verification).
+    pub verify: u8,
 }
 
 /// Keys, registry and policy.
@@ -444,21 +449,28 @@ impl Aliases {
     }
 
     /// Signs and applies a new record pointing `alias` at `targets`: the next sequence
-    /// number. Returns the signed record, to be announced.
+    /// number. `verify` sets the alias's verification (`None` keeps the current
+    /// record's). Returns the signed record, to be announced.
     ///
     /// # Errors
-    /// Invalid targets, no key for the namespace, or I/O.
-    pub fn set(&self, alias: &Alias, targets: Vec<Target>) -> Result<Signed, AliasOpError> {
+    /// Invalid targets or verify, no key for the namespace, or I/O.
+    pub fn set(
+        &self,
+        alias: &Alias,
+        targets: Vec<Target>,
+        verify: Option<u8>,
+    ) -> Result<Signed, AliasOpError> {
         let key = self.signer(&alias.namespace)?;
-        let seq = self
+        let (seq, current_verify) = self
             .registry()
             .current(alias)
-            .map_or(1, |s| s.record.seq + 1);
+            .map_or((1, 1), |s| (s.record.seq + 1, s.record.verify));
         let signed = Record {
             alias: alias.clone(),
             seq,
             issued_ms: now_ms(),
             targets,
+            verify: verify.unwrap_or(current_verify),
         }
         .sign(|m| {
             let sig = key.sign(m);
@@ -482,7 +494,7 @@ impl Aliases {
             .current(from)
             .map(|s| s.record.targets.clone())
             .ok_or_else(|| AliasOpError::NotFound(from.to_string()))?;
-        self.set(to, targets)
+        self.set(to, targets, None)
     }
 
     /// Points `alias` back at its previous record's targets (a new record).
@@ -500,7 +512,7 @@ impl Aliases {
                 .map(|s| s.record.targets.clone())
                 .ok_or_else(|| AliasOpError::NoPrevious(alias.to_string()))?
         };
-        self.set(alias, targets)
+        self.set(alias, targets, None)
     }
 
     /// The current record of `alias`.
@@ -557,6 +569,7 @@ impl Aliases {
             function,
             alias: alias.clone(),
             seq: signed.record.seq,
+            verify: signed.record.verify,
         })
     }
 

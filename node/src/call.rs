@@ -84,6 +84,34 @@ pub enum CallError {
     /// The node is shutting down: it takes no new calls (another peer may).
     #[error("shutting_down: this node is shutting down and takes no new calls; try another peer")]
     ShuttingDown,
+    /// A verified call found no answer a strict majority of the peers asked agrees
+    /// on (or too few peers of distinct networks to ask).
+    #[error(
+        "no_quorum: verify = {wanted} needs {needed} agreeing answers from peers of distinct networks; {detail}"
+    )]
+    NoQuorum {
+        /// Peers asked for (N).
+        wanted: usize,
+        /// Agreeing answers needed.
+        needed: usize,
+        /// What was found.
+        detail: String,
+    },
+    /// `verify` was asked for a function that is not deterministic.
+    #[error(
+        "not_deterministic: verify = {verify} was asked for function {function}, which imports `{import}`: its result depends on the moment or on state, so honest peers would disagree (only deterministic functions can be verified)"
+    )]
+    NotDeterministic {
+        /// The function.
+        function: FunctionId,
+        /// The import.
+        import: String,
+        /// The verify asked for.
+        verify: u8,
+    },
+    /// A `verify` above the most allowed.
+    #[error("bad_request: verify = {0} is out of bounds (1 ..= {max})", max = kith_protocol::verify::MAX_VERIFY)]
+    VerifyOutOfBounds(u64),
     /// The call failed on the peer that ran it.
     #[error("{message}")]
     Remote {
@@ -107,6 +135,9 @@ impl CallError {
             Self::ShuttingDown => ErrorKind::ShuttingDown,
             Self::FetchBusy(_) => ErrorKind::Busy,
             Self::Remote { kind, .. } => *kind,
+            Self::NoQuorum { .. } => ErrorKind::NoQuorum,
+            Self::NotDeterministic { .. } => ErrorKind::NotDeterministic,
+            Self::VerifyOutOfBounds(_) => ErrorKind::BadRequest,
             Self::Invoke(e) => e.kind(),
         }
     }
@@ -129,6 +160,24 @@ pub struct Receipt {
     pub cold: Option<LoadSource>,
     /// The ranking placement produced (empty when the call was not placed).
     pub placement: Vec<Ranked>,
+    /// The receipt the executor signed (checked by this node when a peer ran it).
+    pub proof: kith_protocol::receipt::Signed,
+    /// For a verified call (`verify` > 1): the vote.
+    pub verification: Option<Verification>,
+}
+
+/// How a verified call's vote went.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// Peers asked for (N).
+    pub wanted: usize,
+    /// Peers that agreed with the answer returned.
+    pub agree: Vec<PeerId>,
+    /// Every checked receipt of an answer with output, the majority's first.
+    pub receipts: Vec<kith_protocol::receipt::Signed>,
+    /// Peers that answered otherwise, each with what it answered (an output hash in
+    /// hex, or an error kind).
+    pub dissent: Vec<(PeerId, String)>,
 }
 
 /// One ranked candidate, for `kith call --explain`.
@@ -141,4 +190,18 @@ pub struct Ranked {
     /// The cost terms, in milliseconds.
     #[serde(flatten)]
     pub cost: Cost,
+}
+
+impl Ranked {
+    /// Placement's ranking, as `--explain` shows it.
+    pub(crate) fn list(ranked: &[kith_protocol::placement::Candidate<PeerId>]) -> Vec<Self> {
+        ranked
+            .iter()
+            .map(|c| Self {
+                peer: c.peer.to_string(),
+                local: c.local,
+                cost: c.cost,
+            })
+            .collect()
+    }
 }

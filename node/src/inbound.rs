@@ -44,15 +44,30 @@ impl Node {
                 respond,
             } => {
                 tracing::debug!(%peer, function = %request.id, "running a call for a peer");
+                // The receipt names the peer that asked (its key is in its id) and
+                // the call id it gave.
+                let Some(entry) = crate::receipts::ed25519_of(&peer) else {
+                    let _ = respond.send(InvokeResponse::Err {
+                        kind: kith_protocol::ErrorKind::BadRequest,
+                        message: format!(
+                            "peer {peer} has no ed25519 key in its id, which a receipt must name"
+                        ),
+                    });
+                    return;
+                };
+                let asked = crate::receipts::Asked {
+                    entry,
+                    call: request.call,
+                };
                 let answer = match self
-                    .call_from(request.id, request.input, request.hops, Some(peer))
+                    .call_from(request.id, request.input, request.hops, Some(peer), &asked)
                     .await
                 {
                     Ok(r) => {
                         self.remote_served.fetch_add(1, Ordering::Relaxed);
+                        self.record_served(peer, &r.proof);
                         InvokeResponse::Ok {
-                            fuel_used: r.fuel_used,
-                            wall_us: u64::try_from(r.wall.as_micros()).unwrap_or(u64::MAX),
+                            receipt: Box::new(r.proof),
                             output: r.output,
                         }
                     }

@@ -12,17 +12,18 @@ use std::sync::{Arc, PoisonError};
 
 use kith_protocol::attempt::{Attempts, Step, Verdict};
 use kith_protocol::capacity::{Advert, Cached, backend};
-use kith_protocol::conduct;
 use kith_protocol::placement::{self, Call, FuelAverage, PeerView};
 use kith_protocol::subnet;
-use kith_protocol::wire::{InvokeRequest, InvokeResponse, MAX_HOPS};
-use kith_protocol::{ErrorKind, FunctionId, Manifest, module};
+use kith_protocol::wire::MAX_HOPS;
+use kith_protocol::{FunctionId, Manifest, module};
 use libp2p::PeerId;
 
 use crate::call::{CallError, Ranked, Receipt};
 use crate::clock::now_ms;
+use crate::forward::Forward;
 use crate::net::{FetchError, Net, WarmCandidate};
 use crate::node::Node;
+use crate::receipts::Asked;
 use crate::runtime::InvokeError;
 
 /// Most functions whose manifest and expected fuel are remembered for placement.
@@ -41,6 +42,17 @@ fn insert_capped<V>(map: &mut std::collections::HashMap<FunctionId, V>, id: Func
     map.insert(id, value);
 }
 
+/// What placement and verification need to know of a stored function.
+#[derive(Debug, Clone)]
+pub(crate) struct Meta {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Module size, bytes.
+    pub size: u64,
+    /// Its first import that is not deterministic, if any.
+    pub nondeterministic: Option<String>,
+}
+
 /// Fuel assumed for a function never seen run.
 const DEFAULT_EXPECTED_FUEL: u64 = 1_000_000;
 
@@ -56,21 +68,29 @@ impl Node {
         input: Vec<u8>,
         hops: u8,
     ) -> Result<Receipt, CallError> {
-        self.call_from(id, input, hops, None).await
+        let asked = self.asked_here();
+        let result = self.call_from(id, input, hops, None, &asked).await;
+        if let Ok(r) = &result
+            && r.executed_by == self.peer_id
+        {
+            self.record_local(&r.proof);
+        }
+        result
     }
 
     /// [`Self::call`] for a call forwarded by `from`, which holds the module (a node
     /// stores a module before it places a call to it), so it is asked for the bytes
-    /// first.
+    /// first. The receipt names `asked`'s entry and call id.
     pub(crate) async fn call_from(
         self: &Arc<Self>,
         id: FunctionId,
         input: Vec<u8>,
         hops: u8,
         from: Option<PeerId>,
+        asked: &Asked,
     ) -> Result<Receipt, CallError> {
         let started = std::time::Instant::now();
-        let result = self.place_and_run(id, input, hops, from).await;
+        let result = self.place_and_run(id, input, hops, from, asked).await;
         self.count(&id, &result, started.elapsed());
         result
     }
@@ -81,6 +101,7 @@ impl Node {
         input: Vec<u8>,
         hops: u8,
         from: Option<PeerId>,
+        asked: &Asked,
     ) -> Result<Receipt, CallError> {
         if self.draining() {
             return Err(CallError::ShuttingDown);
@@ -90,9 +111,9 @@ impl Node {
         // peer claims, it is never forwarded again.
         let net = match self.net.get() {
             Some(net) if from.is_none() && hops < MAX_HOPS => net,
-            _ => return self.call_local(id, input).await,
+            _ => return self.call_local(id, input, asked).await,
         };
-        let (manifest, size) = self.meta(&id).await?;
+        let Meta { manifest, size, .. } = self.meta(&id).await?;
         // Nobody here or among the neighbours has it warm: ask who near here has,
         // and wait (briefly) for the answer rather than start it cold.
         let warm = if self.warm_nearby(net, &id) {
@@ -101,14 +122,7 @@ impl Node {
             net.find_warm(id).await
         };
         let (ranked, fallbacks) = self.rank(net, &id, &manifest, size, &warm);
-        let explain: Vec<Ranked> = ranked
-            .iter()
-            .map(|c| Ranked {
-                peer: c.peer.to_string(),
-                local: c.local,
-                cost: c.cost,
-            })
-            .collect();
+        let explain = Ranked::list(&ranked);
         // A fault a peer claims for a function that has run well here before is
         // checked on the next candidate (protocol's attempt rules).
         let known_good = self
@@ -132,11 +146,17 @@ impl Node {
         {
             let started = std::time::Instant::now();
             let result = if local {
-                self.call_local(id, input.clone()).await
+                self.call_local(id, input.clone(), asked).await
             } else {
                 let patience = deadline_ms.saturating_sub(now_ms());
-                self.forward(net, peer, id, input.clone(), hops, patience)
-                    .await
+                let call = Forward {
+                    id,
+                    manifest: &manifest,
+                    input: &input,
+                    hops,
+                    asked,
+                };
+                self.forward(net, peer, &call, patience).await
             };
             let answer = result.as_ref().map(|_| ()).map_err(CallError::kind);
             if !local {
@@ -174,108 +194,16 @@ impl Node {
         match last {
             Some(e) => Err(e),
             // Nobody was capable, not even this node: let the local path say why.
-            None => self.call_local(id, input).await,
+            None => self.call_local(id, input, asked).await,
         }
-    }
-
-    async fn forward(
-        &self,
-        net: &Net,
-        peer: PeerId,
-        id: FunctionId,
-        input: Vec<u8>,
-        hops: u8,
-        patience_ms: u64,
-    ) -> Result<Receipt, CallError> {
-        self.forwarded.fetch_add(1, Ordering::Relaxed);
-        // A peer that runs the call answers within its timeout (with the output or a
-        // `timeout` error); one that says nothing for longer has hung or is gone.
-        let patience = std::time::Duration::from_millis(patience_ms);
-        let request = InvokeRequest {
-            id,
-            hops: hops + 1,
-            input,
-        };
-        let answer = match tokio::time::timeout(patience, net.invoke(peer, request)).await {
-            Ok(answer) => answer,
-            Err(_) => {
-                return Err(CallError::Remote {
-                    kind: ErrorKind::Unreachable,
-                    message: format!(
-                        "peer {peer} did not answer within {} ms (the function's timeout_ms plus {} ms)",
-                        patience.as_millis(),
-                        self.config.attempts.forward_slack_ms
-                    ),
-                    peer,
-                });
-            }
-        };
-        match answer {
-            Ok(InvokeResponse::Ok {
-                fuel_used,
-                wall_us,
-                output,
-            }) => Ok(Receipt {
-                output,
-                function: id,
-                executed_by: peer,
-                fuel_used,
-                wall: std::time::Duration::from_micros(wall_us),
-                cold: None,
-                placement: Vec::new(),
-            }),
-            Ok(InvokeResponse::Err { kind, message }) => Err(CallError::Remote {
-                kind,
-                message,
-                peer,
-            }),
-            Err(e) => Err(CallError::Remote {
-                kind: ErrorKind::Unreachable,
-                message: e.to_string(),
-                peer,
-            }),
-        }
-    }
-
-    /// Notes what `peer` did with an attempt placement predicted would take
-    /// `predicted_ms` (for a function that ran well before when `known_good`).
-    fn observe(
-        &self,
-        peer: PeerId,
-        predicted_ms: f64,
-        elapsed: std::time::Duration,
-        answer: &Result<(), ErrorKind>,
-        known_good: bool,
-    ) {
-        let outcome = match answer {
-            Ok(()) => conduct::Outcome::Answered,
-            Err(ErrorKind::Unreachable) => conduct::Outcome::TimedOut,
-            Err(kind) if known_good && kind.is_guest_fault() => conduct::Outcome::Suspect(*kind),
-            Err(kind) => conduct::Outcome::Failed(*kind),
-        };
-        self.conduct
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .observe(
-                now_ms(),
-                peer,
-                predicted_ms,
-                elapsed.as_secs_f64() * 1e3,
-                outcome,
-            );
-    }
-
-    /// `peer` answered with a fault (`kind`) the next candidate did not reproduce.
-    fn refuted(&self, net: &Net, peer: PeerId, kind: ErrorKind) {
-        net.penalise(peer);
-        self.conduct
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .observe(now_ms(), peer, 0.0, 0.0, conduct::Outcome::Refuted(kind));
     }
 
     /// Makes sure the module is stored here, fetching it from peers if needed.
-    async fn ensure_stored(&self, id: &FunctionId, from: Option<PeerId>) -> Result<(), CallError> {
+    pub(crate) async fn ensure_stored(
+        &self,
+        id: &FunctionId,
+        from: Option<PeerId>,
+    ) -> Result<(), CallError> {
         if self.store.contains(id) || self.runtime.cached(id).is_some() {
             return Ok(());
         }
@@ -304,8 +232,8 @@ impl Node {
         Ok(())
     }
 
-    /// Manifest and module size of a stored function.
-    async fn meta(&self, id: &FunctionId) -> Result<(Manifest, u64), CallError> {
+    /// Manifest, module size and determinism of a stored function.
+    pub(crate) async fn meta(&self, id: &FunctionId) -> Result<Meta, CallError> {
         if let Some(m) = self
             .metas
             .lock()
@@ -316,11 +244,15 @@ impl Node {
         }
         let store = std::sync::Arc::clone(&self.store);
         let id2 = *id;
-        let meta = tokio::task::spawn_blocking(move || -> Result<(Manifest, u64), InvokeError> {
+        let meta = tokio::task::spawn_blocking(move || -> Result<Meta, InvokeError> {
             let bytes = store.get(&id2)?;
             let info = module::inspect(&bytes, u64::MAX)
                 .map_err(|e| InvokeError::Invalid(e.to_string()))?;
-            Ok((info.manifest, info.size))
+            Ok(Meta {
+                manifest: info.manifest,
+                size: info.size,
+                nondeterministic: info.nondeterministic,
+            })
         })
         .await
         .map_err(|e| InvokeError::Internal(e.to_string()))??;
@@ -332,7 +264,7 @@ impl Node {
         Ok(meta)
     }
 
-    fn note_fuel(&self, id: &FunctionId, fuel: u64, budget: u64) {
+    pub(crate) fn note_fuel(&self, id: &FunctionId, fuel: u64, budget: u64) {
         let mut seen = self
             .fuel_seen
             .lock()
@@ -345,7 +277,7 @@ impl Node {
 
     /// Whether this node (unless a gateway) or a neighbour whose advert it holds has
     /// `id` warm.
-    fn warm_nearby(&self, net: &Net, id: &FunctionId) -> bool {
+    pub(crate) fn warm_nearby(&self, net: &Net, id: &FunctionId) -> bool {
         (self.config.max_concurrent_calls > 0 && self.runtime.cached(id).is_some())
             || net
                 .peers()
@@ -355,7 +287,7 @@ impl Node {
 
     /// Candidates, best first, and fallbacks: this node, its neighbours, and the
     /// peers a warm answer named (`warm`, on the adverts the answer carried).
-    fn rank(
+    pub(crate) fn rank(
         &self,
         net: &Net,
         id: &FunctionId,

@@ -59,6 +59,56 @@ pub struct CallOutput {
     /// When called by alias: the alias (with its namespace id) and the record's
     /// sequence number that chose `function`.
     pub alias: Option<(String, u64)>,
+    /// The receipt the executing peer signed (header `kith-receipt`), when the node
+    /// sent one whose signature verifies; [`CallOutput::check_receipt`] checks it
+    /// against the call.
+    pub receipt: Option<Receipt>,
+    /// For a verified call: how many peers agreed, of how many asked.
+    pub verified: Option<(usize, usize)>,
+    /// For a verified call: every receipt of an answer with output, the majority's
+    /// first (those that do not verify are left out).
+    pub receipts: Vec<Receipt>,
+    /// For a verified call: the peers that answered otherwise, as `peer=answer`.
+    pub dissent: Vec<String>,
+}
+
+pub use kith_protocol::receipt::{ReceiptError, Signed as Receipt};
+
+/// Options of a call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    /// Run the call on this many peers of distinct networks and return the majority's
+    /// answer (`docs/http-api.md`); `None` leaves it to the function and alias.
+    pub verify: Option<u64>,
+    /// A routing key for split aliases (sticky canaries).
+    pub route_key: Option<String>,
+    /// Also return the placement ranking.
+    pub explain: bool,
+}
+
+impl CallOutput {
+    /// Checks the receipt against the call: its signature (by the key inside the
+    /// executing peer's id), the function, and the hashes of `input` and of the
+    /// output received.
+    ///
+    /// # Errors
+    /// No receipt, or the first check that fails.
+    pub fn check_receipt(&self, input: &[u8]) -> Result<&Receipt, ReceiptError> {
+        let receipt = self.receipt.as_ref().ok_or(ReceiptError::Length(0))?;
+        receipt.verify_signature()?;
+        let r = &receipt.receipt;
+        let mismatch = |field| Err(ReceiptError::Mismatch { field });
+        if r.function.to_hex() != self.function {
+            return mismatch("function");
+        }
+        if r.input != kith_protocol::receipt::digest(input) {
+            return mismatch("input hash");
+        }
+        if r.output != kith_protocol::receipt::digest(&self.output) {
+            return mismatch("output hash");
+        }
+        Ok(receipt)
+    }
 }
 
 /// A blocking client for one node.
@@ -240,12 +290,41 @@ impl Client {
         explain: bool,
         route_key: Option<&str>,
     ) -> Result<CallOutput, ClientError> {
-        let query = if explain { "?explain=true" } else { "" };
+        let options = CallOptions {
+            verify: None,
+            route_key: route_key.map(str::to_owned),
+            explain,
+        };
+        self.call_opts(reference, input, &options)
+    }
+
+    /// Calls with `options`: verification, a routing key, the placement ranking.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; `no_quorum` when a verified call's peers do not agree.
+    pub fn call_opts(
+        &self,
+        reference: &str,
+        input: Vec<u8>,
+        options: &CallOptions,
+    ) -> Result<CallOutput, ClientError> {
+        let mut query = Vec::new();
+        if options.explain {
+            query.push("explain=true".to_owned());
+        }
+        if let Some(n) = options.verify {
+            query.push(format!("verify={n}"));
+        }
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
+        };
         let mut request = self
             .http
             .post(format!("{}/v1/call/{reference}{query}", self.base))
             .body(input);
-        if let Some(key) = route_key {
+        if let Some(key) = &options.route_key {
             request = request.header("kith-route-key", key);
         }
         let resp = request.send().map_err(|e| self.transport(e))?;
@@ -265,6 +344,19 @@ impl Client {
         let alias = Some(header("kith-alias"))
             .filter(|a| !a.is_empty())
             .map(|a| (a, header("kith-alias-seq").parse().unwrap_or(0)));
+        let receipt = Receipt::from_hex(&header("kith-receipt")).ok();
+        let verified = header("kith-verify")
+            .split_once('/')
+            .and_then(|(a, n)| Some((a.parse().ok()?, n.parse().ok()?)));
+        let receipts = header("kith-receipts")
+            .split(',')
+            .filter_map(|h| Receipt::from_hex(h).ok())
+            .collect();
+        let dissent = header("kith-dissent")
+            .split(',')
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned)
+            .collect();
         let output = resp.bytes().map_err(|e| self.transport(e))?.to_vec();
         Ok(CallOutput {
             output,
@@ -274,6 +366,10 @@ impl Client {
             wall_us,
             placement,
             alias,
+            receipt,
+            verified,
+            receipts,
+            dissent,
         })
     }
 
@@ -319,14 +415,32 @@ impl Client {
         reference: &str,
         targets: &[(&str, u32)],
     ) -> Result<serde_json::Value, ClientError> {
+        self.alias_set_verified(reference, targets, None)
+    }
+
+    /// [`Client::alias_set`], also setting how many peers each call through the alias
+    /// runs on (`verify`; `None` keeps the alias's current setting).
+    ///
+    /// # Errors
+    /// As [`Client::alias_set`]; `verify` out of bounds.
+    pub fn alias_set_verified(
+        &self,
+        reference: &str,
+        targets: &[(&str, u32)],
+        verify: Option<u8>,
+    ) -> Result<serde_json::Value, ClientError> {
         let targets: Vec<serde_json::Value> = targets
             .iter()
             .map(|(f, w)| serde_json::json!({ "function": f, "weight": w }))
             .collect();
+        let mut body = serde_json::json!({ "targets": targets });
+        if let Some(v) = verify {
+            body["verify"] = serde_json::json!(v);
+        }
         self.send_json(
             reqwest::Method::PUT,
             &format!("/v1/aliases/{reference}"),
-            &serde_json::json!({ "targets": targets }),
+            &body,
         )
     }
 

@@ -25,6 +25,9 @@ pub struct Manifest {
     pub state_read: Option<&'static [&'static str]>,
     /// Documents the function may read and write (same forms as `state_read`).
     pub state_write: Option<&'static [&'static str]>,
+    /// Peers every call runs on, whose majority answer is returned (1 to 7; only for
+    /// functions that use neither the clock nor state).
+    pub verify: Option<u64>,
 }
 
 /// The newest ABI version this SDK targets. A manifest declares the oldest version
@@ -108,6 +111,7 @@ impl Manifest {
         table_elements: None,
         state_read: None,
         state_write: None,
+        verify: None,
     };
 
     const fn write(&self) -> Buf {
@@ -126,6 +130,7 @@ impl Manifest {
         b.field("table_elements", self.table_elements);
         b.list("state_read", self.state_read);
         b.list("state_write", self.state_write);
+        b.field("verify", self.verify);
         b.push_str("}");
         b
     }

@@ -63,6 +63,7 @@ fn resolution() {
             alias: Alias::new(ns, &format!("app{i}"), "prod").unwrap(),
             seq: 1,
             issued_ms: 0,
+            verify: 1,
             targets: split.to_vec(),
         }
         .sign(|m| key.sign(m).try_into().unwrap())

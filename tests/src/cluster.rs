@@ -194,3 +194,41 @@ pub fn wait_for_grants(nodes: &[&NodeProcess], namespace: &str, seq: u64) {
         }
     }
 }
+
+/// Waits (at most `limit`) for `check`, polling every 50 ms.
+///
+/// # Panics
+/// When `check` is still false at the limit, naming `what`.
+pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What `node` knows of `peer`'s advert (`GET /v1/peers`), if anything.
+pub fn advert_of(node: &NodeProcess, peer: &str) -> Option<serde_json::Value> {
+    let peers = crate::get(&format!("{}/v1/peers", node.url)).json();
+    peers
+        .as_array()?
+        .iter()
+        .find(|p| p["peer_id"] == peer)
+        .map(|p| p["advert"].clone())
+        .filter(|a| !a.is_null())
+}
+
+/// Penalties `node` counts against `peer` (`GET /v1/peers`; 0 when unknown).
+pub fn penalties(node: &NodeProcess, peer: &str) -> u64 {
+    let peers = crate::get(&format!("{}/v1/peers", node.url)).json();
+    peers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["peer_id"] == peer)
+        .and_then(|p| p["penalties"].as_u64())
+        .unwrap_or(0)
+}

@@ -233,6 +233,7 @@ fn forge(
         alias: Alias::new(namespace, "app", channel).unwrap(),
         seq,
         issued_ms: 0,
+        verify: 1,
         targets: vec![Target {
             function: function.parse::<FunctionId>().unwrap(),
             weight: 1,

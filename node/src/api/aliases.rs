@@ -120,6 +120,9 @@ async fn alias_resolve(
 #[derive(serde::Deserialize)]
 struct TargetsBody {
     targets: Vec<TargetBody>,
+    /// Peers each call through the alias runs on (absent: keep the current setting).
+    #[serde(default)]
+    verify: Option<u8>,
 }
 
 #[derive(serde::Deserialize)]
@@ -150,7 +153,7 @@ async fn alias_put(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let signed = node.alias_set(&alias, targets).await?;
+    let signed = node.alias_set(&alias, targets, body.verify).await?;
     Ok(axum::Json(crate::aliases::RecordView::from(&signed)).into_response())
 }
 

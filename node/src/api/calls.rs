@@ -57,6 +57,10 @@ struct CallQuery {
     /// Add the placement ranking as the `kith-placement` header (JSON).
     #[serde(default)]
     explain: bool,
+    /// Run the call on this many peers of distinct networks and return the majority's
+    /// answer (the function's manifest or alias may ask for more).
+    #[serde(default)]
+    verify: Option<u64>,
 }
 
 async fn call(
@@ -66,7 +70,7 @@ async fn call(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&reference)?;
-    run_call(&node, id, &query, body, HeaderMap::new()).await
+    run_call(&node, id, &query, 1, body, HeaderMap::new()).await
 }
 
 /// The request header carrying a routing key for splits (e.g. a user id).
@@ -89,13 +93,25 @@ async fn call_alias(
         headers.insert("kith-alias", v);
     }
     headers.insert("kith-alias-seq", HeaderValue::from(resolved.seq));
-    run_call(&node, resolved.function, &query, body, headers).await
+    run_call(
+        &node,
+        resolved.function,
+        &query,
+        resolved.verify,
+        body,
+        headers,
+    )
+    .await
 }
+
+/// The response header carrying the receipt of the answer (hex, `docs/wire-format.md`).
+const RECEIPT_HEADER: &str = "kith-receipt";
 
 async fn run_call(
     node: &Shared,
     id: FunctionId,
     query: &CallQuery,
+    alias_verify: u8,
     body: Body,
     mut headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -106,7 +122,9 @@ async fn run_call(
         "max_input_bytes",
     )
     .await?;
-    let receipt = node.call(id, input, 0).await?;
+    let verify = query.verify.unwrap_or(1).max(u64::from(alias_verify));
+    // With verify = 1 the function's manifest may still ask for verification.
+    let receipt = node.call_verified(id, input, verify).await?;
     let mut put = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);
@@ -124,6 +142,28 @@ async fn run_call(
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
         );
+    }
+    put(RECEIPT_HEADER, receipt.proof.to_hex());
+    if let Some(v) = &receipt.verification {
+        put("kith-verify", format!("{}/{}", v.agree.len(), v.wanted));
+        put(
+            "kith-receipts",
+            v.receipts
+                .iter()
+                .map(kith_protocol::receipt::Signed::to_hex)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        if !v.dissent.is_empty() {
+            put(
+                "kith-dissent",
+                v.dissent
+                    .iter()
+                    .map(|(p, said)| format!("{p}={said}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
     }
     if query.explain {
         put(

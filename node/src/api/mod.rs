@@ -136,6 +136,7 @@ pub fn router(node: Shared, guard: guard::Guard) -> Router {
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .route("/v1/peers", get(peers))
+        .route("/v1/ledger", get(ledger))
         .merge(calls::routes())
         .merge(aliases::routes())
         .merge(grants::routes())
@@ -178,6 +179,26 @@ async fn metrics(State(node): State<Shared>) -> impl IntoResponse {
 
 async fn peers(State(node): State<Shared>) -> impl IntoResponse {
     axum::Json(node.peers())
+}
+
+/// How much of the ledger `GET /v1/ledger` shows.
+#[derive(Debug, serde::Deserialize)]
+struct LedgerQuery {
+    /// Accounts per side, most fuel first (default and most: the ledger's cap).
+    peers: Option<usize>,
+    /// Latest receipts, newest first (default and most: the ledger's cap).
+    recent: Option<usize>,
+}
+
+async fn ledger(
+    State(node): State<Shared>,
+    axum::extract::Query(q): axum::extract::Query<LedgerQuery>,
+) -> impl IntoResponse {
+    use kith_protocol::ledger::{MAX_PEERS, MAX_RECENT};
+    axum::Json(node.ledger(
+        q.peers.unwrap_or(MAX_PEERS).min(MAX_PEERS),
+        q.recent.unwrap_or(MAX_RECENT).min(MAX_RECENT),
+    ))
 }
 
 async fn status(State(node): State<Shared>) -> impl IntoResponse {

@@ -39,7 +39,7 @@ pub(crate) fn render_node(node: &Node) -> String {
         );
     }
     let nat = st.nat.clone().unwrap_or_default();
-    let series: [(&str, &str, &str, f64); 22] = [
+    let series: [(&str, &str, &str, f64); 26] = [
         (
             "kith_state_documents",
             "gauge",
@@ -117,6 +117,30 @@ pub(crate) fn render_node(node: &Node) -> String {
             "counter",
             "Calls this node placed on a peer.",
             st.forwarded as f64,
+        ),
+        (
+            "kith_fuel_donated_total",
+            "counter",
+            "Fuel this node used running calls for peers (receipts issued).",
+            st.receipts.served.fuel as f64,
+        ),
+        (
+            "kith_fuel_consumed_total",
+            "counter",
+            "Fuel peers used running this node's calls (receipts received and checked).",
+            st.receipts.consumed.fuel as f64,
+        ),
+        (
+            "kith_receipts_refused_total",
+            "counter",
+            "Peers' receipts refused: forged, for another call or output, impossible fuel.",
+            st.receipts.refused as f64,
+        ),
+        (
+            "kith_outvoted_total",
+            "counter",
+            "Answers to verified calls that lost the vote (each penalised).",
+            st.receipts.outvoted as f64,
         ),
         (
             "kith_remote_calls_served_total",

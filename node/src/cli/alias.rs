@@ -28,6 +28,10 @@ pub enum AliasCommand {
         reference: String,
         /// The function id.
         function: String,
+        /// Run every call through REF on N peers of distinct networks and return the
+        /// majority's answer (1 turns it off; default: keep REF's setting).
+        #[arg(long, value_name = "N")]
+        verify: Option<u8>,
     },
     /// Split REF over several functions by weight, e.g. HASH1=90 HASH2=10.
     Split {
@@ -36,6 +40,9 @@ pub enum AliasCommand {
         /// FUNCTION=WEIGHT pairs.
         #[arg(required = true, num_args = 1..)]
         targets: Vec<String>,
+        /// As for `set`.
+        #[arg(long, value_name = "N")]
+        verify: Option<u8>,
     },
     /// Point TO at FROM's current targets (e.g. me/app@staging me/app@prod).
     Promote {
@@ -69,11 +76,16 @@ pub(super) fn alias_command(api: &str, command: AliasCommand) -> anyhow::Result<
         AliasCommand::Set {
             reference,
             function,
+            verify,
         } => print_record(
-            &c.alias_set(&reference, &[(&function, 1)])
+            &c.alias_set_verified(&reference, &[(&function, 1)], verify)
                 .map_err(explain)?,
         ),
-        AliasCommand::Split { reference, targets } => {
+        AliasCommand::Split {
+            reference,
+            targets,
+            verify,
+        } => {
             let parsed: Vec<(String, u32)> = targets
                 .iter()
                 .map(|t| {
@@ -87,7 +99,10 @@ pub(super) fn alias_command(api: &str, command: AliasCommand) -> anyhow::Result<
                 })
                 .collect::<anyhow::Result<_>>()?;
             let refs: Vec<(&str, u32)> = parsed.iter().map(|(f, w)| (f.as_str(), *w)).collect();
-            print_record(&c.alias_set(&reference, &refs).map_err(explain)?);
+            print_record(
+                &c.alias_set_verified(&reference, &refs, verify)
+                    .map_err(explain)?,
+            );
         }
         AliasCommand::Promote { from, to } => {
             print_record(&c.alias_promote(&from, &to).map_err(explain)?);
@@ -132,8 +147,12 @@ fn print_record(v: &serde_json::Value) {
             )
         })
         .collect();
+    let verify = match v["verify"].as_u64() {
+        Some(n) if n > 1 => format!("  verify {n}"),
+        _ => String::new(),
+    };
     println!(
-        "{}  seq {}  {}",
+        "{}  seq {}  {}{verify}",
         v["alias"].as_str().unwrap_or_default(),
         v["seq"],
         targets.join(" ")

@@ -71,12 +71,17 @@ pub enum Command {
         /// Read the input from a file.
         #[arg(long)]
         input_file: Option<PathBuf>,
-        /// Also print the receipt (who ran it, fuel, wall time) to stderr.
+        /// Also print the receipt (who ran it, fuel, wall time, the hashes the
+        /// executing peer signed) to stderr, after checking it.
         #[arg(long, short)]
         verbose: bool,
         /// Print the placement ranking (each candidate's peer id and cost terms) to stderr.
         #[arg(long)]
         explain: bool,
+        /// Run the call on N peers of distinct networks and take the majority's
+        /// answer (1 to 7; deterministic functions only).
+        #[arg(long, value_name = "N")]
+        verify: Option<u64>,
     },
     /// List connected and known peers.
     Peers {
@@ -233,6 +238,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             input_file,
             verbose,
             explain: explain_placement,
+            verify,
         } => {
             let input = match (input, input_file) {
                 (Some(text), _) => text.into_bytes(),
@@ -247,12 +253,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let c = client(&cli.api)?;
-            let out = match (&route_key, explain_placement) {
-                (Some(key), _) => c.call_with_key(&reference, input, key),
-                (None, true) => c.call_explained(&reference, input),
-                (None, false) => c.call(&reference, input),
-            }
-            .map_err(explain)?;
+            let options = kith_sdk::client::CallOptions {
+                verify,
+                route_key,
+                explain: explain_placement,
+            };
+            let out = c
+                .call_opts(&reference, input.clone(), &options)
+                .map_err(explain)?;
             std::io::stdout().write_all(&out.output)?;
             std::io::stdout().flush()?;
             if let Some(ranking) = out.placement.as_ref().and_then(|p| p.as_array()) {
@@ -266,6 +274,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "function {}\nexecuted by {}\nfuel used {}\nwall time {} µs",
                     out.function, out.executed_by, out.fuel_used, out.wall_us
                 );
+                if !print::receipt(&out, &input) {
+                    return Ok(ExitCode::FAILURE);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -109,3 +109,33 @@ pub(super) fn print_status(v: &serde_json::Value) {
         }
     }
 }
+
+/// Prints a call's receipt (and a verified call's vote) to stderr after checking it
+/// against the call; false when it does not check out.
+pub(super) fn receipt(out: &kith_sdk::client::CallOutput, input: &[u8]) -> bool {
+    let checked = out.check_receipt(input);
+    match &checked {
+        Ok(r) => {
+            let r = &r.receipt;
+            eprintln!(
+                "receipt ok: signed by the executing peer; input and output hashes match\n  call id     {}\n  input       blake3 {}\n  output      blake3 {}\n  executor    {}\n  entry       {}",
+                r.call,
+                hex::encode(r.input),
+                hex::encode(r.output),
+                hex::encode(r.executor),
+                hex::encode(r.entry),
+            );
+        }
+        Err(e) => eprintln!("receipt REFUSED: {e}"),
+    }
+    if let Some((agree, wanted)) = out.verified {
+        eprintln!(
+            "verified: {agree} of {wanted} peers of distinct networks gave this answer ({} receipts)",
+            out.receipts.len()
+        );
+        for d in &out.dissent {
+            eprintln!("  dissent    {d}");
+        }
+    }
+    checked.is_ok()
+}

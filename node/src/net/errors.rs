@@ -67,3 +67,17 @@ pub enum InvokeFailure {
     #[error("the network is shut down")]
     Closed,
 }
+
+impl InvokeFailure {
+    /// The error kind of the failed attempt: `bad_receipt` for an answer whose
+    /// receipt is forged, else `unreachable` (either way the peer is penalised).
+    pub fn kind(&self) -> kith_protocol::ErrorKind {
+        match self {
+            Self::Malformed {
+                error: WireError::Receipt(_),
+                ..
+            } => kith_protocol::ErrorKind::BadReceipt,
+            _ => kith_protocol::ErrorKind::Unreachable,
+        }
+    }
+}

@@ -112,12 +112,18 @@ pub struct Node {
     pub(crate) device: DeviceClass,
     pub(crate) cpu_score: u32,
     /// Manifest and module size of functions seen, for placement.
-    pub(crate) metas: Mutex<HashMap<FunctionId, (Manifest, u64)>>,
+    pub(crate) metas: Mutex<HashMap<FunctionId, crate::scheduler::Meta>>,
     /// Smoothed fuel per call of functions seen, for placement.
     pub(crate) fuel_seen: Mutex<HashMap<FunctionId, kith_protocol::placement::FuelAverage>>,
     /// What peers did with the calls this node sent them (protocol's `conduct`):
     /// placement charges each the time it wasted.
     pub(crate) conduct: Mutex<kith_protocol::conduct::Conduct<PeerId>>,
+    /// Receipts this node issued and received, summed per peer (bounded).
+    pub(crate) ledger: Mutex<kith_protocol::ledger::Ledger<PeerId>>,
+    /// Peers' receipts refused (forged, for another call or output, impossible fuel).
+    pub(crate) receipts_refused: AtomicU64,
+    /// Verified calls whose vote had dissenters, and the dissenting answers.
+    pub(crate) outvoted: AtomicU64,
     pub(crate) fetched: AtomicU64,
     pub(crate) served_fetches: AtomicU64,
     pub(crate) forwarded: AtomicU64,
@@ -228,6 +234,9 @@ impl Node {
             metas: Mutex::new(HashMap::new()),
             fuel_seen: Mutex::new(HashMap::new()),
             conduct: Mutex::new(kith_protocol::conduct::Conduct::new(Default::default())),
+            ledger: Mutex::new(kith_protocol::ledger::Ledger::new()),
+            receipts_refused: AtomicU64::new(0),
+            outvoted: AtomicU64::new(0),
             fetched: AtomicU64::new(0),
             served_fetches: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
@@ -411,6 +420,7 @@ impl Node {
         self: &Arc<Self>,
         id: FunctionId,
         input: Vec<u8>,
+        asked: &crate::receipts::Asked,
     ) -> Result<Receipt, CallError> {
         // Protocol's admission decides, in its order; the executor's bounded queue
         // then enforces the slot and queue caps atomically.
@@ -503,9 +513,11 @@ impl Node {
         });
         let runtime = Arc::clone(&self.runtime);
         let started = Instant::now();
+        let input = Arc::new(input);
+        let worker_input = Arc::clone(&input);
         let outcome = self
             .executor
-            .try_submit(move || runtime.invoke(&loaded, &input, &limits, state))
+            .try_submit(move || runtime.invoke(&loaded, &worker_input, &limits, state))
             .map_err(|full| self.busy(full.running, full.queued))?
             .await
             .map_err(|_| InvokeError::Internal("the call's worker panicked".into()));
@@ -522,6 +534,14 @@ impl Node {
         };
         self.charge_cpu_share(charge);
         let outcome = outcome??;
+        let proof = self.sign_receipt(
+            asked,
+            id,
+            &input,
+            &outcome.output,
+            outcome.fuel_used,
+            outcome.wall,
+        );
         Ok(Receipt {
             output: outcome.output,
             function: id,
@@ -530,6 +550,8 @@ impl Node {
             wall: outcome.wall,
             cold,
             placement: Vec::new(),
+            proof,
+            verification: None,
         })
     }
 

@@ -62,6 +62,28 @@ pub struct Status {
     /// Reachability: AutoNAT's verdict, relayed addresses, hole punches (absent when
     /// offline).
     pub nat: Option<crate::net::Reachability>,
+    /// Receipts: calls served to and consumed from peers, fuel donated, receipts
+    /// refused, answers outvoted (`GET /v1/ledger` has every account).
+    pub receipts: ReceiptStatus,
+}
+
+/// Receipts in the status.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiptStatus {
+    /// Calls this node ran for peers, and the fuel it donated.
+    pub served: kith_protocol::ledger::Account,
+    /// Calls peers ran for this node (receipts checked).
+    pub consumed: kith_protocol::ledger::Account,
+    /// Calls this node ran for its own callers.
+    pub local: kith_protocol::ledger::Account,
+    /// Peers' receipts refused (forged, for another call or output, impossible fuel).
+    pub refused: u64,
+    /// Answers to verified calls that lost the vote.
+    pub outvoted: u64,
+    /// The peers this node served most (by fuel).
+    pub top_served: Vec<crate::receipts::PeerAccount>,
+    /// The peers that served this node most (by fuel).
+    pub top_consumed: Vec<crate::receipts::PeerAccount>,
 }
 
 /// Application state in the status.
@@ -114,6 +136,19 @@ pub struct Capacity {
 }
 
 impl Node {
+    fn receipt_status(&self) -> ReceiptStatus {
+        let ledger = self.ledger(5, 0);
+        ReceiptStatus {
+            served: ledger.served,
+            consumed: ledger.consumed,
+            local: ledger.local,
+            refused: self.receipts_refused.load(Ordering::Relaxed),
+            outvoted: self.outvoted.load(Ordering::Relaxed),
+            top_served: ledger.served_by_peer,
+            top_consumed: ledger.consumed_by_peer,
+        }
+    }
+
     /// Current status.
     pub fn status(&self) -> Status {
         let store = self.store.stats();
@@ -129,6 +164,7 @@ impl Node {
             fetches_served: self.served_fetches.load(Ordering::Relaxed),
             forwarded: self.forwarded.load(Ordering::Relaxed),
             remote_calls_served: self.remote_served.load(Ordering::Relaxed),
+            receipts: self.receipt_status(),
             listen_addrs: self.listen_addrs(),
             peers_connected: self.peers_connected(),
             cpu_score: self.cpu_score,

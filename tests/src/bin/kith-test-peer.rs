@@ -24,8 +24,16 @@
 //!                                       `fuel` (output "lie", fuel_used u64::MAX),
 //!                                       `kind` (an error with a made-up kind code),
 //!                                       `drop` (never answers), `delay:MS` (output
-//!                                       "lie" after MS ms) or `trap` (a `trap` error
-//!                                       at once); runs until killed
+//!                                       "lie" after MS ms), `trap` (a `trap` error
+//!                                       at once), `wrong` (output "lie" with a
+//!                                       receipt that checks out: signed by this
+//!                                       peer, for this call, this input and "lie"),
+//!                                       `forged` (output "lie", the receipt signed
+//!                                       by another key) or `replay` (output "lie", a
+//!                                       receipt signed by this peer for another call
+//!                                       id); every answer with output carries a
+//!                                       receipt signed by this peer unless said;
+//!                                       runs until killed
 //! kith-test-peer warm  TARGET ID OTHER  be the node's neighbour (an advert with every
 //!                                       slot taken and ID not warm) and answer its
 //!                                       `FindWarm` for ID naming OTHER: a kith node's
@@ -205,6 +213,7 @@ async fn main() {
     let mut delayed: Vec<(
         tokio::time::Instant,
         request_response::ResponseChannel<Vec<u8>>,
+        Vec<u8>,
     )> = Vec::new();
     let mut dropped: Vec<request_response::ResponseChannel<Vec<u8>>> = Vec::new();
     let mut delay_tick = tokio::time::interval(Duration::from_millis(20));
@@ -245,10 +254,10 @@ async fn main() {
             }
             _ = delay_tick.tick() => {
                 let now = tokio::time::Instant::now();
-                let (due, later): (Vec<_>, Vec<_>) = delayed.drain(..).partition(|(t, _)| *t <= now);
+                let (due, later): (Vec<_>, Vec<_>) = delayed.drain(..).partition(|(t, _, _)| *t <= now);
                 delayed = later;
-                for (_, channel) in due {
-                    let _ = swarm.behaviour_mut().invoke.send_response(channel, lie_output());
+                for (_, channel, answer) in due {
+                    let _ = swarm.behaviour_mut().invoke.send_response(channel, answer);
                 }
                 continue;
             }
@@ -276,6 +285,7 @@ async fn main() {
                     let request = InvokeRequest {
                         id,
                         hops: args[4].parse().expect("hops"),
+                        call: kith_protocol::receipt::CallId([1; 16]),
                         input: b"x".to_vec(),
                     };
                     swarm
@@ -288,6 +298,7 @@ async fn main() {
                         let request = InvokeRequest {
                             id,
                             hops: 1,
+                            call: kith_protocol::receipt::CallId([2; 16]),
                             input: args
                                 .get(5)
                                 .map_or("flood", String::as_str)
@@ -406,24 +417,33 @@ async fn main() {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Invoke(request_response::Event::Message {
-                message: request_response::Message::Request { channel, .. },
+                peer,
+                message:
+                    request_response::Message::Request {
+                        channel, request, ..
+                    },
                 ..
             })) if mode == "liar" => {
                 let answer = args[4].as_str();
+                let Ok(request) = InvokeRequest::decode(&request) else {
+                    continue;
+                };
+                let lie = |how: Lie| lie_output(&liar_key, &request, &peer, how);
                 let bytes = if answer == "fuel" {
-                    InvokeResponse::Ok {
-                        fuel_used: u64::MAX,
-                        wall_us: 1,
-                        output: b"lie".to_vec(),
-                    }
-                    .encode()
+                    lie(Lie::Fuel)
+                } else if answer == "wrong" {
+                    lie(Lie::Signed)
+                } else if answer == "forged" {
+                    lie(Lie::Forged)
+                } else if answer == "replay" {
+                    lie(Lie::Replay)
                 } else if answer == "drop" {
                     dropped.push(channel);
                     continue;
                 } else if let Some(ms) = answer.strip_prefix("delay:") {
                     let ms: u64 = ms.parse().expect("delay:MS");
                     let due = tokio::time::Instant::now() + Duration::from_millis(ms);
-                    delayed.push((due, channel));
+                    delayed.push((due, channel, lie(Lie::Signed)));
                     continue;
                 } else if answer == "trap" {
                     InvokeResponse::Err {
@@ -523,12 +543,56 @@ async fn main() {
     }
 }
 
-/// A made-up answer: output "lie", as if a tiny call had run.
-fn lie_output() -> Vec<u8> {
-    InvokeResponse::Ok {
-        fuel_used: 1,
+/// How a made-up answer's receipt lies.
+#[derive(Clone, Copy, PartialEq)]
+enum Lie {
+    /// Signed by this peer, for this call: only the output is a lie.
+    Signed,
+    /// And it claims more fuel than any call may use.
+    Fuel,
+    /// Signed by another key than the one it names.
+    Forged,
+    /// Signed by this peer, but for another call id.
+    Replay,
+}
+
+/// A made-up answer to `request` from `entry`: output "lie", as if a tiny call had
+/// run, with a receipt lying as `how` says.
+fn lie_output(
+    key: &libp2p::identity::Keypair,
+    request: &InvokeRequest,
+    entry: &libp2p::PeerId,
+    how: Lie,
+) -> Vec<u8> {
+    use kith_protocol::receipt::{CallId, Receipt, digest};
+    let secret = key.clone().try_into_ed25519().unwrap().secret();
+    let signing = ed25519_dalek::SigningKey::from_bytes(secret.as_ref().try_into().unwrap());
+    let entry_key = kith_node::receipts::ed25519_of(entry).expect("an ed25519 entry");
+    let output = b"lie".to_vec();
+    let receipt = Receipt {
+        function: request.id,
+        input: digest(&request.input),
+        output: digest(&output),
+        fuel_used: if how == Lie::Fuel { u64::MAX } else { 1 },
         wall_us: 1,
-        output: b"lie".to_vec(),
+        executor: signing.verifying_key().to_bytes(),
+        entry: entry_key,
+        call: if how == Lie::Replay {
+            CallId([0xee; 16])
+        } else {
+            request.call
+        },
+    };
+    let receipt = if how == Lie::Forged {
+        let mut forged = receipt.sign(&ed25519_dalek::SigningKey::from_bytes(&[0x42; 32]));
+        forged.receipt.executor = signing.verifying_key().to_bytes();
+        forged
+    } else {
+        receipt.sign(&signing)
+    };
+    InvokeResponse::Ok {
+        receipt: Box::new(receipt),
+        output,
     }
     .encode()
 }
