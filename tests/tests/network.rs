@@ -399,32 +399,39 @@ fn a_chosen_peer_that_hangs_is_skipped_for_the_next_candidate() {
     });
     let hello = publish(&entry, guest("hello"));
     let first = entry.client().call(&hello, b"one".to_vec()).unwrap();
-    let (chosen, other) = if first.executed_by == p1.node_id {
-        (&p1, &p2)
-    } else {
-        (&p2, &p1)
-    };
-    // The chosen peer is now warm; wait until the entry has its advert saying so
-    // (placement shows it: no cold start for it), so it is chosen again; freeze it.
+    // The peer that ran it is now warm; wait until the entry ranks a warm peer first
+    // and runs the call there (its advert says warm: no cold start), so it is chosen
+    // again; freeze that one. (Usually the first peer; the other when the first call's
+    // cold start ran late against its prediction on a loaded machine, and placement
+    // charged it for that.)
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let chosen_id = loop {
         let r = entry
             .client()
             .call_explained(&hello, b"warm?".to_vec())
             .unwrap();
         let ranking = r.placement.unwrap_or_default();
-        let warm_first = ranking.as_array().and_then(|c| c.first()).is_some_and(|c| {
-            c["peer"] == chosen.node_id.as_str() && c["cold_ms"].as_f64() == Some(0.0)
-        });
-        if warm_first && r.executed_by == chosen.node_id {
-            break;
+        let warm_first = ranking
+            .as_array()
+            .and_then(|c| c.first())
+            .filter(|c| c["cold_ms"].as_f64() == Some(0.0))
+            .and_then(|c| c["peer"].as_str().map(str::to_owned));
+        if let Some(peer) = warm_first
+            && r.executed_by == peer
+        {
+            break peer;
         }
         assert!(
             Instant::now() < deadline,
-            "the chosen peer never ranked first warm: {ranking}"
+            "no warm peer ranked first: {ranking}"
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
+    let (chosen, other) = if chosen_id == p1.node_id {
+        (&p1, &p2)
+    } else {
+        (&p2, &p1)
+    };
     // SAFETY: sending a signal to a child process we started.
     assert_eq!(unsafe { libc::kill(chosen.pid() as i32, libc::SIGSTOP) }, 0);
     let forwarded = entry.status()["forwarded"].as_u64().unwrap();
