@@ -155,8 +155,10 @@ impl Node {
         let Some(executor) = ed25519_of(&peer) else {
             return Err(refuse("its peer id holds no ed25519 key".into()));
         };
+        // The signature was verified as the answer was decoded
+        // (`InvokeResponse::decode`): only the fields are left.
         signed
-            .check(&Expected {
+            .check_fields(&Expected {
                 executor,
                 ..expected
             })
