@@ -24,6 +24,7 @@
 //! - [`receipt`]: what the peer that ran a call signs about it; how the entry checks it.
 //! - [`verify`]: redundant execution on peers of distinct networks, and the vote.
 //! - [`ledger`]: receipts issued and received, summed per peer (bounded).
+//! - [`wasi`]: WASI preview 1 command modules: names, signatures, errno values.
 //! - [`capacity`], [`placement`], [`vivaldi`]: adverts, placement, network coordinates.
 
 pub mod abi;
@@ -50,6 +51,7 @@ pub mod subnet;
 pub mod verify;
 pub mod vivaldi;
 pub mod warm;
+pub mod wasi;
 pub mod wire;
 
 pub use error::{Disposition, ErrorKind};

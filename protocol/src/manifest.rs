@@ -19,6 +19,8 @@
 //! | `state_read`       | array of string | `[]`          | ABI 2; at most 16     |
 //! | `state_write`      | array of string | `[]`          | ABI 2; at most 16     |
 //! | `verify`           | integer         | 1             | 1 ..= 7               |
+//! | `args`             | array of string | `[]`          | WASI; at most 64      |
+//! | `env`              | object of string| `{}`          | WASI; at most 64      |
 //!
 //! `verify` > 1 asks for every call to run on that many peers of distinct networks
 //! and for the majority's answer (`crate::verify`); only deterministic functions may
@@ -76,6 +78,12 @@ pub struct Manifest {
     /// verification).
     #[serde(skip_serializing_if = "is_one")]
     pub verify: u8,
+    /// A WASI command's arguments after `argv[0]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// A WASI command's environment variables.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 impl Manifest {
@@ -153,6 +161,21 @@ impl Manifest {
             1,
             u64::from(crate::verify::MAX_VERIFY),
         )?;
+        let max = crate::wasi::MAX_ARGS as u64;
+        check("args", self.args.len() as u64, 0, max)?;
+        check("env", self.env.len() as u64, 0, max)?;
+        let nul = |s: &String| s.contains('\0');
+        if self.args.iter().any(nul)
+            || self.env.values().any(nul)
+            || self
+                .env
+                .keys()
+                .any(|k| k.is_empty() || k.contains('=') || nul(k))
+        {
+            return Err(ManifestError::Malformed(
+                "`args` and `env` may not hold NUL bytes, and an `env` name is not empty and has no `=`".into(),
+            ));
+        }
         if let Some(cap) = self.capabilities.first() {
             return Err(ManifestError::UnknownCapability(cap.clone()));
         }
@@ -209,6 +232,8 @@ impl Default for Manifest {
             state_read: Vec::new(),
             state_write: Vec::new(),
             verify: 1,
+            args: Vec::new(),
+            env: std::collections::BTreeMap::new(),
         }
     }
 }

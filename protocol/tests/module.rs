@@ -225,3 +225,52 @@ fn determinism_is_known_and_verify_needs_it() {
         "{e}"
     );
 }
+
+#[test]
+fn a_wasi_command_is_a_function_of_its_own_kind() {
+    use kith_protocol::module::ModuleKind;
+    let command = r#"
+        (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+        (memory (export "memory") 1)
+        (func (export "_start"))"#;
+    let info = inspect(&module(command), LIMIT).unwrap();
+    assert_eq!(info.kind, ModuleKind::Wasi);
+    assert_eq!(info.nondeterministic, None);
+    assert_eq!(
+        inspect(&module(GOOD_EXPORTS), LIMIT).unwrap().kind,
+        ModuleKind::Native
+    );
+    // State from a WASI command, the clock making it nondeterministic.
+    let with_state = r#"
+        (@custom "kith.manifest" "{\"abi\": 2}")
+        (import "kith" "state_get" (func (param i32 i32 i32 i32) (result i64)))
+        (import "wasi_snapshot_preview1" "clock_time_get" (func (param i32 i64 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "_start"))"#;
+    let info = inspect(&module(with_state), LIMIT).unwrap();
+    assert_eq!(info.kind, ModuleKind::Wasi);
+    assert_eq!(info.nondeterministic.as_deref(), Some("kith.state_get"));
+
+    let refused = |wat: &str| inspect(&module(wat), LIMIT).unwrap_err().to_string();
+    let wrong = refused(
+        r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32) (result i32)))
+           (memory (export "memory") 1) (func (export "_start"))"#,
+    );
+    assert!(
+        wrong.contains("`wasi_snapshot_preview1.fd_write` has signature"),
+        "{wrong}"
+    );
+    let unknown = refused(
+        r#"(import "wasi_snapshot_preview1" "fd_teleport" (func))
+           (memory (export "memory") 1) (func (export "_start"))"#,
+    );
+    assert!(unknown.contains("is not provided"), "{unknown}");
+    let start = refused(r#"(memory (export "memory") 1) (func (export "_start") (param i32))"#);
+    assert!(start.contains("`_start` has signature"), "{start}");
+    let neither = refused(r#"(memory (export "memory") 1)"#);
+    assert!(
+        neither.contains("a WASI command exports `_start`"),
+        "{neither}"
+    );
+}

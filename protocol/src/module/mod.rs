@@ -37,6 +37,18 @@ pub struct ModuleInfo {
     /// `kith.now_ms`), if any: such a function cannot be verified by redundant
     /// execution.
     pub nondeterministic: Option<String>,
+    /// How the node calls it: kith's own ABI, or a WASI command.
+    pub kind: ModuleKind,
+}
+
+/// How a function is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModuleKind {
+    /// kith's own ABI: `kith_alloc`, then `kith_call` with the input (`docs/abi.md`).
+    Native,
+    /// A WASI preview 1 command: `_start`, stdin in, stdout out (`crate::wasi`).
+    Wasi,
 }
 
 /// Why a module was refused.
@@ -99,7 +111,9 @@ pub enum ModuleError {
         limit: u64,
     },
     /// A required export is missing.
-    #[error("missing export `{name}` ({what}), required by the kith ABI")]
+    #[error(
+        "missing export `{name}` ({what}), required by the kith ABI (a WASI command exports `_start` instead of `kith_alloc` and `kith_call`)"
+    )]
     MissingExport {
         /// The export's name.
         name: &'static str,
@@ -118,7 +132,7 @@ pub enum ModuleError {
     },
     /// An import the host does not provide.
     #[error(
-        "import `{module}.{name}` is not provided by the kith ABI (allowed: functions from module `kith`: output, error, log, now_ms; with ABI 2 also state_get, state_put, state_delete, state_increment, state_append, result)"
+        "import `{module}.{name}` is not provided by the kith ABI (allowed: functions from module `kith`: output, error, log, now_ms; with ABI 2 also state_get, state_put, state_delete, state_increment, state_append, result; and the functions of WASI preview 1, module `wasi_snapshot_preview1`)"
     )]
     UnknownImport {
         /// The import's module.
@@ -229,6 +243,8 @@ struct Scan {
     state_import: Option<String>,
     /// The first import that is not deterministic, if any.
     nondeterministic: Option<String>,
+    /// The WASI entry point, if exported.
+    start: Option<(ExternalKind, u32)>,
 }
 
 impl Scan {
@@ -274,6 +290,7 @@ impl Scan {
                             abi::EXPORT_ALLOC => &mut self.alloc,
                             abi::EXPORT_CALL => &mut self.call,
                             abi::EXPORT_MEMORY => &mut self.memory,
+                            crate::wasi::EXPORT_START => &mut self.start,
                             _ => continue,
                         };
                         *slot = Some((export.kind, export.index));
@@ -293,13 +310,22 @@ impl Scan {
             module: module.to_owned(),
             name: name.to_owned(),
         };
+        let TypeRef::Func(index) = ty else {
+            return Err(unknown());
+        };
+        if module == crate::wasi::MODULE {
+            let expected = crate::wasi::signature(name).ok_or_else(unknown)?;
+            self.check_signature(&format!("{module}.{name}"), index, expected)?;
+            if self.nondeterministic.is_none() && crate::wasi::NONDETERMINISTIC.contains(&name) {
+                self.nondeterministic = Some(format!("{module}.{name}"));
+            }
+            self.funcs.push(index);
+            return Ok(());
+        }
         if module != abi::IMPORT_MODULE {
             return Err(unknown());
         }
         let Some((_, expected)) = abi::HOST_FUNCTIONS.iter().find(|(n, _)| *n == name) else {
-            return Err(unknown());
-        };
-        let TypeRef::Func(index) = ty else {
             return Err(unknown());
         };
         self.check_signature(&format!("kith.{name}"), index, expected)?;
@@ -379,8 +405,20 @@ impl Scan {
                 });
             }
         };
-        self.export_func(self.alloc, abi::EXPORT_ALLOC, &abi::ALLOC_SIGNATURE)?;
-        self.export_func(self.call, abi::EXPORT_CALL, &abi::CALL_SIGNATURE)?;
+        // kith's own ABI when it exports `kith_call`; a WASI command when it exports
+        // `_start` instead.
+        let kind = if self.call.is_none() && self.alloc.is_none() && self.start.is_some() {
+            self.export_func(
+                self.start,
+                crate::wasi::EXPORT_START,
+                &crate::wasi::START_SIGNATURE,
+            )?;
+            ModuleKind::Wasi
+        } else {
+            self.export_func(self.alloc, abi::EXPORT_ALLOC, &abi::ALLOC_SIGNATURE)?;
+            self.export_func(self.call, abi::EXPORT_CALL, &abi::CALL_SIGNATURE)?;
+            ModuleKind::Native
+        };
         let (manifest, has_manifest) = match self.manifests.as_slice() {
             [] => (Manifest::default(), false),
             [one] => (Manifest::parse(one)?, true),
@@ -416,6 +454,7 @@ impl Scan {
             size,
             memory_min_pages,
             nondeterministic: self.nondeterministic,
+            kind,
         })
     }
 }
