@@ -260,10 +260,22 @@ impl Runtime {
                 LoadSource::Compiled,
             ),
         };
+        let wasi = module
+            .imports()
+            .filter(|i| i.module() == kith_protocol::wasi::MODULE)
+            .filter_map(|i| {
+                kith_protocol::wasi::FUNCTIONS
+                    .iter()
+                    .find(|(n, _)| *n == i.name())
+                    .map(|(n, _)| *n)
+            })
+            .collect();
         let loaded = Arc::new(Loaded {
             id: *id,
             manifest: info.manifest,
             source,
+            kind: info.kind,
+            wasi,
             module,
             engine,
             last_used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),

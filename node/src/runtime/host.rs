@@ -41,6 +41,9 @@ pub(crate) struct HostState {
     pub(crate) result: Vec<u8>,
     /// State operations this call made (a `Cell`: counted while `state` is borrowed).
     pub(crate) state_ops: std::cell::Cell<u32>,
+    /// The WASI context (stdio, arguments, clocks) of a WASI command, or of a native
+    /// module that imports WASI functions.
+    pub(crate) wasi: Option<super::wasi::Wasi>,
 }
 
 impl HostState {
@@ -60,6 +63,7 @@ impl HostState {
             state,
             result: Vec::new(),
             state_ops: std::cell::Cell::new(0),
+            wasi: None,
         }
     }
 }
@@ -75,6 +79,9 @@ pub(crate) enum HostError {
         ptr: i32,
         len: i32,
     },
+    /// A WASI command called `proc_exit`.
+    #[error("the function exited with code {0}")]
+    Exit(i32),
 }
 
 fn read(
@@ -224,8 +231,16 @@ fn state_op(env: &mut FunctionEnvMut<'_, HostState>, call: StateCall) -> Result<
             data.result = bytes;
             len
         }
-        Err((status, message)) => {
+        Err((status, mut message)) => {
             tracing::debug!(function = %data.function, kind = status.kind(), %message, "state operation refused");
+            // A guest's buffer of MAX_ERROR_MESSAGE bytes always holds it (docs/abi.md).
+            if message.len() > abi::MAX_ERROR_MESSAGE {
+                let mut end = abi::MAX_ERROR_MESSAGE;
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                message.truncate(end);
+            }
             data.result = message.into_bytes();
             status as i64
         }
@@ -485,8 +500,98 @@ fn result(env: FunctionEnvMut<'_, HostState>, ptr: i32, len: i32) -> Result<i32,
     Ok(i32::try_from(n).unwrap_or(i32::MAX))
 }
 
-/// The import object for one call.
-pub(crate) fn imports(store: &mut Store, env: &FunctionEnv<HostState>) -> Imports {
+/// The guest's memory through wasmer, for the WASI host.
+struct View<'a>(wasmer::MemoryView<'a>);
+
+impl super::wasi::Mem for View<'_> {
+    fn read(&self, ptr: u32, len: u32) -> Option<Vec<u8>> {
+        let end = u64::from(ptr).checked_add(u64::from(len))?;
+        if end > self.0.data_size() {
+            return None;
+        }
+        self.0.copy_range_to_vec(u64::from(ptr)..end).ok()
+    }
+    fn write(&mut self, ptr: u32, bytes: &[u8]) -> Option<()> {
+        self.0.write(u64::from(ptr), bytes).ok()
+    }
+}
+
+/// The WASI preview 1 functions `names` (the ones the module imports), each
+/// dispatched by name to `super::wasi`.
+fn wasi_imports(
+    store: &mut Store,
+    env: &FunctionEnv<HostState>,
+    names: &[&'static str],
+) -> wasmer::Exports {
+    let mut exports = wasmer::Exports::new();
+    for (name, sig) in kith_protocol::wasi::FUNCTIONS
+        .iter()
+        .filter(|(n, _)| names.contains(n))
+    {
+        let ty = |v: &[abi::ValType]| -> Vec<wasmer::Type> {
+            v.iter()
+                .map(|t| match t {
+                    abi::ValType::I32 => wasmer::Type::I32,
+                    abi::ValType::I64 => wasmer::Type::I64,
+                })
+                .collect()
+        };
+        let func_type = wasmer::FunctionType::new(ty(sig.params), ty(sig.results));
+        let returns = !sig.results.is_empty();
+        let f = Function::new_with_env(
+            store,
+            env,
+            func_type,
+            move |mut env: FunctionEnvMut<'_, HostState>, args: &[wasmer::Value]| {
+                let args: Vec<i64> = args
+                    .iter()
+                    .map(|v| match v {
+                        wasmer::Value::I32(x) => i64::from(*x),
+                        wasmer::Value::I64(x) => *x,
+                        _ => 0,
+                    })
+                    .collect();
+                let (data, store) = env.data_and_store_mut();
+                let no_memory = || {
+                    RuntimeError::user(Box::new(HostError::BadBuffer {
+                        func: "wasi",
+                        ptr: 0,
+                        len: 0,
+                    }))
+                };
+                let memory = data.memory.clone().ok_or_else(no_memory)?;
+                let wasi = data.wasi.as_mut().ok_or_else(no_memory)?;
+                let mut view = View(memory.view(&store));
+                let errno = super::wasi::dispatch(name, wasi, &mut view, &args)
+                    .map_err(|e| RuntimeError::user(Box::new(e)))?;
+                Ok(if returns {
+                    vec![wasmer::Value::I32(errno)]
+                } else {
+                    Vec::new()
+                })
+            },
+        );
+        exports.insert(*name, f);
+    }
+    exports
+}
+
+/// The import object for one call of a module that imports the WASI functions
+/// `wasi` (none for most native modules).
+pub(crate) fn imports(
+    store: &mut Store,
+    env: &FunctionEnv<HostState>,
+    wasi: &[&'static str],
+) -> Imports {
+    let mut imports = kith_imports(store, env);
+    if !wasi.is_empty() {
+        let functions = wasi_imports(store, env, wasi);
+        imports.register_namespace(kith_protocol::wasi::MODULE, functions);
+    }
+    imports
+}
+
+fn kith_imports(store: &mut Store, env: &FunctionEnv<HostState>) -> Imports {
     imports! {
         abi::IMPORT_MODULE => {
             abi::HOST_OUTPUT => Function::new_typed_with_env(store, env, output),

@@ -9,8 +9,11 @@ use kith_protocol::limits::EffectiveLimits;
 use kith_protocol::manifest::WASM_PAGE;
 use wasmer::{FunctionEnv, Instance, RuntimeError, Store, TypedFunction};
 
+use kith_protocol::module::ModuleKind;
+
 use super::engine::{self, Refused};
 use super::host::{self, HostError, HostState};
+use super::wasi::Wasi;
 use super::{InvokeError, Loaded, Outcome, Runtime, StateAccess, fuel};
 
 impl Runtime {
@@ -34,15 +37,24 @@ impl Runtime {
             });
         }
         let mut store = Store::new(loaded.engine.clone());
-        let env = FunctionEnv::new(
-            &mut store,
-            HostState::new(
-                loaded.id,
-                limits.max_output_bytes,
-                state.map(|s| (s, loaded.manifest.clone())),
-            ),
+        let mut host = HostState::new(
+            loaded.id,
+            limits.max_output_bytes,
+            state.map(|s| (s, loaded.manifest.clone())),
         );
-        let imports = host::imports(&mut store, &env);
+        let wasi_command = loaded.kind == ModuleKind::Wasi;
+        if wasi_command {
+            host.wasi = Some(Wasi::new(
+                loaded.id,
+                &loaded.manifest,
+                input.to_vec(),
+                limits.max_output_bytes,
+            ));
+        } else if !loaded.wasi.is_empty() {
+            host.wasi = Some(Wasi::for_native(loaded.id, &loaded.manifest));
+        }
+        let env = FunctionEnv::new(&mut store, host);
+        let imports = host::imports(&mut store, &env, &loaded.wasi);
         let started = Instant::now();
         let deadline = started + Duration::from_millis(limits.timeout_ms);
         // Clear whatever an earlier call on this thread left behind.
@@ -67,26 +79,44 @@ impl Runtime {
                 limit_ms: limits.timeout_ms,
             });
         }
-        let exports = || -> Result<_, wasmer::ExportError> {
-            let memory = instance.exports.get_memory(abi::EXPORT_MEMORY)?.clone();
-            let alloc: TypedFunction<i32, i32> = instance
-                .exports
-                .get_typed_function(&store, abi::EXPORT_ALLOC)?;
-            let call: TypedFunction<(i32, i32), i32> = instance
-                .exports
-                .get_typed_function(&store, abi::EXPORT_CALL)?;
-            let start: Option<TypedFunction<(), ()>> = instance
-                .exports
-                .get_typed_function(&store, fuel::START_EXPORT)
-                .ok();
-            Ok((memory, alloc, call, start))
-        };
-        let (memory, alloc, call, start) =
-            exports().map_err(|e| InvokeError::Invalid(e.to_string()))?;
+        let invalid = |e: wasmer::ExportError| InvokeError::Invalid(e.to_string());
+        let memory = instance
+            .exports
+            .get_memory(abi::EXPORT_MEMORY)
+            .map_err(invalid)?
+            .clone();
         env.as_mut(&mut store).memory = Some(memory.clone());
+        let start: Option<TypedFunction<(), ()>> = instance
+            .exports
+            .get_typed_function(&store, fuel::START_EXPORT)
+            .ok();
         if let Some(start) = start {
             start.call(&mut store).map_err(|e| fail(&mut store, e))?;
         }
+        if wasi_command {
+            let entry: TypedFunction<(), ()> = instance
+                .exports
+                .get_typed_function(&store, kith_protocol::wasi::EXPORT_START)
+                .map_err(invalid)?;
+            let code = match entry.call(&mut store) {
+                Ok(()) => 0,
+                Err(e) => match e.downcast_ref::<HostError>() {
+                    Some(HostError::Exit(code)) => *code,
+                    _ => return Err(fail(&mut store, e)),
+                },
+            };
+            let fuel_used = fuel::remaining(&mut store, &instance)
+                .map_or(limits.fuel, |left| limits.fuel.saturating_sub(left));
+            return finish_command(env.as_mut(&mut store), code, fuel_used, started.elapsed());
+        }
+        let alloc: TypedFunction<i32, i32> = instance
+            .exports
+            .get_typed_function(&store, abi::EXPORT_ALLOC)
+            .map_err(invalid)?;
+        let call: TypedFunction<(i32, i32), i32> = instance
+            .exports
+            .get_typed_function(&store, abi::EXPORT_CALL)
+            .map_err(invalid)?;
 
         // At most 1 GiB by the manifest bound, so it fits in i32.
         let len = i32::try_from(input.len()).map_err(|_| InvokeError::InputTooLarge {
@@ -128,6 +158,38 @@ impl Runtime {
             logs_dropped: state.logs_dropped,
         })
     }
+}
+
+/// The end of a WASI command: exit code 0 is success, with stdout as the output (or
+/// what `kith.output` set, if it was called); any other code is the function's error,
+/// carrying the last line it wrote to stderr.
+fn finish_command(
+    state: &mut HostState,
+    code: i32,
+    fuel_used: u64,
+    wall: Duration,
+) -> Result<Outcome, InvokeError> {
+    let Some(wasi) = state.wasi.as_mut() else {
+        return Err(InvokeError::Internal(
+            "a WASI call without its context".into(),
+        ));
+    };
+    wasi.flush_stderr();
+    let logs_dropped = state.logs_dropped + wasi.logs_dropped;
+    if code != 0 {
+        let message = match wasi.last_line.take() {
+            Some(line) => format!("exit code {code}: {line}"),
+            None => format!("exit code {code}"),
+        };
+        return Err(InvokeError::FunctionError { message });
+    }
+    let stdout = wasi.take_stdout();
+    Ok(Outcome {
+        output: state.output.take().unwrap_or(stdout),
+        fuel_used,
+        wall,
+        logs_dropped,
+    })
 }
 
 fn memory_limit(limits: &EffectiveLimits) -> InvokeError {

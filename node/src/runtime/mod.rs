@@ -27,6 +27,7 @@ mod engine;
 mod fuel;
 mod host;
 mod invoke;
+mod wasi;
 mod watchdog;
 
 pub use compile::{COMPILE_QUEUE, MAX_REFUSALS, RuntimeConfig, TIMEOUT_MEMORY};
@@ -227,6 +228,10 @@ pub struct Loaded {
     pub manifest: Manifest,
     /// Where the code came from.
     pub source: LoadSource,
+    /// kith's own ABI or a WASI command.
+    pub kind: kith_protocol::module::ModuleKind,
+    /// The WASI functions it imports (linked for its calls only).
+    wasi: Vec<&'static str>,
     module: Module,
     engine: Engine,
     last_used: AtomicU64,
