@@ -8,6 +8,7 @@ pub mod load;
 pub mod netns;
 pub mod relay;
 pub mod state_attack;
+pub mod toolchains;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
