@@ -44,7 +44,7 @@ fn receipt_costs() {
     let entry = [2u8; 32];
     println!("Receipt costs per call (median of 20,000 runs)\n");
     println!(
-        "| output | hash input + output | sign | decode + verify | check (all fields + signature) | executor + entry |"
+        "| output | hash input + output | sign | decode + verify | check fields (hashes input and output) | executor + entry |"
     );
     println!("|---|---|---|---|---|---|");
     for (label, input, output) in [
