@@ -26,6 +26,103 @@ fn with_manifest(module: &[u8], json: &str) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
+/// Publishes `module` on `node`; its id.
+fn publish(node: &NodeProcess, module: Vec<u8>) -> String {
+    let published = post(&format!("{}/v1/functions", node.url), module);
+    assert_eq!(published.status, 201, "{}", published.text());
+    published.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// Calls `id` on `node` with `input`: (status, body, error kind, error message).
+fn call(node: &NodeProcess, id: &str, input: &[u8]) -> (u16, Vec<u8>, String, String) {
+    let r = post(&format!("{}/v1/call/{id}", node.url), input.to_vec());
+    let (kind, message) = if r.status == 200 {
+        (String::new(), String::new())
+    } else {
+        (r.kind(), r.message())
+    };
+    (r.status, r.body, kind, message)
+}
+
+fn offline_node(dir: &std::path::Path) -> NodeProcess {
+    NodeProcess::start(BIN, &dir.join("node"), &["--offline"])
+}
+
+#[test]
+fn a_go_program_built_by_go_is_a_function() {
+    let Some(module) = toolchains::go() else {
+        return;
+    };
+    let module = with_manifest(&module, r#"{"env":{"CURRENCY":"EUR"}}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let node = offline_node(dir.path());
+    let id = publish(&node, module);
+    let order = br#"{"items":[{"name":"tea","price":2.5,"qty":2},{"name":"cake","price":3.2,"qty":1}],"tax_percent":20}"#;
+    let (status, body, _, message) = call(&node, &id, order);
+    assert_eq!(status, 200, "{message}");
+    let invoice: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(invoice["currency"], "EUR", "{invoice}");
+    assert_eq!(invoice["lines"][0]["name"], "tea");
+    assert_eq!(invoice["subtotal_cents"], 820);
+    assert_eq!(invoice["tax_cents"], 164);
+    assert_eq!(invoice["total_cents"], 984);
+    let (status, _, kind, message) = call(&node, &id, b"not json");
+    assert_eq!((status, kind.as_str()), (422, "function_error"), "{message}");
+    assert!(
+        message.contains("exit code 2: the input is not an order"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_zig_program_built_by_zig_is_a_function() {
+    let Some(module) = toolchains::zig() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node = offline_node(dir.path());
+    let id = publish(&node, module);
+    let (status, body, _, message) = call(&node, &id, b"name, qty\ntea,2\ncake,1\n");
+    assert_eq!(status, 200, "{message}");
+    let rows: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        rows,
+        serde_json::json!([{"name": "tea", "qty": "2"}, {"name": "cake", "qty": "1"}])
+    );
+    // The separator comes from the manifest's args.
+    let tabs = with_manifest(&toolchains::zig().unwrap(), r#"{"args":[";"]}"#);
+    let tabs = publish(&node, tabs);
+    let (status, body, _, _) = call(&node, &tabs, b"a;b\n1;2\n");
+    assert_eq!(status, 200);
+    assert_eq!(body, b"[{\"a\":\"1\",\"b\":\"2\"}]\n");
+    let (status, _, kind, message) = call(&node, &id, b"a,b\n1\n");
+    assert_eq!((status, kind.as_str()), (422, "function_error"), "{message}");
+    assert!(
+        message.contains("row 2 has 1 fields, the header has 2"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_assemblyscript_program_built_by_asc_is_a_function() {
+    let Some(module) = toolchains::assemblyscript() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node = offline_node(dir.path());
+    let id = publish(&node, module);
+    let markdown = b"# Hello\n\nSome *text* and **bold** `a<b`.\nMore.\n\n- one\n- two\n";
+    let (status, body, _, message) = call(&node, &id, markdown);
+    assert_eq!(status, 200, "{message}");
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "<h1>Hello</h1>\n<p>Some <em>text</em> and <strong>bold</strong> <code>a&lt;b</code>. More.</p>\n<ul>\n<li>one</li>\n<li>two</li>\n</ul>\n"
+    );
+    let (status, _, kind, message) = call(&node, &id, b"\n\n");
+    assert_eq!((status, kind.as_str()), (422, "function_error"), "{message}");
+    assert!(message.contains("nothing to render"), "{message}");
+}
+
 #[test]
 fn a_c_program_built_with_clang_and_wasi_libc_is_a_function() {
     let Some(module) = toolchains::c("wordfreq") else {

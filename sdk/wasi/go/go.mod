@@ -1,0 +1,3 @@
+module kith.example/invoice
+
+go 1.21
