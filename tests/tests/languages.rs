@@ -67,7 +67,11 @@ fn a_go_program_built_by_go_is_a_function() {
     assert_eq!(invoice["tax_cents"], 164);
     assert_eq!(invoice["total_cents"], 984);
     let (status, _, kind, message) = call(&node, &id, b"not json");
-    assert_eq!((status, kind.as_str()), (422, "function_error"), "{message}");
+    assert_eq!(
+        (status, kind.as_str()),
+        (422, "function_error"),
+        "{message}"
+    );
     assert!(
         message.contains("exit code 2: the input is not an order"),
         "{message}"
@@ -96,7 +100,11 @@ fn a_zig_program_built_by_zig_is_a_function() {
     assert_eq!(status, 200);
     assert_eq!(body, b"[{\"a\":\"1\",\"b\":\"2\"}]\n");
     let (status, _, kind, message) = call(&node, &id, b"a,b\n1\n");
-    assert_eq!((status, kind.as_str()), (422, "function_error"), "{message}");
+    assert_eq!(
+        (status, kind.as_str()),
+        (422, "function_error"),
+        "{message}"
+    );
     assert!(
         message.contains("row 2 has 1 fields, the header has 2"),
         "{message}"
@@ -119,7 +127,11 @@ fn an_assemblyscript_program_built_by_asc_is_a_function() {
         "<h1>Hello</h1>\n<p>Some <em>text</em> and <strong>bold</strong> <code>a&lt;b</code>. More.</p>\n<ul>\n<li>one</li>\n<li>two</li>\n</ul>\n"
     );
     let (status, _, kind, message) = call(&node, &id, b"\n\n");
-    assert_eq!((status, kind.as_str()), (422, "function_error"), "{message}");
+    assert_eq!(
+        (status, kind.as_str()),
+        (422, "function_error"),
+        "{message}"
+    );
     assert!(message.contains("nothing to render"), "{message}");
 }
 
@@ -130,19 +142,15 @@ fn a_c_program_built_with_clang_and_wasi_libc_is_a_function() {
     };
     let module = with_manifest(&module, r#"{"args":["2"],"fuel":20000000}"#);
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(BIN, &dir.path().join("node"), &["--offline"]);
-    let published = post(&format!("{}/v1/functions", node.url), module);
-    assert_eq!(published.status, 201, "{}", published.text());
-    let id = published.json()["id"].as_str().unwrap().to_owned();
+    let node = offline_node(dir.path());
+    let id = publish(&node, module);
     let info = kith_tests::get(&format!("{}/v1/functions/{id}", node.url)).json();
     assert_eq!(info["manifest"]["args"][0], "2", "{info}");
 
-    let r = post(
-        &format!("{}/v1/call/{id}", node.url),
-        b"The cat and the hat. The end, and the rest.".to_vec(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let out: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let (status, body, _, message) =
+        call(&node, &id, b"The cat and the hat. The end, and the rest.");
+    assert_eq!(status, 200, "{message}");
+    let out: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(out["words"], 10);
     assert_eq!(out["distinct"], 6);
     assert_eq!(
@@ -151,21 +159,22 @@ fn a_c_program_built_with_clang_and_wasi_libc_is_a_function() {
     );
 
     // An exit code other than 0 is the function's error, with its last stderr line.
-    let r = post(&format!("{}/v1/call/{id}", node.url), b"  ...  ".to_vec());
-    assert_eq!(r.status, 422, "{}", r.text());
-    assert_eq!(r.kind(), "function_error");
+    let (status, _, kind, message) = call(&node, &id, b"  ...  ");
+    assert_eq!(
+        (status, kind.as_str()),
+        (422, "function_error"),
+        "{message}"
+    );
     assert!(
-        r.message().contains("exit code 2: no words in the input"),
-        "{}",
-        r.message()
+        message.contains("exit code 2: no words in the input"),
+        "{message}"
     );
     assert!(node.log_text().contains("no words in the input"));
 
     // Limits apply unchanged: the fuel the manifest gives runs out on a big input.
     let big = "lorem ipsum dolor sit amet ".repeat(30_000).into_bytes();
-    let r = post(&format!("{}/v1/call/{id}", node.url), big);
-    assert_eq!(r.status, 422, "{}", r.text());
-    assert_eq!(r.kind(), "out_of_fuel");
+    let (status, _, kind, message) = call(&node, &id, &big);
+    assert_eq!((status, kind.as_str()), (422, "out_of_fuel"), "{message}");
 }
 
 /// The WASI host itself, with a command written by hand: stdin back to stdout, and a
@@ -194,18 +203,19 @@ fn a_wasi_command_echoes_stdin_and_has_no_filesystem() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(BIN, &dir.path().join("node"), &["--offline"]);
-    let published = post(&format!("{}/v1/functions", node.url), module);
-    assert_eq!(published.status, 201, "{}", published.text());
-    let id = published.json()["id"].as_str().unwrap().to_owned();
-    let r = post(&format!("{}/v1/call/{id}", node.url), b"echo me".to_vec());
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.body, b"echo me");
-    let r = post(
-        &format!("{}/v1/call/{id}", node.url),
-        b"open /etc/passwd".to_vec(),
+    let node = offline_node(dir.path());
+    let id = publish(&node, module);
+    let (status, body, _, message) = call(&node, &id, b"echo me");
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"echo me"[..]),
+        "{message}"
     );
-    assert_eq!(r.status, 422, "{}", r.text());
-    assert_eq!(r.kind(), "function_error");
-    assert!(r.message().contains("exit code 76"), "{}", r.message());
+    let (status, _, kind, message) = call(&node, &id, b"open /etc/passwd");
+    assert_eq!(
+        (status, kind.as_str()),
+        (422, "function_error"),
+        "{message}"
+    );
+    assert!(message.contains("exit code 76"), "{message}");
 }
