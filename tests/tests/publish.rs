@@ -106,9 +106,9 @@ fn bad_modules_are_refused_with_named_problems_and_nothing_is_stored() {
             "requires (i32, i32) -> (i32)",
         ),
         (
-            "wasi import",
+            "wasi import with the wrong signature",
             wat(&format!(
-                r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) {EXPORTS}"#
+                r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32) (result i32))) {EXPORTS}"#
             )),
             422,
             "invalid_module",
