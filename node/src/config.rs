@@ -50,6 +50,8 @@ pub struct NodeConfig {
     /// Longest a module's compilation may take, in milliseconds; a module that takes
     /// longer is refused (and the refusal remembered).
     pub compile_timeout_ms: u64,
+    /// Which WebAssembly backend runs functions (`--backend`).
+    pub backend: crate::runtime::Backend,
     /// Who may use the HTTP API, and how much of it at once.
     pub api: ApiSettings,
 }
@@ -225,6 +227,7 @@ impl NodeConfig {
             state: crate::state::StateLimits::default(),
             compile_workers: (cores / 2).max(1),
             compile_timeout_ms: 20_000,
+            backend: crate::runtime::Backend::default(),
             api: ApiSettings::default(),
         }
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use kith_protocol::attempt::{Attempts, Step, Verdict};
-use kith_protocol::capacity::{Advert, Cached, backend};
+use kith_protocol::capacity::{Advert, Cached};
 use kith_protocol::placement::{self, Call, FuelAverage, PeerView};
 use kith_protocol::subnet;
 use kith_protocol::wire::MAX_HOPS;
@@ -432,11 +432,7 @@ impl Node {
             max_queued,
             running,
             queued,
-            backends: if cfg!(feature = "singlepass") {
-                backend::SINGLEPASS
-            } else {
-                backend::CRANELIFT
-            },
+            backends: self.runtime.backend().advert_bit(),
             coord: Default::default(),
             cached: Cached::default(),
         }

@@ -80,6 +80,8 @@ pub mod backend {
     pub const CRANELIFT: u8 = 1;
     /// singlepass (fast compile).
     pub const SINGLEPASS: u8 = 2;
+    /// An interpreter (wasmi): no compiler, slower code; every device can run it.
+    pub const INTERPRETER: u8 = 4;
 }
 
 /// Most share of a cache filter's bits an honest peer sets ([`Cached::plausible`]).

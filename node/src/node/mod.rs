@@ -187,6 +187,7 @@ impl Node {
         let runtime = Runtime::new(crate::runtime::RuntimeConfig {
             max_module_bytes: config.caps.max_module_bytes,
             compile_workers: config.compile_workers,
+            backend: config.backend.resolve(),
             compile_timeout: Duration::from_millis(config.compile_timeout_ms),
         })
         .map_err(OpenError::Runtime)?;

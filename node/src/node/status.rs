@@ -49,6 +49,8 @@ pub struct Status {
     pub runtime: RuntimeStats,
     /// The engine tag of cached artifacts.
     pub engine_tag: String,
+    /// What runs functions here: `cranelift` or `interpreter`.
+    pub backend: String,
     /// What this node offers the network.
     pub capacity: Capacity,
     /// The most called functions here.
@@ -173,6 +175,7 @@ impl Node {
             store,
             runtime: self.runtime.stats(),
             engine_tag: self.runtime.engine_tag().to_owned(),
+            backend: self.runtime.backend().to_string(),
             capacity: Capacity {
                 slots: self.config.max_concurrent_calls,
                 queue: self.config.max_queued_calls,

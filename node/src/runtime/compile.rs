@@ -26,11 +26,28 @@ use std::time::{Duration, Instant};
 use kith_protocol::FunctionId;
 use kith_protocol::module::{self, ModuleError};
 use tokio::sync::oneshot;
+#[cfg(feature = "jit")]
 use wasmer::Module;
+#[cfg(feature = "jit")]
 use wasmer::sys::NativeEngineExt;
+#[cfg(feature = "jit")]
 use wasmer_types::{CompilationProgressCallback, CompileError, UserAbort};
 
-use super::{InvokeError, LoadSource, Loaded, Runtime, engine};
+#[cfg(feature = "jit")]
+use super::engine;
+use super::{Code, InvokeError, LoadSource, Loaded, Runtime};
+
+/// The WASI functions among `names`, as the protocol's static names.
+fn wasi_imports(names: impl Iterator<Item = String>) -> Vec<&'static str> {
+    names
+        .filter_map(|name| {
+            kith_protocol::wasi::FUNCTIONS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(n, _)| *n)
+        })
+        .collect()
+}
 use crate::clock::lock;
 use crate::executor::Executor;
 use crate::store::Store as BlobStore;
@@ -53,6 +70,8 @@ pub struct RuntimeConfig {
     pub compile_workers: usize,
     /// Longest a compile may take (`compile_timeout_ms`).
     pub compile_timeout: Duration,
+    /// What runs functions (resolved: never `Auto`).
+    pub backend: super::Backend,
 }
 
 impl Default for RuntimeConfig {
@@ -61,6 +80,7 @@ impl Default for RuntimeConfig {
             max_module_bytes: kith_protocol::Caps::default().max_module_bytes,
             compile_workers: 1,
             compile_timeout: Duration::from_secs(20),
+            backend: super::Backend::default().resolve(),
         }
     }
 }
@@ -79,6 +99,8 @@ struct Refusals {
 pub(crate) struct Compiler {
     pool: Executor,
     workers: usize,
+    /// The compile deadline (cranelift's; translating for the interpreter is fast).
+    #[cfg_attr(not(feature = "jit"), allow(dead_code))]
     timeout: Duration,
     inflight: Mutex<HashMap<FunctionId, Vec<Waiter>>>,
     refused: Mutex<Refusals>,
@@ -233,6 +255,23 @@ impl Runtime {
         let bytes = store.get(id)?;
         let info = module::inspect(&bytes, self.max_module_bytes.max(bytes.len() as u64))
             .map_err(|e: ModuleError| InvokeError::Invalid(e.to_string()))?;
+        #[cfg(feature = "jit")]
+        if self.backend == super::Backend::Cranelift {
+            return self.load_compiled(store, id, &bytes, info);
+        }
+        self.load_interpreted(id, &bytes, info)
+    }
+
+    /// Loads the module's compiled artifact from the cache, or compiles it with
+    /// cranelift (and caches the artifact).
+    #[cfg(feature = "jit")]
+    fn load_compiled(
+        &self,
+        store: &BlobStore,
+        id: &FunctionId,
+        bytes: &[u8],
+        info: module::ModuleInfo,
+    ) -> Result<Arc<Loaded>, InvokeError> {
         let limits_pages = u32::try_from(info.manifest.memory_pages()).unwrap_or(u32::MAX);
         let tables = u32::try_from(info.manifest.table_elements).unwrap_or(u32::MAX);
         let engine = engine::for_module(limits_pages, tables);
@@ -256,36 +295,68 @@ impl Runtime {
                 (m, LoadSource::ArtifactCache)
             }
             None => (
-                self.compile(store, &engine, id, &bytes)?,
+                self.compile(store, &engine, id, bytes)?,
                 LoadSource::Compiled,
             ),
         };
-        let wasi = module
-            .imports()
-            .filter(|i| i.module() == kith_protocol::wasi::MODULE)
-            .filter_map(|i| {
-                kith_protocol::wasi::FUNCTIONS
-                    .iter()
-                    .find(|(n, _)| *n == i.name())
-                    .map(|(n, _)| *n)
-            })
-            .collect();
+        let wasi = wasi_imports(
+            module
+                .imports()
+                .filter(|i| i.module() == kith_protocol::wasi::MODULE)
+                .map(|i| i.name().to_owned()),
+        );
+        Ok(self.keep(id, info, source, wasi, Code::Jit { module, engine }))
+    }
+
+    /// Keeps a loaded module in memory; returns it.
+    fn keep(
+        &self,
+        id: &FunctionId,
+        info: module::ModuleInfo,
+        source: LoadSource,
+        wasi: Vec<&'static str>,
+        code: Code,
+    ) -> Arc<Loaded> {
         let loaded = Arc::new(Loaded {
             id: *id,
             manifest: info.manifest,
             source,
             kind: info.kind,
             wasi,
-            module,
-            engine,
+            code,
             last_used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
         });
         self.remember(&loaded);
-        Ok(loaded)
+        loaded
+    }
+
+    /// Translates a module for the interpreter (no artifact cache: translating is
+    /// fast, and a Pi's SD card is better spared).
+    fn load_interpreted(
+        &self,
+        id: &FunctionId,
+        bytes: &[u8],
+        info: module::ModuleInfo,
+    ) -> Result<Arc<Loaded>, InvokeError> {
+        self.compile_attempts.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let compiled = super::interp::compile(&self.interp, bytes).inspect_err(|e| {
+            self.compiler.refuse(*id, e.clone(), None);
+        })?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(function = %id, ms = started.elapsed().as_millis() as u64, "translated for the interpreter");
+        let wasi = wasi_imports(
+            compiled
+                .imports()
+                .filter(|(m, _)| *m == kith_protocol::wasi::MODULE)
+                .map(|(_, n)| n),
+        );
+        Ok(self.keep(id, info, LoadSource::Compiled, wasi, Code::Interp(compiled)))
     }
 
     /// Compiles `bytes` under the deadline and caches the artifact; a compile past the
     /// deadline is refused and remembered.
+    #[cfg(feature = "jit")]
     fn compile(
         &self,
         store: &BlobStore,

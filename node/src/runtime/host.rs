@@ -1,4 +1,6 @@
-//! Host functions of the guest ABI (module `kith`), see `docs/abi.md`.
+//! Host functions of the guest ABI (module `kith`), see `docs/abi.md`: written once
+//! against the guest's memory ([`Mem`]) and dispatched by name ([`dispatch`]), so every
+//! backend links the same host (`link.rs` for wasmer).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -7,10 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kith_protocol::abi::{self, LogLevel, StateStatus};
 use kith_protocol::state::{self as proto_state, DocName};
 use kith_protocol::{FunctionId, Manifest};
-use wasmer::{
-    Function, FunctionEnv, FunctionEnvMut, Imports, Memory, RuntimeError, Store, imports,
-};
 
+use super::wasi::Mem;
 use crate::clock::lock;
 use crate::state::{StateOpError, StateStore};
 
@@ -28,7 +28,6 @@ pub struct StateAccess {
 /// Per-call state the host functions share.
 pub(crate) struct HostState {
     pub(crate) function: FunctionId,
-    pub(crate) memory: Option<Memory>,
     pub(crate) max_output: u64,
     pub(crate) output: Option<Vec<u8>>,
     pub(crate) error: Option<String>,
@@ -54,7 +53,6 @@ impl HostState {
     ) -> Self {
         Self {
             function,
-            memory: None,
             max_output,
             output: None,
             error: None,
@@ -84,68 +82,63 @@ pub(crate) enum HostError {
     Exit(i32),
 }
 
+/// Up to `max` of the `len` bytes at `ptr` (the whole buffer must be in memory).
 fn read(
-    env: &FunctionEnvMut<'_, HostState>,
+    mem: &dyn Mem,
     func: &'static str,
     ptr: i32,
     len: i32,
     max: u64,
-) -> Result<Vec<u8>, RuntimeError> {
-    let bad = || RuntimeError::user(Box::new(HostError::BadBuffer { func, ptr, len }));
+) -> Result<Vec<u8>, HostError> {
+    let bad = || HostError::BadBuffer { func, ptr, len };
     let (Ok(start), Ok(len)) = (u32::try_from(ptr), u32::try_from(len)) else {
         return Err(bad());
     };
-    let take = u64::from(len).min(max);
-    let memory = env.data().memory.as_ref().ok_or_else(bad)?;
-    let view = memory.view(env);
-    let start = u64::from(start);
-    if start + u64::from(len) > view.data_size() {
+    // The whole buffer must be in memory, even when only its start is kept.
+    if u64::from(start) + u64::from(len) > mem.size() {
         return Err(bad());
     }
-    view.copy_range_to_vec(start..start + take)
-        .map_err(|_| bad())
+    let take = u32::try_from(u64::from(len).min(max)).unwrap_or(u32::MAX);
+    mem.read(start, take).ok_or_else(bad)
 }
 
-fn output(mut env: FunctionEnvMut<'_, HostState>, ptr: i32, len: i32) -> Result<(), RuntimeError> {
-    let limit = env.data().max_output;
+fn output(host: &mut HostState, mem: &dyn Mem, ptr: i32, len: i32) -> Result<(), HostError> {
+    let limit = host.max_output;
     let size = u64::try_from(len).unwrap_or(0);
     if size > limit {
-        return Err(RuntimeError::user(Box::new(HostError::OutputTooLarge {
-            size,
-            limit,
-        })));
+        return Err(HostError::OutputTooLarge { size, limit });
     }
-    let bytes = read(&env, abi::HOST_OUTPUT, ptr, len, limit)?;
-    env.data_mut().output = Some(bytes);
+    host.output = Some(read(mem, abi::HOST_OUTPUT, ptr, len, limit)?);
     Ok(())
 }
 
-fn error(mut env: FunctionEnvMut<'_, HostState>, ptr: i32, len: i32) -> Result<(), RuntimeError> {
+fn error(host: &mut HostState, mem: &dyn Mem, ptr: i32, len: i32) -> Result<(), HostError> {
     let bytes = read(
-        &env,
+        mem,
         abi::HOST_ERROR,
         ptr,
         len,
         abi::MAX_ERROR_MESSAGE as u64,
     )?;
-    env.data_mut().error = Some(String::from_utf8_lossy(&bytes).into_owned());
+    host.error = Some(String::from_utf8_lossy(&bytes).into_owned());
     Ok(())
 }
 
 fn log(
-    mut env: FunctionEnvMut<'_, HostState>,
+    host: &mut HostState,
+    mem: &dyn Mem,
     level: i32,
     ptr: i32,
     len: i32,
-) -> Result<(), RuntimeError> {
-    if env.data().log_lines >= abi::MAX_LOG_LINES {
-        env.data_mut().logs_dropped += 1;
+) -> Result<(), HostError> {
+    if host.log_lines >= abi::MAX_LOG_LINES {
+        host.logs_dropped += 1;
         return Ok(());
     }
-    let bytes = read(&env, abi::HOST_LOG, ptr, len, abi::MAX_LOG_LINE as u64)?;
+    let bytes = read(mem, abi::HOST_LOG, ptr, len, abi::MAX_LOG_LINE as u64)?;
     let line = String::from_utf8_lossy(&bytes);
-    let function = env.data().function;
-    env.data_mut().log_lines += 1;
+    let function = host.function;
+    host.log_lines += 1;
     match LogLevel::from_abi(level) {
         LogLevel::Error => tracing::error!(target: "kith::guest", %function, "{line}"),
         LogLevel::Warn => tracing::warn!(target: "kith::guest", %function, "{line}"),
@@ -222,9 +215,9 @@ const MAX_PATH_ARG: u64 = (proto_state::MAX_PATH_DEPTH * (proto_state::MAX_KEY +
 
 /// Runs one state operation for the guest. Bad pointers trap; everything else becomes
 /// a negative status with the message in the result buffer.
-fn state_op(env: &mut FunctionEnvMut<'_, HostState>, call: StateCall) -> Result<i64, RuntimeError> {
-    let outcome = state_op_inner(env, call)?;
-    let data = env.data_mut();
+fn state_op(host: &mut HostState, mem: &dyn Mem, call: StateCall) -> Result<i64, HostError> {
+    let outcome = state_op_inner(host, mem, call)?;
+    let data = host;
     Ok(match outcome {
         Ok(bytes) => {
             let len = bytes.len() as i64;
@@ -248,14 +241,15 @@ fn state_op(env: &mut FunctionEnvMut<'_, HostState>, call: StateCall) -> Result<
 }
 
 fn state_op_inner(
-    env: &mut FunctionEnvMut<'_, HostState>,
+    host: &mut HostState,
+    mem: &dyn Mem,
     StateCall {
         op,
         doc: (doc_ptr, doc_len),
         path: (path_ptr, path_len),
         value,
     }: StateCall,
-) -> Result<Result<Vec<u8>, Refusal>, RuntimeError> {
+) -> Result<Result<Vec<u8>, Refusal>, HostError> {
     let func = op.host_function();
     let too_long = |what: &str, len: i32, max: u64| {
         Ok(Err((
@@ -269,9 +263,9 @@ fn state_op_inner(
     if u64::try_from(path_len).unwrap_or(0) > MAX_PATH_ARG {
         return too_long("key path", path_len, MAX_PATH_ARG);
     }
-    let doc_bytes = read(env, func, doc_ptr, doc_len, MAX_DOC_ARG)?;
-    let path_bytes = read(env, func, path_ptr, path_len, MAX_PATH_ARG)?;
-    let data = env.data();
+    let doc_bytes = read(mem, func, doc_ptr, doc_len, MAX_DOC_ARG)?;
+    let path_bytes = read(mem, func, path_ptr, path_len, MAX_PATH_ARG)?;
+    let data = &*host;
     let Some((access, manifest)) = data.state.as_ref() else {
         return Ok(Err((
             StateStatus::Unavailable,
@@ -284,7 +278,7 @@ fn state_op_inner(
             let size = u64::try_from(len).unwrap_or(0);
             if size > max_change {
                 // Still check the buffer: a bad pointer is a bug in the guest.
-                read(env, func, ptr, 0, 0)?;
+                read(mem, func, ptr, 0, 0)?;
                 return Ok(Err((
                     StateStatus::TooLarge,
                     format!(
@@ -292,7 +286,7 @@ fn state_op_inner(
                     ),
                 )));
             }
-            Some(read(env, func, ptr, len, max_change)?)
+            Some(read(mem, func, ptr, len, max_change)?)
         }
         None => None,
     };
@@ -377,233 +371,54 @@ fn state_op_inner(
     Ok(result)
 }
 
-fn state_get(
-    mut env: FunctionEnvMut<'_, HostState>,
-    doc: i32,
-    doc_len: i32,
-    path: i32,
-    path_len: i32,
-) -> Result<i64, RuntimeError> {
-    let (doc, path) = ((doc, doc_len), (path, path_len));
-    state_op(
-        &mut env,
-        StateCall {
-            op: Op::Get,
-            doc,
-            path,
-            value: None,
-        },
-    )
-}
-
-fn state_put(
-    mut env: FunctionEnvMut<'_, HostState>,
-    doc: i32,
-    doc_len: i32,
-    path: i32,
-    path_len: i32,
-    json: i32,
-    json_len: i32,
-) -> Result<i64, RuntimeError> {
-    let (doc, path, value) = ((doc, doc_len), (path, path_len), Some((json, json_len)));
-    state_op(
-        &mut env,
-        StateCall {
-            op: Op::Put,
-            doc,
-            path,
-            value,
-        },
-    )
-}
-
-fn state_delete(
-    mut env: FunctionEnvMut<'_, HostState>,
-    doc: i32,
-    doc_len: i32,
-    path: i32,
-    path_len: i32,
-) -> Result<i64, RuntimeError> {
-    let (doc, path) = ((doc, doc_len), (path, path_len));
-    state_op(
-        &mut env,
-        StateCall {
-            op: Op::Delete,
-            doc,
-            path,
-            value: None,
-        },
-    )
-}
-
-fn state_increment(
-    mut env: FunctionEnvMut<'_, HostState>,
-    doc: i32,
-    doc_len: i32,
-    path: i32,
-    path_len: i32,
-    by: i64,
-) -> Result<i64, RuntimeError> {
-    let (doc, path) = ((doc, doc_len), (path, path_len));
-    state_op(
-        &mut env,
-        StateCall {
-            op: Op::Increment(by),
-            doc,
-            path,
-            value: None,
-        },
-    )
-}
-
-fn state_append(
-    mut env: FunctionEnvMut<'_, HostState>,
-    doc: i32,
-    doc_len: i32,
-    path: i32,
-    path_len: i32,
-    json: i32,
-    json_len: i32,
-) -> Result<i64, RuntimeError> {
-    let (doc, path, value) = ((doc, doc_len), (path, path_len), Some((json, json_len)));
-    state_op(
-        &mut env,
-        StateCall {
-            op: Op::Append,
-            doc,
-            path,
-            value,
-        },
-    )
-}
-
 /// Copies up to `len` bytes of the result buffer to `ptr`; returns how many.
-fn result(env: FunctionEnvMut<'_, HostState>, ptr: i32, len: i32) -> Result<i32, RuntimeError> {
-    let bad = || {
-        RuntimeError::user(Box::new(HostError::BadBuffer {
-            func: abi::HOST_RESULT,
-            ptr,
-            len,
-        }))
+fn result(host: &HostState, mem: &mut dyn Mem, ptr: i32, len: i32) -> Result<i32, HostError> {
+    let bad = || HostError::BadBuffer {
+        func: abi::HOST_RESULT,
+        ptr,
+        len,
     };
-    let (Ok(start), Ok(len)) = (u64::try_from(ptr), usize::try_from(len)) else {
+    let (Ok(start), Ok(len)) = (u32::try_from(ptr), usize::try_from(len)) else {
         return Err(bad());
     };
-    let data = env.data();
-    let n = len.min(data.result.len());
-    let memory = data.memory.as_ref().ok_or_else(bad)?;
-    memory
-        .view(&env)
-        .write(start, &data.result[..n])
-        .map_err(|_| bad())?;
+    let n = len.min(host.result.len());
+    mem.write(start, &host.result[..n]).ok_or_else(bad)?;
     // At most `len`, which came in as an i32.
     Ok(i32::try_from(n).unwrap_or(i32::MAX))
 }
 
-/// The guest's memory through wasmer, for the WASI host.
-struct View<'a>(wasmer::MemoryView<'a>);
-
-impl super::wasi::Mem for View<'_> {
-    fn read(&self, ptr: u32, len: u32) -> Option<Vec<u8>> {
-        let end = u64::from(ptr).checked_add(u64::from(len))?;
-        if end > self.0.data_size() {
-            return None;
+/// Runs the `kith` host function `name` with `args` (each an i32 or i64 as its bits):
+/// its result, if it has one.
+///
+/// # Errors
+/// A [`HostError`] ends the call: a buffer outside memory, output over its cap.
+pub(crate) fn dispatch(
+    name: &str,
+    host: &mut HostState,
+    mem: &mut dyn Mem,
+    args: &[i64],
+) -> Result<Option<i64>, HostError> {
+    let a = |i: usize| args.get(i).copied().unwrap_or(0) as i32;
+    let state = |op: Op, value: bool| StateCall {
+        op,
+        doc: (a(0), a(1)),
+        path: (a(2), a(3)),
+        value: value.then(|| (a(4), a(5))),
+    };
+    Ok(match name {
+        abi::HOST_OUTPUT => output(host, mem, a(0), a(1)).map(|()| None)?,
+        abi::HOST_ERROR => error(host, mem, a(0), a(1)).map(|()| None)?,
+        abi::HOST_LOG => log(host, mem, a(0), a(1), a(2)).map(|()| None)?,
+        abi::HOST_NOW_MS => Some(now_ms()),
+        abi::HOST_STATE_GET => Some(state_op(host, mem, state(Op::Get, false))?),
+        abi::HOST_STATE_PUT => Some(state_op(host, mem, state(Op::Put, true))?),
+        abi::HOST_STATE_DELETE => Some(state_op(host, mem, state(Op::Delete, false))?),
+        abi::HOST_STATE_INCREMENT => {
+            let by = args.get(4).copied().unwrap_or(0);
+            Some(state_op(host, mem, state(Op::Increment(by), false))?)
         }
-        self.0.copy_range_to_vec(u64::from(ptr)..end).ok()
-    }
-    fn write(&mut self, ptr: u32, bytes: &[u8]) -> Option<()> {
-        self.0.write(u64::from(ptr), bytes).ok()
-    }
-}
-
-/// The WASI preview 1 functions `names` (the ones the module imports), each
-/// dispatched by name to `super::wasi`.
-fn wasi_imports(
-    store: &mut Store,
-    env: &FunctionEnv<HostState>,
-    names: &[&'static str],
-) -> wasmer::Exports {
-    let mut exports = wasmer::Exports::new();
-    for (name, sig) in kith_protocol::wasi::FUNCTIONS
-        .iter()
-        .filter(|(n, _)| names.contains(n))
-    {
-        let ty = |v: &[abi::ValType]| -> Vec<wasmer::Type> {
-            v.iter()
-                .map(|t| match t {
-                    abi::ValType::I32 => wasmer::Type::I32,
-                    abi::ValType::I64 => wasmer::Type::I64,
-                })
-                .collect()
-        };
-        let func_type = wasmer::FunctionType::new(ty(sig.params), ty(sig.results));
-        let returns = !sig.results.is_empty();
-        let f = Function::new_with_env(
-            store,
-            env,
-            func_type,
-            move |mut env: FunctionEnvMut<'_, HostState>, args: &[wasmer::Value]| {
-                let args: Vec<i64> = args
-                    .iter()
-                    .map(|v| match v {
-                        wasmer::Value::I32(x) => i64::from(*x),
-                        wasmer::Value::I64(x) => *x,
-                        _ => 0,
-                    })
-                    .collect();
-                let (data, store) = env.data_and_store_mut();
-                let no_memory = || {
-                    RuntimeError::user(Box::new(HostError::BadBuffer {
-                        func: "wasi",
-                        ptr: 0,
-                        len: 0,
-                    }))
-                };
-                let memory = data.memory.clone().ok_or_else(no_memory)?;
-                let wasi = data.wasi.as_mut().ok_or_else(no_memory)?;
-                let mut view = View(memory.view(&store));
-                let errno = super::wasi::dispatch(name, wasi, &mut view, &args)
-                    .map_err(|e| RuntimeError::user(Box::new(e)))?;
-                Ok(if returns {
-                    vec![wasmer::Value::I32(errno)]
-                } else {
-                    Vec::new()
-                })
-            },
-        );
-        exports.insert(*name, f);
-    }
-    exports
-}
-
-/// The import object for one call of a module that imports the WASI functions
-/// `wasi` (none for most native modules).
-pub(crate) fn imports(
-    store: &mut Store,
-    env: &FunctionEnv<HostState>,
-    wasi: &[&'static str],
-) -> Imports {
-    let mut imports = kith_imports(store, env);
-    if !wasi.is_empty() {
-        let functions = wasi_imports(store, env, wasi);
-        imports.register_namespace(kith_protocol::wasi::MODULE, functions);
-    }
-    imports
-}
-
-fn kith_imports(store: &mut Store, env: &FunctionEnv<HostState>) -> Imports {
-    imports! {
-        abi::IMPORT_MODULE => {
-            abi::HOST_OUTPUT => Function::new_typed_with_env(store, env, output),
-            abi::HOST_ERROR => Function::new_typed_with_env(store, env, error),
-            abi::HOST_LOG => Function::new_typed_with_env(store, env, log),
-            abi::HOST_NOW_MS => Function::new_typed(store, now_ms),
-            abi::HOST_STATE_GET => Function::new_typed_with_env(store, env, state_get),
-            abi::HOST_STATE_PUT => Function::new_typed_with_env(store, env, state_put),
-            abi::HOST_STATE_DELETE => Function::new_typed_with_env(store, env, state_delete),
-            abi::HOST_STATE_INCREMENT => Function::new_typed_with_env(store, env, state_increment),
-            abi::HOST_STATE_APPEND => Function::new_typed_with_env(store, env, state_append),
-            abi::HOST_RESULT => Function::new_typed_with_env(store, env, result),
-        }
-    }
+        abi::HOST_STATE_APPEND => Some(state_op(host, mem, state(Op::Append, true))?),
+        abi::HOST_RESULT => Some(i64::from(result(host, mem, a(0), a(1))?)),
+        _ => None,
+    })
 }

@@ -22,22 +22,35 @@
 //! - compilation: structural limits at publish (`kith_protocol::module::structure`),
 //!   then a compile pool of its own threads with a deadline (`compile.rs`).
 
+mod backend;
 mod compile;
+#[cfg(feature = "jit")]
 mod engine;
+#[cfg(feature = "jit")]
 mod fuel;
 mod host;
+mod interp;
 mod invoke;
+#[cfg(feature = "jit")]
+mod jit;
+#[cfg(feature = "jit")]
+mod link;
 mod wasi;
+#[cfg(feature = "jit")]
 mod watchdog;
 
+pub use backend::Backend;
 pub use compile::{COMPILE_QUEUE, MAX_REFUSALS, RuntimeConfig, TIMEOUT_MEMORY};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(feature = "jit")]
+use std::time::Instant;
 
 use kith_protocol::{ErrorKind, FunctionId, Manifest};
+#[cfg(feature = "jit")]
 use wasmer::{Engine, Instance, Module, Store, TypedFunction};
 
 use crate::clock::lock;
@@ -232,9 +245,17 @@ pub struct Loaded {
     pub kind: kith_protocol::module::ModuleKind,
     /// The WASI functions it imports (linked for its calls only).
     wasi: Vec<&'static str>,
-    module: Module,
-    engine: Engine,
+    code: Code,
     last_used: AtomicU64,
+}
+
+/// A loaded module's code, for the backend that loaded it.
+pub(crate) enum Code {
+    /// Machine code from cranelift, and its engine.
+    #[cfg(feature = "jit")]
+    Jit { module: Module, engine: Engine },
+    /// Translated for the interpreter, with its host linked.
+    Interp(interp::Compiled),
 }
 
 /// A successful call.
@@ -272,12 +293,16 @@ pub struct Runtime {
     tag: String,
     loaded: Mutex<HashMap<FunctionId, Arc<Loaded>>>,
     compiler: compile::Compiler,
+    #[cfg(feature = "jit")]
     watchdog: watchdog::Watchdog,
     clock: AtomicU64,
     compiled: AtomicU64,
     compile_attempts: AtomicU64,
     artifact_hits: AtomicU64,
     max_module_bytes: u64,
+    backend: Backend,
+    /// The interpreter's engine (one for the process: its configuration is global).
+    interp: wasmi::Engine,
 }
 
 impl Runtime {
@@ -289,27 +314,39 @@ impl Runtime {
         // wasmer compiles call trampolines on rayon's global pool, which has a thread
         // per core by default: one is enough, so a compile never takes every core.
         // (Fails harmlessly when the pool already exists.)
+        #[cfg(feature = "jit")]
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .thread_name(|_| "kith-trampolines".into())
             .build_global();
+        #[cfg(feature = "jit")]
         let tag = engine::tag(&engine::build());
+        #[cfg(not(feature = "jit"))]
+        let tag = "interpreter".to_owned();
         Ok(Self {
             tag,
             loaded: Mutex::new(HashMap::new()),
             compiler: compile::Compiler::start(&config)?,
+            #[cfg(feature = "jit")]
             watchdog: watchdog::Watchdog::start()?,
             clock: AtomicU64::new(0),
             compiled: AtomicU64::new(0),
             compile_attempts: AtomicU64::new(0),
             artifact_hits: AtomicU64::new(0),
             max_module_bytes: config.max_module_bytes,
+            backend: config.backend.resolve(),
+            interp: interp::engine(),
         })
     }
 
     /// The engine tag naming cached artifacts.
     pub fn engine_tag(&self) -> &str {
         &self.tag
+    }
+
+    /// The backend that runs functions here.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Counters.
@@ -332,8 +369,21 @@ impl Runtime {
     /// Measures this machine's CPU speed score: fuel units executed per millisecond on
     /// one core, by running a metered arithmetic loop for about 20 ms.
     pub fn measure_cpu_score(&self) -> u32 {
-        const FUEL: u64 = 20_000_000;
+        if self.backend == Backend::Interpreter || cfg!(not(feature = "jit")) {
+            return interp::cpu_score(&self.interp, SPIN_MODULE)
+                .map_or(10_000, |score| score.clamp(1.0, 100_000_000.0) as u32);
+        }
+        self.jit_cpu_score()
+    }
 
+    #[cfg(not(feature = "jit"))]
+    fn jit_cpu_score(&self) -> u32 {
+        10_000
+    }
+
+    #[cfg(feature = "jit")]
+    fn jit_cpu_score(&self) -> u32 {
+        const FUEL: u64 = 20_000_000;
         // The best of several short runs: other work on the machine (e.g. several nodes
         // starting at once) only ever makes a run slower, so the fastest is the steady
         // speed.
@@ -389,7 +439,7 @@ impl Runtime {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "jit"))]
 mod tests {
     use super::*;
 

@@ -26,6 +26,8 @@ use super::host::HostError;
 
 /// The guest's linear memory, as the host functions see it.
 pub(crate) trait Mem {
+    /// The memory's size, in bytes.
+    fn size(&self) -> u64;
     /// `len` bytes at `ptr`, or `None` when any of them is outside memory.
     fn read(&self, ptr: u32, len: u32) -> Option<Vec<u8>>;
     /// Writes `bytes` at `ptr`, or `None` (nothing written) when outside memory.
@@ -423,6 +425,9 @@ mod tests {
     struct Flat(Vec<u8>);
 
     impl Mem for Flat {
+        fn size(&self) -> u64 {
+            self.0.len() as u64
+        }
         fn read(&self, ptr: u32, len: u32) -> Option<Vec<u8>> {
             let end = (ptr as usize).checked_add(len as usize)?;
             self.0.get(ptr as usize..end).map(<[u8]>::to_vec)

@@ -70,6 +70,8 @@ pub(super) fn check_changes(
             unsafe { libc::signal(signal, libc::SIG_DFL) };
         }
         let limit = |resource, value: u64| {
+            // A limit beyond what a 32-bit rlim_t holds is no limit there.
+            let value = libc::rlim_t::try_from(value).unwrap_or(libc::RLIM_INFINITY);
             let rl = libc::rlimit {
                 rlim_cur: value,
                 rlim_max: value,

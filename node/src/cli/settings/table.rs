@@ -304,6 +304,17 @@ pub(crate) const SETTINGS: &[Setting] = &[
         profile: none,
     },
     Setting {
+        key: "backend",
+        help: "What runs functions: cranelift (compiles to machine code), interpreter (wasmi: no compiler, slower, every device), or auto (cranelift where it can generate code for this machine, else the interpreter)",
+        value_name: "BACKEND",
+        apply: Apply::Text(|d, v| {
+            d.config.backend = v.parse()?;
+            Ok(())
+        }),
+        show: |c| c.backend.to_string(),
+        profile: none,
+    },
+    Setting {
         key: "compile_timeout_ms",
         help: "Longest a module may take to compile, in milliseconds; slower modules are refused",
         value_name: "MS",
