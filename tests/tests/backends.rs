@@ -1,0 +1,131 @@
+//! The interpreter backend against cranelift (issue 17): every example and every
+//! hostile module of the hostile suite, on two real nodes that differ only in
+//! `--backend`, gives the same output or the same error kind.
+
+#![allow(clippy::unwrap_used)]
+
+use kith_tests::hostile::{self, Expect};
+use kith_tests::{NodeProcess, guest, post, toolchains};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
+
+fn node(dir: &std::path::Path, backend: &str) -> NodeProcess {
+    NodeProcess::start(
+        BIN,
+        &dir.join(backend),
+        &[
+            "--offline",
+            "--backend",
+            backend,
+            "--max-concurrent-calls",
+            "2",
+            "--max-memory-bytes",
+            &(64u64 << 20).to_string(),
+            "--max-table-elements",
+            &(1u64 << 20).to_string(),
+            "--compile-timeout-ms",
+            "5000",
+        ],
+    )
+}
+
+/// What a node answered: the output, or the error kind.
+fn answer(node: &NodeProcess, module: &[u8], input: &[u8]) -> Result<Vec<u8>, String> {
+    let published = post(&format!("{}/v1/functions", node.url), module.to_vec());
+    if published.status >= 400 {
+        return Err(format!("refused at publish: {}", published.kind()));
+    }
+    let id = published.json()["id"].as_str().unwrap().to_owned();
+    let r = post(&format!("{}/v1/call/{id}", node.url), input.to_vec());
+    if r.status == 200 {
+        Ok(r.body)
+    } else {
+        Err(r.kind())
+    }
+}
+
+/// A call that runs until a limit stops at whichever it reaches first, fuel or wall
+/// time, and a slower backend reaches time first: hostile.wasm's endless loop has
+/// 2e9 fuel and 5 s, which cranelift burns in about a second and the interpreter does
+/// not. With a twentieth of the fuel, both reach fuel first, as the case means to show.
+fn unambiguous(case: &hostile::Case) -> Vec<u8> {
+    if case.name != "an infinite loop (hostile.wasm)" {
+        return case.module.clone();
+    }
+    let info = kith_protocol::module::inspect(&case.module, u64::MAX).unwrap();
+    let manifest = kith_protocol::Manifest {
+        fuel: info.manifest.fuel / 20,
+        ..info.manifest
+    };
+    kith_protocol::module::with_manifest(&case.module, &manifest).unwrap()
+}
+
+#[test]
+fn the_interpreter_answers_as_cranelift_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (jit, interp) = (
+        node(dir.path(), "cranelift"),
+        node(dir.path(), "interpreter"),
+    );
+    assert_eq!(interp.status()["backend"], "interpreter");
+    assert_eq!(jit.status()["backend"], "cranelift");
+    let order =
+        br#"{"items":[{"name":"tea","price":2.5,"qty":2},{"name":"cake","price":3,"qty":1}]}"#;
+    let mut cases: Vec<(String, Vec<u8>, Vec<u8>)> = vec![
+        ("hello".into(), guest("hello"), b"Ada".to_vec()),
+        (
+            "json_transform".into(),
+            guest("json_transform"),
+            order.to_vec(),
+        ),
+        (
+            "cpu_heavy n=1000".into(),
+            guest("cpu_heavy"),
+            b"1000".to_vec(),
+        ),
+        ("hostile panic".into(), guest("hostile"), b"panic".to_vec()),
+    ];
+    for (name, built) in [
+        ("C wordfreq", toolchains::c("wordfreq")),
+        ("Zig csv2json", toolchains::zig()),
+        ("AssemblyScript markdown", toolchains::assemblyscript()),
+    ] {
+        if let Some(module) = built {
+            cases.push((name.into(), module.clone(), b"a,b\n1,2\n".to_vec()));
+            cases.push((format!("{name}, empty input"), module, Vec::new()));
+        }
+    }
+    for case in hostile::fail_at_call() {
+        cases.push((case.name.into(), unambiguous(&case), case.input));
+    }
+    let mut differ = Vec::new();
+    for (name, module, input) in &cases {
+        let (a, b) = (answer(&jit, module, input), answer(&interp, module, input));
+        eprintln!(
+            "{name}: cranelift {:?}, interpreter {:?}",
+            a.as_ref().map(|o| String::from_utf8_lossy(o)
+                .chars()
+                .take(40)
+                .collect::<String>()),
+            b.as_ref().map(|o| String::from_utf8_lossy(o)
+                .chars()
+                .take(40)
+                .collect::<String>())
+        );
+        if a != b {
+            differ.push(name.clone());
+        }
+    }
+    assert!(differ.is_empty(), "the backends differ on {differ:?}");
+    // And the hostile cases end as the suite expects.
+    for case in hostile::fail_at_call() {
+        if let Expect::Fails(kind, _) = case.expect {
+            assert_eq!(
+                answer(&interp, &unambiguous(&case), &case.input),
+                Err(kind.to_owned()),
+                "{}",
+                case.name
+            );
+        }
+    }
+}
