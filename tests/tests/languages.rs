@@ -219,3 +219,52 @@ fn a_wasi_command_echoes_stdin_and_has_no_filesystem() {
     );
     assert!(message.contains("exit code 76"), "{message}");
 }
+
+/// A WASI command may import kith's state functions too: this one increments a
+/// counter in a document (`kith.state_increment`) and prints the new value on stdout.
+/// Granted by the namespace's owner, it counts; on the interpreter backend as well.
+#[test]
+fn a_wasi_command_reads_and_writes_state() {
+    use kith_tests::cluster::{EXAMPLE_NAMESPACE, grant_functions, hold_example_key};
+    let doc = format!("{EXAMPLE_NAMESPACE}/wasi-counter");
+    let module = wat::parse_str(format!(
+        r#"(module
+          (import "kith" "state_increment"
+            (func $inc (param i32 i32 i32 i32 i64) (result i64)))
+          (import "kith" "result" (func $result (param i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "fd_write"
+            (func $write (param i32 i32 i32 i32) (result i32)))
+          (@custom "kith.manifest" "{{\"abi\":2,\"state_write\":[\"{doc}\"]}}")
+          (memory (export "memory") 1)
+          (data (i32.const 1024) "{doc}")
+          (data (i32.const 2048) "hits")
+          (func (export "_start") (local $n i32)
+            (drop (call $inc (i32.const 1024) (i32.const {len}) (i32.const 2048) (i32.const 4)
+              (i64.const 1)))
+            (local.set $n (call $result (i32.const 4096) (i32.const 64)))
+            (i32.store (i32.const 0) (i32.const 4096))
+            (i32.store (i32.const 4) (local.get $n))
+            (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        len = doc.len()
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for backend in ["cranelift", "interpreter"] {
+        let data = dir.path().join(backend);
+        hold_example_key(&data);
+        let node = NodeProcess::start(BIN, &data, &["--offline", "--backend", backend]);
+        let id = publish(&node, module.clone());
+        let (status, _, kind, message) = call(&node, &id, b"");
+        assert_eq!(
+            (status, kind.as_str()),
+            (403, "permission_denied"),
+            "{message}"
+        );
+        grant_functions(&node, EXAMPLE_NAMESPACE, &[&id], &[]);
+        for expected in [b"1", b"2"] {
+            let (status, body, _, message) = call(&node, &id, b"");
+            assert_eq!(status, 200, "{backend}: {message}");
+            assert_eq!(body, expected, "{backend}");
+        }
+    }
+}
