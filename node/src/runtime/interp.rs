@@ -30,7 +30,7 @@ use wasmi_core::LimiterError;
 
 use super::InvokeError;
 use super::host::{self, HostError, HostState};
-use super::wasi::{self, Mem};
+use super::wasi::{self, Bytes, Mem};
 
 /// Fuel per slice: between two slices the deadline is checked.
 pub(crate) const SLICE: u64 = 2_000_000;
@@ -214,24 +214,6 @@ fn put_leb(out: &mut Vec<u8>, mut v: u32) {
     }
 }
 
-/// The guest's memory, inside a host function.
-struct Slice<'a>(&'a mut [u8]);
-
-impl Mem for Slice<'_> {
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read(&self, ptr: u32, len: u32) -> Option<Vec<u8>> {
-        let end = (ptr as usize).checked_add(len as usize)?;
-        self.0.get(ptr as usize..end).map(<[u8]>::to_vec)
-    }
-    fn write(&mut self, ptr: u32, bytes: &[u8]) -> Option<()> {
-        let end = (ptr as usize).checked_add(bytes.len())?;
-        self.0.get_mut(ptr as usize..end)?.copy_from_slice(bytes);
-        Some(())
-    }
-}
-
 fn val_types(v: &[ValType]) -> Vec<wasmi::ValType> {
     v.iter()
         .map(|t| match t {
@@ -273,7 +255,7 @@ fn link(
                     }));
                 };
                 let (data, state) = memory.data_and_store_mut(&mut caller);
-                let ret = run(name, &mut state.host, &mut Slice(data), &args)
+                let ret = run(name, &mut state.host, &mut Bytes(data), &args)
                     .map_err(wasmi::Error::host)?;
                 if let (Some(slot), Some(v)) = (results.first_mut(), ret) {
                     *slot = match slot {

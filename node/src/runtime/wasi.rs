@@ -34,6 +34,24 @@ pub(crate) trait Mem {
     fn write(&mut self, ptr: u32, bytes: &[u8]) -> Option<()>;
 }
 
+/// A memory as a byte slice (the interpreter hands the host its memory this way).
+pub(crate) struct Bytes<'a>(pub(crate) &'a mut [u8]);
+
+impl Mem for Bytes<'_> {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read(&self, ptr: u32, len: u32) -> Option<Vec<u8>> {
+        let end = (ptr as usize).checked_add(len as usize)?;
+        self.0.get(ptr as usize..end).map(<[u8]>::to_vec)
+    }
+    fn write(&mut self, ptr: u32, bytes: &[u8]) -> Option<()> {
+        let end = (ptr as usize).checked_add(bytes.len())?;
+        self.0.get_mut(ptr as usize..end)?.copy_from_slice(bytes);
+        Some(())
+    }
+}
+
 /// Most iovecs one read or write may pass (POSIX's `IOV_MAX`).
 const MAX_IOVS: u32 = 1024;
 /// Most subscriptions one `poll_oneoff` may pass.
@@ -422,23 +440,6 @@ fn poll_oneoff(wasi: &Wasi, mem: &mut dyn Mem, subs: u32, events: u32, n: u32, c
 mod tests {
     use super::*;
 
-    struct Flat(Vec<u8>);
-
-    impl Mem for Flat {
-        fn size(&self) -> u64 {
-            self.0.len() as u64
-        }
-        fn read(&self, ptr: u32, len: u32) -> Option<Vec<u8>> {
-            let end = (ptr as usize).checked_add(len as usize)?;
-            self.0.get(ptr as usize..end).map(<[u8]>::to_vec)
-        }
-        fn write(&mut self, ptr: u32, bytes: &[u8]) -> Option<()> {
-            let end = (ptr as usize).checked_add(bytes.len())?;
-            self.0.get_mut(ptr as usize..end)?.copy_from_slice(bytes);
-            Some(())
-        }
-    }
-
     fn wasi(input: &[u8]) -> Wasi {
         let mut m = kith_protocol::Manifest {
             args: vec!["-n".into(), "3".into()],
@@ -448,7 +449,7 @@ mod tests {
         Wasi::new(kith_protocol::FunctionId::of(b"f"), &m, input.to_vec(), 8)
     }
 
-    fn iov(mem: &mut Flat, at: u32, ptr: u32, len: u32) {
+    fn iov(mem: &mut Bytes<'_>, at: u32, ptr: u32, len: u32) {
         mem.write(at, &ptr.to_le_bytes()).unwrap();
         mem.write(at + 4, &len.to_le_bytes()).unwrap();
     }
@@ -456,7 +457,8 @@ mod tests {
     #[test]
     fn stdin_in_stdout_out_and_stdout_is_capped() {
         let mut w = wasi(b"hello");
-        let mut mem = Flat(vec![0; 256]);
+        let mut buf = vec![0u8; 256];
+        let mut mem = Bytes(&mut buf);
         iov(&mut mem, 0, 100, 3);
         assert_eq!(
             dispatch("fd_read", &mut w, &mut mem, &[0, 0, 1, 200]).unwrap(),
@@ -492,7 +494,8 @@ mod tests {
     #[test]
     fn args_and_env_come_from_the_manifest() {
         let mut w = wasi(b"");
-        let mut mem = Flat(vec![0; 512]);
+        let mut buf = vec![0u8; 512];
+        let mut mem = Bytes(&mut buf);
         assert_eq!(
             dispatch("args_sizes_get", &mut w, &mut mem, &[0, 4]).unwrap(),
             0
@@ -514,8 +517,9 @@ mod tests {
     #[test]
     fn files_sockets_and_bad_pointers_get_errnos() {
         let mut w = wasi(b"");
-        let mut mem = Flat(vec![0; 64]);
-        let call = |w: &mut Wasi, mem: &mut Flat, name: &str, args: &[i64]| {
+        let mut buf = vec![0u8; 64];
+        let mut mem = Bytes(&mut buf);
+        let call = |w: &mut Wasi, mem: &mut Bytes<'_>, name: &str, args: &[i64]| {
             dispatch(name, w, mem, args).unwrap()
         };
         assert_eq!(
