@@ -274,3 +274,36 @@ fn a_wasi_command_is_a_function_of_its_own_kind() {
         "{neither}"
     );
 }
+
+#[test]
+fn the_start_function_becomes_an_export() {
+    let with_start = module(&format!(r#"(func $s) (start $s) {GOOD_EXPORTS}"#));
+    let moved = kith_protocol::module::start_as_export(&with_start, "run_start").unwrap();
+    let expected = module(&format!(
+        r#"(func $s) (export "run_start" (func $s)) {GOOD_EXPORTS}"#
+    ));
+    assert_eq!(
+        inspect(&moved, LIMIT).unwrap().size,
+        expected.len() as u64,
+        "same size as the module written that way"
+    );
+    let exports: Vec<String> = wasmparser::Parser::new(0)
+        .parse_all(&moved)
+        .filter_map(|p| match p.unwrap() {
+            wasmparser::Payload::ExportSection(r) => Some(
+                r.into_iter()
+                    .map(|e| e.unwrap().name.to_owned())
+                    .collect::<Vec<_>>(),
+            ),
+            wasmparser::Payload::StartSection { .. } => panic!("the start section is gone"),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(exports.contains(&"run_start".to_owned()), "{exports:?}");
+    let without = module(GOOD_EXPORTS);
+    assert_eq!(
+        kith_protocol::module::start_as_export(&without, "x").unwrap(),
+        without
+    );
+}

@@ -422,3 +422,22 @@ pub(crate) fn dispatch(
         _ => None,
     })
 }
+
+/// Runs the WASI function `name` for the call (its errno as the result), through the
+/// call's WASI context.
+///
+/// # Errors
+/// As `wasi::dispatch`; a call without a WASI context traps.
+pub(crate) fn dispatch_wasi(
+    name: &str,
+    host: &mut HostState,
+    mem: &mut dyn Mem,
+    args: &[i64],
+) -> Result<Option<i64>, HostError> {
+    let wasi = host.wasi.as_mut().ok_or(HostError::BadBuffer {
+        func: "(a WASI call without its context)",
+        ptr: 0,
+        len: 0,
+    })?;
+    super::wasi::dispatch(name, wasi, mem, args).map(|errno| Some(i64::from(errno)))
+}

@@ -13,8 +13,9 @@
 //!   `memory_limit` or `table_limit`; an initial size over a ceiling is refused at
 //!   instantiation.
 //! - stack: wasmi's own call-depth and value-stack limits (`stack_overflow`).
-//! - the start function: taken out of the module ([`take_start`]) and exported, so it
-//!   runs like any other entry point, under the call's fuel and deadline.
+//! - the start function: taken out of the module (`module::start_as_export`) and
+//!   exported, so it runs like any other entry point, under the call's fuel and
+//!   deadline.
 //!
 //! Fuel counts differ from cranelift's instrumentation in detail (wasmi's own cost
 //! model), so `fuel_used` for one call differs between backends; outputs and error
@@ -30,7 +31,7 @@ use wasmi_core::LimiterError;
 
 use super::InvokeError;
 use super::host::{self, HostError, HostState};
-use super::wasi::{self, Bytes, Mem};
+use super::wasi::{Bytes, Mem};
 
 /// Fuel per slice: between two slices the deadline is checked.
 pub(crate) const SLICE: u64 = 2_000_000;
@@ -127,93 +128,6 @@ pub(crate) fn engine() -> Engine {
     Engine::new(&c)
 }
 
-/// Takes the start section out of `bytes` and exports its function as
-/// [`START_EXPORT`] (the runtime calls it first); the bytes unchanged when there is
-/// none. The module was validated before, so its framing is sound.
-fn take_start(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let sections = sections(bytes)?;
-    let Some(start) = sections
-        .iter()
-        .find(|(id, _)| *id == 8)
-        .map(|(_, body)| leb(body).map(|(v, _)| v))
-        .transpose()?
-    else {
-        return Ok(bytes.to_vec());
-    };
-    let mut out = bytes[..8].to_vec();
-    for (id, body) in sections {
-        match id {
-            8 => continue,
-            7 => {
-                let (count, at) = leb(body)?;
-                let mut new = Vec::new();
-                put_leb(&mut new, count + 1);
-                new.extend_from_slice(&body[at..]);
-                put_leb(&mut new, START_EXPORT.len() as u32);
-                new.extend_from_slice(START_EXPORT.as_bytes());
-                new.push(0); // a function
-                put_leb(&mut new, start);
-                out.push(7);
-                put_leb(
-                    &mut out,
-                    u32::try_from(new.len()).map_err(|e| e.to_string())?,
-                );
-                out.extend_from_slice(&new);
-            }
-            _ => {
-                out.push(id);
-                put_leb(
-                    &mut out,
-                    u32::try_from(body.len()).map_err(|e| e.to_string())?,
-                );
-                out.extend_from_slice(body);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The sections of a module: (id, contents).
-fn sections(bytes: &[u8]) -> Result<Vec<(u8, &[u8])>, String> {
-    let mut out = Vec::new();
-    let mut at = 8;
-    while at < bytes.len() {
-        let id = bytes[at];
-        let (len, n) = leb(&bytes[at + 1..])?;
-        let start = at + 1 + n;
-        let end = start + len as usize;
-        out.push((
-            id,
-            bytes.get(start..end).ok_or("a section runs past the end")?,
-        ));
-        at = end;
-    }
-    Ok(out)
-}
-
-fn leb(bytes: &[u8]) -> Result<(u32, usize), String> {
-    let mut v: u32 = 0;
-    for (i, b) in bytes.iter().take(5).enumerate() {
-        v |= u32::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok((v, i + 1));
-        }
-    }
-    Err("a malformed LEB128 number".into())
-}
-
-fn put_leb(out: &mut Vec<u8>, mut v: u32) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
 fn val_types(v: &[ValType]) -> Vec<wasmi::ValType> {
     v.iter()
         .map(|t| match t {
@@ -270,29 +184,6 @@ fn link(
         .map_err(|e| e.to_string())
 }
 
-fn kith_fn(
-    name: &'static str,
-    host: &mut HostState,
-    mem: &mut dyn Mem,
-    args: &[i64],
-) -> Result<Option<i64>, HostError> {
-    host::dispatch(name, host, mem, args)
-}
-
-fn wasi_fn(
-    name: &'static str,
-    host: &mut HostState,
-    mem: &mut dyn Mem,
-    args: &[i64],
-) -> Result<Option<i64>, HostError> {
-    let wasi = host.wasi.as_mut().ok_or(HostError::BadBuffer {
-        func: "(a WASI call without its context)",
-        ptr: 0,
-        len: 0,
-    })?;
-    wasi::dispatch(name, wasi, mem, args).map(|errno| Some(i64::from(errno)))
-}
-
 /// Translates `bytes` (already inspected) for `engine` and links the host.
 ///
 /// # Errors
@@ -300,14 +191,22 @@ fn wasi_fn(
 pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Compiled, InvokeError> {
     let invalid =
         |e: String| InvokeError::Invalid(format!("the interpreter refused the module: {e}"));
-    let bytes = take_start(bytes).map_err(invalid)?;
+    let bytes = kith_protocol::module::start_as_export(bytes, START_EXPORT)
+        .map_err(|e| invalid(e.to_string()))?;
     let module = Module::new(engine, &bytes).map_err(|e| invalid(e.to_string()))?;
     let mut linker = Linker::new(engine);
     for (name, sig) in abi::HOST_FUNCTIONS {
-        link(&mut linker, abi::IMPORT_MODULE, name, sig, kith_fn).map_err(invalid)?;
+        link(&mut linker, abi::IMPORT_MODULE, name, sig, host::dispatch).map_err(invalid)?;
     }
     for (name, sig) in kith_protocol::wasi::FUNCTIONS {
-        link(&mut linker, kith_protocol::wasi::MODULE, name, sig, wasi_fn).map_err(invalid)?;
+        link(
+            &mut linker,
+            kith_protocol::wasi::MODULE,
+            name,
+            sig,
+            host::dispatch_wasi,
+        )
+        .map_err(invalid)?;
     }
     Ok(Compiled { module, linker })
 }

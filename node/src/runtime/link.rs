@@ -9,7 +9,7 @@ use wasmer::{
 };
 
 use super::host::{self, HostError, HostState};
-use super::wasi::{self, Mem};
+use super::wasi::Mem;
 
 /// What a wasmer instance's host functions share: the call's state and the guest's
 /// memory (set once the instance exists).
@@ -116,13 +116,7 @@ pub(crate) fn imports(
             .filter(|(n, _)| wasi_names.contains(n))
         {
             let f = function(store, env, sig, move |host, mem, args| {
-                let no_context = HostError::BadBuffer {
-                    func: "(a WASI call without its context)",
-                    ptr: 0,
-                    len: 0,
-                };
-                let wasi = host.wasi.as_mut().ok_or(no_context)?;
-                wasi::dispatch(name, wasi, mem, args).map(|errno| Some(i64::from(errno)))
+                host::dispatch_wasi(name, host, mem, args)
             });
             functions.insert(*name, f);
         }

@@ -12,7 +12,7 @@ pub mod features;
 mod section;
 pub mod structure;
 
-pub use section::with_manifest;
+pub use section::{start_as_export, with_manifest};
 
 use wasmparser::{
     CompositeInnerType, ExternalKind, FuncType, Parser, Payload, TypeRef, ValType as WValType,

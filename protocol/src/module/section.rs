@@ -47,6 +47,68 @@ pub fn with_manifest(module: &[u8], manifest: &Manifest) -> Result<Vec<u8>, Modu
     Ok(out)
 }
 
+/// Returns `module` with its start function taken out of instantiation: the start
+/// section dropped and the function exported as `export` instead, so a runtime can
+/// call it itself, under the call's limits. Unchanged when there is no start section.
+///
+/// # Errors
+/// Fails if `module` is not a parseable WebAssembly module.
+pub fn start_as_export(module: &[u8], export: &str) -> Result<Vec<u8>, ModuleError> {
+    if module.len() < 8 || &module[..4] != b"\0asm" {
+        return Err(ModuleError::NotWasm("missing the `\\0asm` magic number"));
+    }
+    let invalid = |e: wasmparser::BinaryReaderError| ModuleError::Invalid(e.to_string());
+    let mut start = None;
+    for payload in Parser::new(0).parse_all(module) {
+        if let Payload::StartSection { func, .. } = payload.map_err(invalid)? {
+            start = Some(func);
+        }
+    }
+    let Some(start) = start else {
+        return Ok(module.to_vec());
+    };
+    let mut out = module[..8].to_vec();
+    for payload in Parser::new(0).parse_all(module) {
+        let payload = payload.map_err(invalid)?;
+        let Some((id, range)) = payload.as_section() else {
+            continue;
+        };
+        let contents = module
+            .get(to_usize(range.start)..to_usize(range.end))
+            .ok_or_else(|| ModuleError::Invalid(format!("section {id} is truncated")))?;
+        match payload {
+            Payload::StartSection { .. } => continue,
+            Payload::ExportSection(reader) => {
+                // The same entries after a count one higher, then the new export.
+                let mut body = Vec::new();
+                leb128(&mut body, u64::from(reader.count()) + 1);
+                body.extend_from_slice(&contents[leb128_len(contents)..]);
+                leb128(&mut body, export.len() as u64);
+                body.extend_from_slice(export.as_bytes());
+                body.push(0); // a function
+                leb128(&mut body, u64::from(start));
+                out.push(id);
+                leb128(&mut out, body.len() as u64);
+                out.extend_from_slice(&body);
+            }
+            _ => {
+                out.push(id);
+                leb128(&mut out, range.end - range.start);
+                out.extend_from_slice(contents);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Bytes of the unsigned LEB128 number at the start of `bytes`.
+fn leb128_len(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|b| b & 0x80 == 0)
+        .map_or(bytes.len(), |i| i + 1)
+}
+
 fn to_usize(v: u64) -> usize {
     // Offsets come from parsing an in-memory slice, so they fit in usize.
     usize::try_from(v).unwrap_or(usize::MAX)
