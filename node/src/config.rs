@@ -175,7 +175,9 @@ impl Default for NetSettings {
         let addr = |s: String| s.parse::<Multiaddr>().ok();
         Self {
             listen: [
-                addr(format!("/ip4/0.0.0.0/udp/{DEFAULT_P2P_PORT}/quic-v1")),
+                cfg!(feature = "quic")
+                    .then(|| addr(format!("/ip4/0.0.0.0/udp/{DEFAULT_P2P_PORT}/quic-v1")))
+                    .flatten(),
                 addr(format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}")),
             ]
             .into_iter()

@@ -1,9 +1,12 @@
 //! A blocking client for a kith node's HTTP API.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::http::{Endpoint, Response};
+pub use crate::http::{HttpError, Method};
 
 /// Why a request to the node failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +28,7 @@ pub enum ClientError {
         /// The API URL.
         url: String,
         /// The underlying error.
-        source: reqwest::Error,
+        source: HttpError,
     },
 }
 
@@ -115,7 +118,9 @@ impl CallOutput {
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
-    http: reqwest::blocking::Client,
+    endpoint: Endpoint,
+    /// `Bearer <token>`, if a token is sent.
+    authorization: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -162,7 +167,7 @@ impl Client {
     /// sending this machine's API token ([`local_token`]) if there is one.
     ///
     /// # Errors
-    /// Fails if the HTTP client cannot be built (no TLS is needed, so this is rare).
+    /// Fails if `base` is not an `http://host[:port]` URL.
     pub fn new(base: &str) -> Result<Self, ClientError> {
         Self::with_token(base, local_token().as_deref())
     }
@@ -174,39 +179,58 @@ impl Client {
     /// As [`Client::new`].
     pub fn with_token(base: &str, token: Option<&str>) -> Result<Self, ClientError> {
         let base = base.trim_end_matches('/').to_owned();
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(value) =
-            token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
-        {
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(660))
-            .default_headers(headers)
-            .build()
-            .map_err(|source| ClientError::Transport {
-                url: base.clone(),
-                source,
-            })?;
-        Ok(Self { base, http })
+        let endpoint = Endpoint::parse(&base).map_err(|source| ClientError::Transport {
+            url: base.clone(),
+            source,
+        })?;
+        // A token that cannot be a header value is not sent (the node then answers
+        // 401, which names the token).
+        let authorization = token
+            .map(|t| format!("Bearer {t}"))
+            .filter(|v| !v.bytes().any(|b| b.is_ascii_control()));
+        Ok(Self {
+            base,
+            endpoint,
+            authorization,
+        })
     }
 
-    fn transport(&self, source: reqwest::Error) -> ClientError {
+    fn transport(&self, source: impl Into<HttpError>) -> ClientError {
         ClientError::Transport {
             url: self.base.clone(),
-            source,
+            source: source.into(),
         }
     }
 
-    fn check(
+    /// Sends one request (with the token, if any) and reads the answer whole.
+    fn request(
         &self,
-        resp: reqwest::blocking::Response,
-    ) -> Result<reqwest::blocking::Response, ClientError> {
-        if resp.status().is_success() {
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, ClientError> {
+        let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 2);
+        if let Some(auth) = &self.authorization {
+            all.push(("Authorization", auth));
+        }
+        all.extend_from_slice(headers);
+        crate::http::send(&self.endpoint, method, path, &all, body).map_err(|e| self.transport(e))
+    }
+
+    /// A JSON request's headers.
+    const JSON: &'static [(&'static str, &'static str)] = &[("Content-Type", "application/json")];
+
+    fn json<T: DeserializeOwned>(&self, resp: &Response) -> Result<T, ClientError> {
+        serde_json::from_slice(&resp.body).map_err(|e| self.transport(e))
+    }
+
+    fn check(&self, resp: Response) -> Result<Response, ClientError> {
+        if (200..300).contains(&resp.status) {
             return Ok(resp);
         }
-        let status = resp.status().as_u16();
-        let text = resp.text().map_err(|e| self.transport(e))?;
+        let status = resp.status;
+        let text = String::from_utf8_lossy(&resp.body);
         Err(match serde_json::from_str::<ErrorBody>(&text) {
             Ok(body) => ClientError::Api {
                 status,
@@ -226,14 +250,9 @@ impl Client {
     /// # Errors
     /// Fails if the node refuses the module (the error names the problem) or is unreachable.
     pub fn publish(&self, module: Vec<u8>) -> Result<Published, ClientError> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/functions", self.base))
-            .body(module)
-            .send()
-            .map_err(|e| self.transport(e))?;
-        let created = resp.status().as_u16() == 201;
-        let mut p: Published = self.check(resp)?.json().map_err(|e| self.transport(e))?;
+        let resp = self.request(Method::POST, "/v1/functions", &[], &module)?;
+        let created = resp.status == 201;
+        let mut p: Published = self.json(&self.check(resp)?)?;
         p.created = created;
         Ok(p)
     }
@@ -320,22 +339,13 @@ impl Client {
         } else {
             format!("?{}", query.join("&"))
         };
-        let mut request = self
-            .http
-            .post(format!("{}/v1/call/{reference}{query}", self.base))
-            .body(input);
+        let mut headers = Vec::new();
         if let Some(key) = &options.route_key {
-            request = request.header("kith-route-key", key);
+            headers.push(("kith-route-key", key.as_str()));
         }
-        let resp = request.send().map_err(|e| self.transport(e))?;
-        let resp = self.check(resp)?;
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let path = format!("/v1/call/{reference}{query}");
+        let resp = self.check(self.request(Method::POST, &path, &headers, &input)?)?;
+        let header = |name: &str| resp.header(name).unwrap_or_default().to_owned();
         let function = header("kith-function");
         let fuel_used = header("kith-fuel-used").parse().unwrap_or(0);
         let executed_by = header("kith-executed-by");
@@ -357,9 +367,8 @@ impl Client {
             .filter(|d| !d.is_empty())
             .map(str::to_owned)
             .collect();
-        let output = resp.bytes().map_err(|e| self.transport(e))?.to_vec();
         Ok(CallOutput {
-            output,
+            output: resp.body,
             function,
             fuel_used,
             executed_by,
@@ -379,17 +388,13 @@ impl Client {
     /// Fails with the node's error or when unreachable.
     pub fn send_json(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, ClientError> {
-        let resp = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .map_err(|e| self.transport(e))?;
-        self.check(resp)?.json().map_err(|e| self.transport(e))
+        let body = serde_json::to_vec(body).map_err(|e| self.transport(e))?;
+        let resp = self.request(method, path, Self::JSON, &body)?;
+        self.json(&self.check(resp)?)
     }
 
     /// Creates a publisher key named `name` on the node; returns `{"name", "namespace"}`.
@@ -398,7 +403,7 @@ impl Client {
     /// A taken or invalid name, or the node is unreachable.
     pub fn key_new(&self, name: &str) -> Result<serde_json::Value, ClientError> {
         self.send_json(
-            reqwest::Method::POST,
+            Method::POST,
             "/v1/keys",
             &serde_json::json!({ "name": name }),
         )
@@ -437,11 +442,7 @@ impl Client {
         if let Some(v) = verify {
             body["verify"] = serde_json::json!(v);
         }
-        self.send_json(
-            reqwest::Method::PUT,
-            &format!("/v1/aliases/{reference}"),
-            &body,
-        )
+        self.send_json(Method::PUT, &format!("/v1/aliases/{reference}"), &body)
     }
 
     /// Points alias `to` at `from`'s current targets (e.g. staging → prod).
@@ -450,7 +451,7 @@ impl Client {
     /// As [`Client::alias_set`].
     pub fn alias_promote(&self, from: &str, to: &str) -> Result<serde_json::Value, ClientError> {
         self.send_json(
-            reqwest::Method::POST,
+            Method::POST,
             &format!("/v1/aliases/{to}/promote"),
             &serde_json::json!({ "from": from }),
         )
@@ -462,7 +463,7 @@ impl Client {
     /// As [`Client::alias_set`], or no earlier record.
     pub fn alias_rollback(&self, reference: &str) -> Result<serde_json::Value, ClientError> {
         self.send_json(
-            reqwest::Method::POST,
+            Method::POST,
             &format!("/v1/aliases/{reference}/rollback"),
             &serde_json::json!({}),
         )
@@ -474,17 +475,12 @@ impl Client {
     /// Fails with the node's error or when unreachable.
     pub fn send_bytes(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Vec<u8>,
     ) -> Result<serde_json::Value, ClientError> {
-        let resp = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .body(body)
-            .send()
-            .map_err(|e| self.transport(e))?;
-        self.check(resp)?.json().map_err(|e| self.transport(e))
+        let resp = self.request(method, path, &[], &body)?;
+        self.json(&self.check(resp)?)
     }
 
     /// `GET` raw bytes from the API (e.g. a document export).
@@ -492,13 +488,7 @@ impl Client {
     /// # Errors
     /// Fails with the node's error or when unreachable.
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .map_err(|e| self.transport(e))?;
-        let bytes = self.check(resp)?.bytes().map_err(|e| self.transport(e))?;
-        Ok(bytes.to_vec())
+        Ok(self.check(self.request(Method::GET, path, &[], &[])?)?.body)
     }
 
     /// Changes namespace `namespace`'s grants (`{"grant": {...}, "revoke": {...}}`,
@@ -511,11 +501,7 @@ impl Client {
         namespace: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, ClientError> {
-        self.send_json(
-            reqwest::Method::POST,
-            &format!("/v1/grants/{namespace}"),
-            body,
-        )
+        self.send_json(Method::POST, &format!("/v1/grants/{namespace}"), body)
     }
 
     /// `GET` a JSON document from the API, e.g. `/v1/status`.
@@ -523,11 +509,7 @@ impl Client {
     /// # Errors
     /// Fails with the node's error or when unreachable.
     pub fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .map_err(|e| self.transport(e))?;
-        self.check(resp)?.json().map_err(|e| self.transport(e))
+        let resp = self.request(Method::GET, path, &[], &[])?;
+        self.json(&self.check(resp)?)
     }
 }

@@ -27,6 +27,8 @@
 #[cfg(feature = "client")]
 pub mod client;
 mod guest;
+#[cfg(feature = "client")]
+pub mod http;
 pub mod manifest;
 pub mod state;
 

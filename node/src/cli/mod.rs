@@ -195,13 +195,27 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (`info`, `kith_node=debug,libp2p=warn`, …: a
+/// default level and levels per module; `info` when unset). A plain target filter, not
+/// `EnvFilter`: that one's span and field matching needs a regex engine, which would add
+/// about half a MiB to the small build for a feature nobody filters logs by.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => spec.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("warning: RUST_LOG={spec:?} is not a log filter ({e}); logging at info");
+            Targets::new().with_default(LevelFilter::INFO)
+        }),
+        _ => Targets::new().with_default(LevelFilter::INFO),
+    };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(filter)
         .try_init();
 }
 

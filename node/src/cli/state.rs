@@ -107,7 +107,7 @@ fn json_arg(value: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 pub(super) fn state_command(api: &str, command: StateCommand) -> anyhow::Result<ExitCode> {
-    use reqwest::Method;
+    use kith_sdk::client::Method;
     let c = client(api)?;
     let heads = |v: &serde_json::Value| {
         for h in v["heads"].as_array().into_iter().flatten() {

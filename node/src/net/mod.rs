@@ -72,7 +72,8 @@ use libp2p::{
 };
 use std::time::Instant;
 
-use addr::{is_loopback, is_relayed, peer_of, without_peer};
+pub use addr::{ResolveError, resolve_names};
+use addr::{is_loopback, is_relayed, peer_of, unsupported, without_peer};
 use answer::{Answer, AnswerChannel, Traffic};
 use commands::Command;
 pub use hood::{MAX_HOOD_ADDRS, MIN_HEARTBEAT, TRIM_AFTER};
@@ -187,6 +188,23 @@ impl Net {
         config: NetConfig,
     ) -> anyhow::Result<(Self, mpsc::Receiver<Inbound>)> {
         let local_peer_id = key.public().to_peer_id();
+        let mut config = config;
+        if !cfg!(feature = "dns") {
+            config.bootstrap = resolve_names(&config.bootstrap)?;
+            config.relays = resolve_names(&config.relays)?;
+        }
+        let configured = [
+            ("listen on", &config.listen),
+            ("bootstrap from", &config.bootstrap),
+            ("keep a relay at", &config.relays),
+        ];
+        for (what, addrs) in configured {
+            for addr in addrs {
+                if let Some(why) = unsupported(addr) {
+                    anyhow::bail!("cannot {what} {addr}: {why}");
+                }
+            }
+        }
         let mut swarm = build_swarm(&key, &config)?;
         let mut listeners = HashSet::new();
         for addr in &config.listen {

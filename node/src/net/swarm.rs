@@ -82,15 +82,21 @@ pub(super) fn build_swarm(key: &Keypair, config: &NetConfig) -> anyhow::Result<S
         only_global_ips: false,
         ..autonat::Config::default()
     };
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
+    let builder = libp2p::SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
             yamux::Config::default,
-        )?
-        .with_quic()
-        .with_dns()?
+        )?;
+    // Without the `quic` feature (the small build) the node speaks TCP only.
+    #[cfg(feature = "quic")]
+    let builder = builder.with_quic();
+    // Without the `dns` feature (the small build) names in configured addresses are
+    // resolved once at start by the system resolver (`addr::resolve_names`).
+    #[cfg(feature = "dns")]
+    let builder = builder.with_dns()?;
+    let swarm = builder
         .with_relay_client(noise::Config::new, yamux::Config::default)?
         .with_behaviour(|key, relay_client| {
             let gossip_config = gossipsub::ConfigBuilder::default()
