@@ -10,6 +10,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Manifest, WASM_PAGE};
 
+/// What work costs in fuel beyond one unit per instruction, on every backend: the
+/// cranelift path's instrumentation (`node/src/runtime/fuel.rs`) charges exactly these,
+/// and the interpreter is configured with them, so a budget buys the same bulk work on
+/// both (`docs/node.md`, Backends; measured in `docs/benchmarks.md` (j)).
+pub mod costs {
+    /// Fuel every bulk memory or table operation costs on top of its length.
+    pub const BULK_BASE: u64 = 16;
+    /// Bytes of bulk memory work (`memory.fill`, `.copy`, `.init`) per unit of fuel.
+    pub const BYTES_PER_FUEL: u64 = 4;
+    /// Fuel per table element a bulk table operation touches or `table.grow` adds.
+    pub const FUEL_PER_ELEMENT: u64 = 4;
+    /// Fuel per page a successful `memory.grow` adds: 3 per byte (the kernel maps and
+    /// zeroes every page as it is touched).
+    pub const FUEL_PER_PAGE: u64 = 3 * 65_536;
+}
+
 /// What this node will give any one call, and the largest module it stores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -212,7 +212,7 @@ impl Client {
     ) -> Result<Response, ClientError> {
         let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 2);
         if let Some(auth) = &self.authorization {
-            all.push(("Authorization", auth));
+            all.push(("Authorization", auth.as_str()));
         }
         all.extend_from_slice(headers);
         crate::http::send(&self.endpoint, method, path, &all, body).map_err(|e| self.transport(e))

@@ -135,3 +135,64 @@ fn the_interpreter_answers_as_cranelift_does() {
         }
     }
 }
+
+/// Fuel a call used on a node, from `kith-fuel-used`.
+fn fuel_used(node: &NodeProcess, module: &[u8], input: &[u8]) -> u64 {
+    let published = post(&format!("{}/v1/functions", node.url), module.to_vec());
+    assert!(published.status < 400, "{}", published.text());
+    let id = published.json()["id"].as_str().unwrap().to_owned();
+    let r = post(&format!("{}/v1/call/{id}", node.url), input.to_vec());
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.headers["kith-fuel-used"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A budget buys the same work on both backends: bulk memory operations and
+/// `memory.grow` are charged at kith's rates (`kith_protocol::limits::costs`) by the
+/// interpreter too, so the two counts stay close even where bulk work dominates (before,
+/// a Rust `hello`, which grows its memory once, reported 30x the fuel on cranelift).
+#[test]
+fn a_budget_buys_the_same_work_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (jit, interp) = (
+        node(dir.path(), "cranelift"),
+        node(dir.path(), "interpreter"),
+    );
+    let bulk = hostile::module(
+        r#"{"memory_bytes": 1048576}"#,
+        r#"(func (export "kith_call") (param i32 i32) (result i32)
+             (drop (memory.grow (i32.const 4)))
+             (memory.fill (i32.const 65536) (i32.const 7) (i32.const 262144))
+             (memory.copy (i32.const 0) (i32.const 65536) (i32.const 131072))
+             i32.const 0)"#,
+    );
+    // Grow: 4 x 196,608; fill: 65,536; copy: 32,768; and a few operators.
+    let expected = 4 * kith_protocol::limits::costs::FUEL_PER_PAGE + 65_536 + 32_768;
+    for (name, module, input, band) in [
+        ("bulk", bulk, Vec::new(), 0.02),
+        ("hello", guest("hello"), b"Ada".to_vec(), 0.25),
+        (
+            "cpu_heavy n=1000",
+            guest("cpu_heavy"),
+            b"1000".to_vec(),
+            0.25,
+        ),
+    ] {
+        let (a, b) = (
+            fuel_used(&jit, &module, &input),
+            fuel_used(&interp, &module, &input),
+        );
+        eprintln!("{name}: cranelift {a} fuel, interpreter {b} fuel");
+        let ratio = b as f64 / a as f64;
+        assert!(
+            (1.0 - band..=1.0 + band).contains(&ratio),
+            "{name}: the interpreter counted {b} fuel, cranelift {a} (ratio {ratio:.3}, allowed ±{band})"
+        );
+        if name == "bulk" {
+            assert!(a.abs_diff(expected) < 100, "{name}: {a} against {expected}");
+        }
+    }
+}

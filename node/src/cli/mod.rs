@@ -195,21 +195,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (`info`, `kith_node=debug,libp2p=warn`, …: a
-/// default level and levels per module; `info` when unset). A plain target filter, not
-/// `EnvFilter`: that one's span and field matching needs a regex engine, which would add
-/// about half a MiB to the small build for a feature nobody filters logs by.
+/// Logs to stderr, filtered by `RUST_LOG` ([`log_filter`]).
 fn init_tracing() {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => spec.parse::<Targets>().unwrap_or_else(|e| {
-            eprintln!("warning: RUST_LOG={spec:?} is not a log filter ({e}); logging at info");
-            Targets::new().with_default(LevelFilter::INFO)
-        }),
-        _ => Targets::new().with_default(LevelFilter::INFO),
-    };
+    let (filter, warning) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    if let Some(warning) = warning {
+        eprintln!("warning: {warning}");
+    }
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
@@ -217,6 +210,27 @@ fn init_tracing() {
         .with(fmt)
         .with(filter)
         .try_init();
+}
+
+/// The log filter `RUST_LOG` asks for (`info`, `info,kith_node::net=debug,libp2p=warn`,
+/// …: a default level and levels per module path prefix), `info` when unset, and a
+/// warning when it does not parse. A plain target filter, not `EnvFilter`: that one's
+/// span and field matching needs a regex engine, about half a MiB of the small build.
+fn log_filter(spec: Option<&str>) -> (tracing_subscriber::filter::Targets, Option<String>) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let default = || Targets::new().with_default(LevelFilter::INFO);
+    match spec.map(str::trim).filter(|s| !s.is_empty()) {
+        None => (default(), None),
+        Some(spec) => match spec.parse::<Targets>() {
+            Ok(filter) => (filter, None),
+            Err(e) => (
+                default(),
+                Some(format!(
+                    "RUST_LOG={spec:?} is not a log filter ({e}); logging at info"
+                )),
+            ),
+        },
+    }
 }
 
 /// Runs a parsed command line.
@@ -426,5 +440,27 @@ fn explain(e: ClientError) -> anyhow::Error {
             "cannot reach the kith node at {url} ({source}); is `kith up` running? (set --api or KITH_API)"
         ),
         other => anyhow::anyhow!(other),
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::log_filter;
+    use tracing::Level;
+
+    #[test]
+    fn rust_log_sets_a_default_and_levels_per_module() {
+        let (f, warning) = log_filter(Some("warn,kith_node::net=debug"));
+        assert!(warning.is_none());
+        assert!(f.would_enable("kith_node::net::swarm", &Level::DEBUG));
+        assert!(!f.would_enable("kith_node::api", &Level::INFO));
+        assert!(f.would_enable("libp2p_kad", &Level::WARN));
+        let (f, warning) = log_filter(None);
+        assert!(warning.is_none());
+        assert!(f.would_enable("anything", &Level::INFO));
+        assert!(!f.would_enable("anything", &Level::DEBUG));
+        let (f, warning) = log_filter(Some("kith_node=loud"));
+        assert!(warning.is_some_and(|w| w.contains("RUST_LOG")));
+        assert!(f.would_enable("kith_node", &Level::INFO));
     }
 }

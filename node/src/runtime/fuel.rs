@@ -46,14 +46,9 @@ pub(crate) const TABLE_REFUSED_EXPORT: &str = "wasmer_kith_table_refused";
 /// Export naming the module's start function, which the runtime calls itself.
 pub(crate) const START_EXPORT: &str = "wasmer_kith_start";
 
-/// Fuel every bulk memory or table operation costs on top of its length.
-pub(crate) const BULK_BASE: u64 = 16;
-/// Bytes of bulk memory work that cost one unit of fuel.
-pub(crate) const BYTES_PER_FUEL: u64 = 4;
-/// Fuel per table element touched by a bulk table operation.
-pub(crate) const FUEL_PER_ELEMENT: u64 = 4;
-/// Fuel per page a `memory.grow` adds: 3 per byte.
-pub(crate) const FUEL_PER_PAGE: u64 = 3 * 65_536;
+pub(crate) use kith_protocol::limits::costs::{
+    BULK_BASE, BYTES_PER_FUEL, FUEL_PER_ELEMENT, FUEL_PER_PAGE,
+};
 
 /// The global indexes the instrumentation uses.
 #[derive(Debug, Clone, Copy)]

@@ -3,8 +3,12 @@
 //! generate code (32-bit ARM, MIPS) or when the operator asks for it.
 //!
 //! How each limit holds here:
-//! - fuel: wasmi meters every instruction (bulk memory and table operations by their
-//!   length); the call runs in slices of [`SLICE`] fuel, and between slices the
+//! - fuel: wasmi meters every instruction, and bulk memory and table operations by
+//!   their length at kith's rate (`kith_protocol::limits::costs`: one unit per 4 bytes);
+//!   a `memory.grow` is charged kith's price per page, wasmi's share at once and the
+//!   rest when the slice ends (at most one slice late: the grow is bounded by the memory
+//!   ceiling, and a call whose total passes its budget still ends `out_of_fuel`, even
+//!   if it finished). The call runs in slices of [`SLICE`] fuel, and between slices the
 //!   runtime checks the call's total against its budget (`out_of_fuel`) and the wall
 //!   clock against its deadline (`timeout`). wasmi cannot be interrupted from another
 //!   thread, so the deadline is kept on the calling thread, a slice at a time.
@@ -17,14 +21,15 @@
 //!   exported, so it runs like any other entry point, under the call's fuel and
 //!   deadline.
 //!
-//! Fuel counts differ from cranelift's instrumentation in detail (wasmi's own cost
-//! model), so `fuel_used` for one call differs between backends; outputs and error
-//! kinds do not (tests/tests/backends.rs).
+//! Fuel per instruction differs from cranelift's instrumentation in detail (wasmi counts
+//! its own instructions, cranelift's path counts wasm operators), so `fuel_used` for one
+//! call differs somewhat between backends; outputs and error kinds do not
+//! (tests/tests/backends.rs).
 
 use std::time::{Duration, Instant};
 
 use kith_protocol::abi::{self, Signature, ValType};
-use kith_protocol::limits::EffectiveLimits;
+use kith_protocol::limits::{EffectiveLimits, costs};
 use kith_protocol::manifest::WASM_PAGE;
 use wasmi::{Caller, Config, Engine, Extern, FuncType, Linker, Module, Store, TypedFunc, Val};
 use wasmi_core::LimiterError;
@@ -70,12 +75,22 @@ struct Limits {
     max_table: usize,
     memory_refused: bool,
     table_refused: bool,
+    /// Whether guest code runs (growth at instantiation is free, as on cranelift).
+    metered: bool,
+    /// Bytes `memory.grow` added while guest code ran.
+    grown: u64,
+    /// Bytes the grow under way adds (counted in `grown` already).
+    pending: u64,
 }
+
+/// What a page added by `memory.grow` costs beyond what wasmi charges itself (its
+/// copying rate over the page).
+const GROW_SURCHARGE: u64 = costs::FUEL_PER_PAGE - WASM_PAGE / costs::BYTES_PER_FUEL;
 
 impl wasmi::ResourceLimiter for Limits {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> Result<bool, LimiterError> {
@@ -83,7 +98,21 @@ impl wasmi::ResourceLimiter for Limits {
             self.memory_refused = true;
             return Ok(false);
         }
+        if self.metered {
+            // Taken back in `memory_grow_failed` if the grow does not happen (no fuel
+            // for wasmi's own charge, which it retries after the next slice; no memory).
+            self.pending = desired.saturating_sub(current) as u64;
+            self.grown += self.pending;
+        }
         Ok(true)
+    }
+
+    fn memory_grow_failed(
+        &mut self,
+        _error: &wasmi::errors::MemoryError,
+    ) -> Result<(), LimiterError> {
+        self.grown -= std::mem::take(&mut self.pending);
+        Ok(())
     }
 
     fn table_growing(
@@ -120,6 +149,12 @@ impl wasmi::errors::HostError for HostError {}
 pub(crate) fn engine() -> Engine {
     let mut c = Config::default();
     c.consume_fuel(true)
+        .fuel_cost(wasmi_core::CustomFuelCosts {
+            bytes_copied_per_fuel: costs::BYTES_PER_FUEL as u32,
+            // Translation is eager (at load), never charged to a call.
+            fuel_per_bytes_translated: 7,
+            fuel_per_bytes_validated: 2,
+        })
         .compilation_mode(wasmi::CompilationMode::Eager)
         .wasm_tail_call(false)
         .wasm_multi_memory(false)
@@ -276,7 +311,13 @@ impl Budget {
         let mut call = func.call_resumable(&mut *store, params).map_err(stop)?;
         loop {
             match call {
-                wasmi::TypedResumableCall::Finished(r) => return Ok(r),
+                wasmi::TypedResumableCall::Finished(r) => {
+                    return if self.spent(store) > self.fuel {
+                        Err(Stop::Limit(InvokeError::OutOfFuel { limit: self.fuel }))
+                    } else {
+                        Ok(r)
+                    };
+                }
                 wasmi::TypedResumableCall::HostTrap(trap) => {
                     let e = trap.host_error();
                     return Err(
@@ -300,7 +341,8 @@ impl Budget {
                 limit_ms: self.timeout_ms,
             }));
         }
-        let remaining = self.fuel.saturating_sub(self.given - left);
+        let spent = (self.given - left).saturating_add(Self::surcharge(store));
+        let remaining = self.fuel.saturating_sub(spent);
         let next = SLICE.max(required).min(remaining);
         if next < required.max(1) {
             return Err(Stop::Limit(InvokeError::OutOfFuel { limit: self.fuel }));
@@ -311,8 +353,19 @@ impl Budget {
             .map_err(|e| Stop::Limit(InvokeError::Internal(e.to_string())))
     }
 
+    /// Fuel the `memory.grow`s so far owe beyond wasmi's own charge.
+    fn surcharge(store: &Store<State>) -> u64 {
+        (store.data().limits.grown / WASM_PAGE).saturating_mul(GROW_SURCHARGE)
+    }
+
+    /// Fuel spent so far, the grow surcharge included (may pass the budget by what the
+    /// last slice grew).
+    fn spent(&self, store: &Store<State>) -> u64 {
+        (self.given - store.get_fuel().unwrap_or(0)).saturating_add(Self::surcharge(store))
+    }
+
     fn used(&self, store: &Store<State>) -> u64 {
-        (self.given - store.get_fuel().unwrap_or(0)).min(self.fuel)
+        self.spent(store).min(self.fuel)
     }
 }
 
@@ -405,6 +458,9 @@ pub(crate) fn invoke(
             max_table: usize::try_from(limits.table_elements).unwrap_or(usize::MAX),
             memory_refused: false,
             table_refused: false,
+            metered: false,
+            grown: 0,
+            pending: 0,
         },
     };
     let mut store = Store::new(engine, state);
@@ -440,6 +496,7 @@ pub(crate) fn invoke(
             });
         }
     };
+    store.data_mut().limits.metered = true;
     let invalid = |e: wasmi::Error| InvokeError::Invalid(e.to_string());
     if let Ok(start) = instance.get_typed_func::<(), ()>(&store, START_EXPORT) {
         budget
