@@ -159,14 +159,7 @@ impl Aliases {
         }
         grants.seq += 1;
         grants.issued_ms = now_ms();
-        let signed = grants.sign(|m| {
-            let sig = key.sign(m);
-            let mut out = [0u8; 64];
-            if sig.len() == 64 {
-                out.copy_from_slice(&sig);
-            }
-            out
-        })?;
+        let signed = grants.sign(|m| crate::aliases::sign64(&key, m))?;
         let (_, signed) = self.apply_grant_bytes(&signed.bytes)?;
         Ok(signed)
     }

@@ -306,4 +306,11 @@ fn the_start_function_becomes_an_export() {
         kith_protocol::module::start_as_export(&without, "x").unwrap(),
         without
     );
+    // A module with a start function and no exports at all gets an export section.
+    let bare = wat::parse_str("(module (func $s) (start $s))").unwrap();
+    let moved = kith_protocol::module::start_as_export(&bare, "run_start").unwrap();
+    assert_eq!(
+        moved,
+        wat::parse_str(r#"(module (func $s) (export "run_start" (func $s)))"#).unwrap()
+    );
 }

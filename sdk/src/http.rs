@@ -3,8 +3,8 @@
 //! bodies by `Content-Length`, chunked or to the end of the stream.
 //!
 //! Written for kith instead of a general client: the CLI lives in the node's own binary,
-//! and the small build for routers has no room for a second HTTP stack (reqwest with its
-//! URL and IDNA tables was about half a MiB of it). A node's API is plain HTTP on
+//! and the small build for routers has no room for a second HTTP stack (reqwest and
+//! hyper's client side were about 270 KiB of its code, `docs/benchmarks.md` (q)). A node's API is plain HTTP on
 //! loopback or a LAN; put TLS in front of it with a reverse proxy, which this client does
 //! not speak to.
 
@@ -73,9 +73,13 @@ pub enum HttpError {
     /// The answer is not HTTP/1.x as this client reads it.
     #[error("malformed answer: {0}")]
     Malformed(&'static str),
-    /// The answer is larger than [`MAX_BODY`] or its head than [`MAX_HEAD`].
-    #[error("the answer is larger than the client's limit of {limit} bytes")]
+    /// The answer's body is larger than [`MAX_BODY`] or its head than [`MAX_HEAD`].
+    #[error("the answer's {part} is larger than the client's limit of {limit} bytes ({name})")]
     TooLarge {
+        /// `body` or `head`.
+        part: &'static str,
+        /// The limit's name (`MAX_BODY` or `MAX_HEAD`).
+        name: &'static str,
         /// The limit passed.
         limit: u64,
     },
@@ -203,7 +207,7 @@ pub fn send(
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
     stream.flush()?;
-    read_response(BufReader::new(stream), method)
+    read_response(BufReader::new(stream))
 }
 
 fn connect(endpoint: &Endpoint) -> Result<TcpStream, HttpError> {
@@ -236,6 +240,8 @@ fn head_line(reader: &mut impl BufRead, budget: &mut usize) -> Result<String, Ht
     }
     if line.last() != Some(&b'\n') {
         return Err(HttpError::TooLarge {
+            part: "head",
+            name: "MAX_HEAD",
             limit: MAX_HEAD as u64,
         });
     }
@@ -246,7 +252,7 @@ fn head_line(reader: &mut impl BufRead, budget: &mut usize) -> Result<String, Ht
     String::from_utf8(line).map_err(|_| HttpError::Malformed("a head line is not UTF-8"))
 }
 
-fn read_response(mut reader: impl BufRead, method: Method) -> Result<Response, HttpError> {
+fn read_response(mut reader: impl BufRead) -> Result<Response, HttpError> {
     let mut budget = MAX_HEAD;
     let (status, headers) = loop {
         let status_line = head_line(&mut reader, &mut budget)?;
@@ -280,7 +286,8 @@ fn read_response(mut reader: impl BufRead, method: Method) -> Result<Response, H
         headers,
         body: Vec::new(),
     };
-    if method == Method("HEAD") || status == 204 || status == 304 {
+    // No HEAD is ever sent, so only these statuses come without a body.
+    if status == 204 || status == 304 {
         return Ok(response);
     }
     let chunked = response
@@ -293,7 +300,11 @@ fn read_response(mut reader: impl BufRead, method: Method) -> Result<Response, H
             .parse()
             .map_err(|_| HttpError::Malformed("Content-Length is not a number"))?;
         if length > MAX_BODY {
-            return Err(HttpError::TooLarge { limit: MAX_BODY });
+            return Err(HttpError::TooLarge {
+                part: "body",
+                name: "MAX_BODY",
+                limit: MAX_BODY,
+            });
         }
         let mut body = Vec::new();
         reader.take(length).read_to_end(&mut body)?;
@@ -304,19 +315,21 @@ fn read_response(mut reader: impl BufRead, method: Method) -> Result<Response, H
         }
         body
     } else {
-        read_capped(&mut reader, MAX_BODY)?
+        read_to_end_capped(&mut reader)?
     };
     Ok(response)
 }
 
-/// Reads to the end of the stream, at most `limit` bytes.
-fn read_capped(reader: &mut impl Read, limit: u64) -> Result<Vec<u8>, HttpError> {
+/// Reads to the end of the stream, at most [`MAX_BODY`] bytes.
+fn read_to_end_capped(reader: &mut impl Read) -> Result<Vec<u8>, HttpError> {
     let mut body = Vec::new();
-    reader
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut body)?;
-    if body.len() as u64 > limit {
-        return Err(HttpError::TooLarge { limit });
+    reader.take(MAX_BODY + 1).read_to_end(&mut body)?;
+    if body.len() as u64 > MAX_BODY {
+        return Err(HttpError::TooLarge {
+            part: "body",
+            name: "MAX_BODY",
+            limit: MAX_BODY,
+        });
     }
     Ok(body)
 }
@@ -336,7 +349,11 @@ fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>, HttpError> {
             return Ok(body);
         }
         if body.len() as u64 + size > MAX_BODY {
-            return Err(HttpError::TooLarge { limit: MAX_BODY });
+            return Err(HttpError::TooLarge {
+                part: "body",
+                name: "MAX_BODY",
+                limit: MAX_BODY,
+            });
         }
         let before = body.len();
         reader.by_ref().take(size).read_to_end(&mut body)?;
@@ -355,7 +372,7 @@ mod tests {
     use super::*;
 
     fn read(raw: &[u8]) -> Result<Response, HttpError> {
-        read_response(raw, Method::GET)
+        read_response(raw)
     }
 
     #[test]

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use kith_tests::hostile::{self, Expect};
-use kith_tests::{NodeProcess, guest, post, toolchains};
+use kith_tests::{NodeProcess, Raw, guest, post, toolchains};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kith-under-test");
 
@@ -30,14 +30,25 @@ fn node(dir: &std::path::Path, backend: &str) -> NodeProcess {
     )
 }
 
-/// What a node answered: the output, or the error kind.
-fn answer(node: &NodeProcess, module: &[u8], input: &[u8]) -> Result<Vec<u8>, String> {
+/// Two nodes that differ only in their backend: (cranelift, interpreter).
+fn both(dir: &std::path::Path) -> (NodeProcess, NodeProcess) {
+    (node(dir, "cranelift"), node(dir, "interpreter"))
+}
+
+/// Publishes `module` and calls it with `input`: the call's answer, or why the
+/// publish was refused.
+fn publish_and_call(node: &NodeProcess, module: &[u8], input: &[u8]) -> Result<Raw, String> {
     let published = post(&format!("{}/v1/functions", node.url), module.to_vec());
     if published.status >= 400 {
         return Err(format!("refused at publish: {}", published.kind()));
     }
     let id = published.json()["id"].as_str().unwrap().to_owned();
-    let r = post(&format!("{}/v1/call/{id}", node.url), input.to_vec());
+    Ok(post(&format!("{}/v1/call/{id}", node.url), input.to_vec()))
+}
+
+/// What a node answered: the output, or the error kind.
+fn answer(node: &NodeProcess, module: &[u8], input: &[u8]) -> Result<Vec<u8>, String> {
+    let r = publish_and_call(node, module, input)?;
     if r.status == 200 {
         Ok(r.body)
     } else {
@@ -64,10 +75,7 @@ fn unambiguous(case: &hostile::Case) -> Vec<u8> {
 #[test]
 fn the_interpreter_answers_as_cranelift_does() {
     let dir = tempfile::tempdir().unwrap();
-    let (jit, interp) = (
-        node(dir.path(), "cranelift"),
-        node(dir.path(), "interpreter"),
-    );
+    let (jit, interp) = both(dir.path());
     assert_eq!(interp.status()["backend"], "interpreter");
     assert_eq!(jit.status()["backend"], "cranelift");
     let order =
@@ -138,10 +146,7 @@ fn the_interpreter_answers_as_cranelift_does() {
 
 /// Fuel a call used on a node, from `kith-fuel-used`.
 fn fuel_used(node: &NodeProcess, module: &[u8], input: &[u8]) -> u64 {
-    let published = post(&format!("{}/v1/functions", node.url), module.to_vec());
-    assert!(published.status < 400, "{}", published.text());
-    let id = published.json()["id"].as_str().unwrap().to_owned();
-    let r = post(&format!("{}/v1/call/{id}", node.url), input.to_vec());
+    let r = publish_and_call(node, module, input).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     r.headers["kith-fuel-used"]
         .to_str()
@@ -157,10 +162,7 @@ fn fuel_used(node: &NodeProcess, module: &[u8], input: &[u8]) -> u64 {
 #[test]
 fn a_budget_buys_the_same_work_on_both_backends() {
     let dir = tempfile::tempdir().unwrap();
-    let (jit, interp) = (
-        node(dir.path(), "cranelift"),
-        node(dir.path(), "interpreter"),
-    );
+    let (jit, interp) = both(dir.path());
     let bulk = hostile::module(
         r#"{"memory_bytes": 1048576}"#,
         r#"(func (export "kith_call") (param i32 i32) (result i32)

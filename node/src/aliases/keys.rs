@@ -47,6 +47,11 @@ pub(super) fn load_keys(dir: &Path) -> std::io::Result<Vec<(String, ed25519::Key
     Ok(keys)
 }
 
+/// `message` signed with a publisher key (an ed25519 signature is always 64 bytes).
+pub(crate) fn sign64(key: &ed25519::Keypair, message: &[u8]) -> [u8; 64] {
+    key.sign(message).try_into().unwrap_or([0; 64])
+}
+
 /// A libp2p ed25519 keypair as an ed25519-dalek signing key.
 pub(crate) fn signing_key(key: &ed25519::Keypair) -> Option<ed25519_dalek::SigningKey> {
     let secret = key.secret();

@@ -15,7 +15,7 @@ mod keys;
 
 use crate::clock::{lock, now_ms};
 use keys::load_keys;
-pub(crate) use keys::signing_key;
+pub(crate) use keys::{sign64, signing_key};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -370,14 +370,7 @@ impl Aliases {
             targets,
             verify: verify.unwrap_or(current_verify),
         }
-        .sign(|m| {
-            let sig = key.sign(m);
-            let mut out = [0u8; 64];
-            if sig.len() == 64 {
-                out.copy_from_slice(&sig);
-            }
-            out
-        })?;
+        .sign(|m| sign64(&key, m))?;
         self.apply(signed.clone())?;
         Ok(signed)
     }

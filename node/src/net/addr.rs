@@ -17,7 +17,7 @@ pub(super) fn unsupported(addr: &Multiaddr) -> Option<&'static str> {
 
 /// Why a name in a configured address could not be resolved.
 #[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
+pub(super) enum ResolveError {
     /// The system resolver failed or found no address of the family asked for.
     #[error("cannot resolve {name}: {why}")]
     Lookup {
@@ -43,7 +43,7 @@ pub enum ResolveError {
 ///
 /// # Errors
 /// A name that does not resolve, or a `/dnsaddr/` address.
-pub fn resolve_names(addrs: &[Multiaddr]) -> Result<Vec<Multiaddr>, ResolveError> {
+pub(super) fn resolve_names(addrs: &[Multiaddr]) -> Result<Vec<Multiaddr>, ResolveError> {
     use std::net::{IpAddr, ToSocketAddrs};
     addrs
         .iter()

@@ -72,8 +72,7 @@ use libp2p::{
 };
 use std::time::Instant;
 
-pub use addr::{ResolveError, resolve_names};
-use addr::{is_loopback, is_relayed, peer_of, unsupported, without_peer};
+use addr::{is_loopback, is_relayed, peer_of, resolve_names, unsupported, without_peer};
 use answer::{Answer, AnswerChannel, Traffic};
 use commands::Command;
 pub use hood::{MAX_HOOD_ADDRS, MIN_HEARTBEAT, TRIM_AFTER};

@@ -341,8 +341,7 @@ impl Budget {
                 limit_ms: self.timeout_ms,
             }));
         }
-        let spent = (self.given - left).saturating_add(Self::surcharge(store));
-        let remaining = self.fuel.saturating_sub(spent);
+        let remaining = self.fuel.saturating_sub(self.spent(store));
         let next = SLICE.max(required).min(remaining);
         if next < required.max(1) {
             return Err(Stop::Limit(InvokeError::OutOfFuel { limit: self.fuel }));

@@ -6,6 +6,9 @@ use super::ModuleError;
 use crate::abi;
 use crate::manifest::Manifest;
 
+/// The export section's id.
+const EXPORT_SECTION: u8 = 7;
+
 /// Returns `module` with `manifest` as its only `kith.manifest` section (existing ones
 /// are removed; everything else is kept byte for byte, in order).
 ///
@@ -67,7 +70,21 @@ pub fn start_as_export(module: &[u8], export: &str) -> Result<Vec<u8>, ModuleErr
     let Some(start) = start else {
         return Ok(module.to_vec());
     };
+    // An export section: `count` entries, `entries` (already encoded), then ours.
+    let exports = |out: &mut Vec<u8>, count: u32, entries: &[u8]| {
+        let mut body = Vec::new();
+        leb128(&mut body, u64::from(count) + 1);
+        body.extend_from_slice(entries);
+        leb128(&mut body, export.len() as u64);
+        body.extend_from_slice(export.as_bytes());
+        body.push(0); // a function
+        leb128(&mut body, u64::from(start));
+        out.push(EXPORT_SECTION);
+        leb128(out, body.len() as u64);
+        out.extend_from_slice(&body);
+    };
     let mut out = module[..8].to_vec();
+    let mut exported = false;
     for payload in Parser::new(0).parse_all(module) {
         let payload = payload.map_err(invalid)?;
         let Some((id, range)) = payload.as_section() else {
@@ -77,19 +94,13 @@ pub fn start_as_export(module: &[u8], export: &str) -> Result<Vec<u8>, ModuleErr
             .get(to_usize(range.start)..to_usize(range.end))
             .ok_or_else(|| ModuleError::Invalid(format!("section {id} is truncated")))?;
         match payload {
-            Payload::StartSection { .. } => continue,
+            // The export section comes right before the start section: a module with
+            // none gets one in the start section's place.
+            Payload::StartSection { .. } if !exported => exports(&mut out, 0, &[]),
+            Payload::StartSection { .. } => {}
             Payload::ExportSection(reader) => {
-                // The same entries after a count one higher, then the new export.
-                let mut body = Vec::new();
-                leb128(&mut body, u64::from(reader.count()) + 1);
-                body.extend_from_slice(&contents[leb128_len(contents)..]);
-                leb128(&mut body, export.len() as u64);
-                body.extend_from_slice(export.as_bytes());
-                body.push(0); // a function
-                leb128(&mut body, u64::from(start));
-                out.push(id);
-                leb128(&mut out, body.len() as u64);
-                out.extend_from_slice(&body);
+                exported = true;
+                exports(&mut out, reader.count(), &contents[leb128_len(contents)..]);
             }
             _ => {
                 out.push(id);
